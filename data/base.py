@@ -1,0 +1,75 @@
+"""The base of every image-classification DataModule: what a model config needs to know about the data."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    """A LightningDataModule that knows its classes, channels and image size.
+
+    ``num_classes`` is declared in the data config (so that the model config can interpolate
+    ``${data.num_classes}``) and checked against the data set's own classes. Subclasses call
+    ``_set_class_names``, set ``in_channels`` and ``image_size``, and fill ``train_set``,
+    ``val_set`` and ``test_set`` in ``setup``.
+    """
+
+    class_names: list[str]
+    in_channels: int
+    image_size: int
+
+    def __init__(self, num_classes: int, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+        self.declared_num_classes = num_classes
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _set_class_names(self, class_names: list[str]) -> None:
+        """Record the data set's classes, failing when they disagree with the declared ``num_classes``."""
+        if len(class_names) != self.declared_num_classes:
+            raise ValueError(
+                f"num_classes={self.declared_num_classes} was given, "
+                f"but {type(self).__name__} has {len(class_names)} classes"
+            )
+        self.class_names = class_names
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one input image as the model receives it."""
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before its data loaders are used")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

@@ -1,0 +1,47 @@
+"""Model registry: ``create_model(name, **kwargs)`` and ``list_models(pattern)``, as in torchvision and timm."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+
+from torch import nn
+
+_MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a builder function under its own name (``@register_model def lenet5(...)``)."""
+    name = builder.__name__
+    if name in _MODEL_BUILDERS:
+        raise ValueError(f"a model named {name!r} is already registered")
+    _MODEL_BUILDERS[name] = builder
+    return builder
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of the registered models, filtered by an fnmatch ``pattern`` such as ``"resnet*"``."""
+    names = sorted(_MODEL_BUILDERS)
+    return names if pattern is None else fnmatch.filter(names, pattern)
+
+
+def get_model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name``; an unknown name raises a ``ValueError`` naming the close matches."""
+    try:
+        return _MODEL_BUILDERS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _MODEL_BUILDERS, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, **kwargs: object) -> nn.Module:
+    """Build the registered model ``name`` with the builder's keyword arguments (``num_classes``, ...)."""
+    builder = get_model_builder(name)
+    accepted = inspect.signature(builder).parameters
+    unknown = [key for key in kwargs if key not in accepted]
+    if unknown:
+        raise TypeError(f"{name} takes no argument {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}")
+    return builder(**kwargs)

@@ -1,0 +1,55 @@
+"""Shared fixtures: Hydra configs composed with the compose API, and a way to run the scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+
+
+def compose_config(config_name: str, output_dir: Path, overrides: list[str] = ()) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` as ``hydra.main`` would, writing into ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name=config_name, return_hydra_config=True, overrides=list(overrides))
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture
+def train_config(tmp_path: Path) -> Iterator[callable]:
+    """Compose the training config with fast settings; call it with extra overrides."""
+
+    def make(*overrides: str) -> DictConfig:
+        fast = ["trainer.accelerator=cpu", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+        return compose_config("train", tmp_path / "run", [*fast, *overrides])
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+def run_script(script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``scripts/<script>`` as a user would, from ``cwd``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,110 @@
+"""The Hydra tree composes and instantiates; user mistakes in it become one clear message."""
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+
+from conftest import CONFIG_DIR, compose_config
+from data.base import ClassificationDataModule
+from training.cli import check_overrides
+from training.config import UserError, check_arguments, instantiate
+from training.tasks import build
+
+EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def test_train_config_builds_every_part(train_config) -> None:
+    cfg = train_config()
+    datamodule, module = build(cfg)
+    assert isinstance(datamodule, ClassificationDataModule)
+    assert isinstance(module, pl.LightningModule)
+    assert module.hparams.run_config["model"]["name"] == "lenet5"
+    callbacks = [instantiate(node, name) for name, node in cfg.callbacks.items() if node]
+    loggers = [instantiate(node, name) for name, node in cfg.logger.items()]
+    trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    assert isinstance(trainer, pl.Trainer)
+    assert trainer.max_epochs == 20
+
+
+def test_model_config_reads_the_data_config(train_config) -> None:
+    cfg = train_config("data.in_channels=3")
+    assert cfg.model.in_channels == 3 and cfg.model.num_classes == cfg.data.num_classes == 10
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_builds(train_config, experiment: str) -> None:
+    build(train_config(f"experiment={experiment}"))
+
+
+def test_eval_config_requires_a_checkpoint(tmp_path: Path) -> None:
+    cfg = compose_config("eval", tmp_path)
+    assert OmegaConf.is_missing(cfg, "ckpt_path")
+
+
+def test_wrong_type_is_named_with_its_key(train_config) -> None:
+    cfg = train_config("trainer.max_epochs=abc")
+    with pytest.raises(UserError, match=r"trainer.max_epochs: expected int or None, got 'abc' \(str\)"):
+        instantiate(cfg.trainer, "trainer")
+
+
+def test_unknown_argument_lists_the_accepted_ones(train_config) -> None:
+    cfg = train_config("+model.depth=3")
+    with pytest.raises(UserError, match=r"model.depth: not an argument of .*lenet5.*accepted: num_classes, in_ch"):
+        instantiate(cfg.model, "model")
+    with pytest.raises(UserError, match=r"data.batchsize: not an argument of .*accepted: num_classes, batch_size"):
+        build(train_config("+data.batchsize=3"))
+
+
+def test_errors_raised_by_the_target_name_the_key(train_config) -> None:
+    with pytest.raises(UserError, match=r"^data: batch_size must be a positive integer, got 0$"):
+        build(train_config("data.batch_size=0"))
+    with pytest.raises(UserError, match=r"^optimizer: Invalid learning rate: -0.1$"):
+        build(train_config("optimizer.lr=-0.1"))
+
+
+def test_model_that_cannot_take_the_images_fails_before_training(train_config) -> None:
+    with pytest.raises(UserError, match=r"cannot take the data's 1x28x28 images: LeNet-5 takes images of shape"):
+        build(train_config("data.image_size=28"))
+    with pytest.raises(
+        UserError, match=r"the model has 5 outputs but the data has 10 classes; set model.num_classes=10"
+    ):
+        build(train_config("model.num_classes=5"))
+
+
+def test_type_check_accepts_what_the_hints_allow() -> None:
+    def target(lr: float, steps: int | None = None, mode: str = "a", flags: list[int] | None = None) -> None:
+        del lr, steps, mode, flags
+
+    check_arguments(target, OmegaConf.create({"lr": 1, "steps": None, "mode": "b", "flags": [1, 2]}), "x")
+    with pytest.raises(UserError, match=r"x.lr: expected float, got True \(bool\)"):
+        check_arguments(target, OmegaConf.create({"lr": True}), "x")
+    with pytest.raises(UserError, match=r"x.steps: expected int or None, got 2.5 \(float\)"):
+        check_arguments(target, OmegaConf.create({"steps": 2.5}), "x")
+    check_arguments(torch.optim.SGD, OmegaConf.create({"lr": 0.1, "momentum": 0.9}), "optimizer")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model=lenett5"], r"unknown model 'lenett5'; did you mean lenet5\? accepted: lenet5"),
+        (["data=imagenet"], r"unknown data 'imagenet'; accepted: digits"),
+        (["-m", "optimizer=sgd,adamm"], r"unknown optimizer 'adamm'; did you mean adam\? accepted: adam, sgd"),
+        (["experiment=nope"], r"unknown experiment 'nope'; accepted: lenet5_digits"),
+    ],
+)
+def test_unknown_group_options_are_caught_before_hydra_runs(args: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        check_overrides(args)
+
+
+def test_known_options_pass() -> None:
+    check_overrides(["model=lenet5", "optimizer=adam", "scheduler=none", "~logger", "optimizer.lr=0.1", "-m"])
+
+
+def test_an_existing_run_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / ".hydra").mkdir()
+    with pytest.raises(UserError, match="already holds a run; nothing was changed"):
+        check_overrides([f"hydra.run.dir={tmp_path}"])

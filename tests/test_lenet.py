@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from models import create_model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_parameter_count_matches_the_1998_layout() -> None:
+    # C1 156 + C3 2,416 + C5 48,120 + F6 10,164 + output 850
+    assert count_parameters(create_model("lenet5")) == 61_706
+
+
+def test_layer_output_shapes_follow_fig_2() -> None:
+    model = create_model("lenet5")
+    shapes = {}
+    for name in ("c1", "s2", "c3", "s4", "c5", "f6"):
+        getattr(model.features, name).register_forward_hook(
+            lambda module, inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape[1:]))
+        )
+    logits = model(torch.randn(2, 1, 32, 32))
+    assert logits.shape == (2, 10)
+    assert shapes == {
+        "c1": (6, 28, 28),
+        "s2": (6, 14, 14),
+        "c3": (16, 10, 10),
+        "s4": (16, 5, 5),
+        "c5": (120, 1, 1),
+        "f6": (84,),
+    }
+
+
+def test_classifier_interface() -> None:
+    model = create_model("lenet5")
+    x = torch.randn(3, 1, 32, 32)
+    assert model.forward_features(x).shape == (3, 84)
+    assert model.get_classifier() is model.classifier
+    model.reset_classifier(4)
+    assert model(x).shape == (3, 4)
+    assert model.num_classes == 4
+
+
+def test_backward_reaches_every_parameter() -> None:
+    model = create_model("lenet5", activation="relu", pool="max")
+    model(torch.randn(2, 1, 32, 32)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 28, 28), (2, 3, 32, 32), (1, 32, 32)])
+def test_wrong_input_shape_names_what_is_expected(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=r"LeNet-5 takes images of shape \(N, 1, 32, 32\).*data.image_size=32"):
+        create_model("lenet5")(torch.randn(*shape))
+
+
+def test_unknown_options_name_the_accepted_ones() -> None:
+    with pytest.raises(ValueError, match="unknown activation 'gelu'; accepted: tanh, relu, sigmoid"):
+        create_model("lenet5", activation="gelu")
+    with pytest.raises(ValueError, match="unknown pool 'min'; accepted: avg, max"):
+        create_model("lenet5", pool="min")
