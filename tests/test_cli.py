@@ -16,6 +16,10 @@ def error_lines(stderr: str) -> list[str]:
     [
         (["model=lenett5"], "error: unknown model 'lenett5'; did you mean lenet5? accepted: lenet5"),
         (["data=imagenet"], "error: unknown data 'imagenet'; accepted: digits"),
+        (
+            ["optimizer.lrr=0.1"],
+            "error: unknown optimizer setting 'lrr'; did you mean lr? accepted: lr, momentum, nesterov, weight_decay",
+        ),
         (["trainer.max_epochs=abc"], "error: trainer.max_epochs: expected int or None, got 'abc' (str)"),
         (["optimizer.lr=-1"], "error: optimizer: Invalid learning rate: -1"),
         (["data.batch_size=0"], "error: data: batch_size must be a positive integer, got 0"),

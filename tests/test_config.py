@@ -100,8 +100,24 @@ def test_unknown_group_options_are_caught_before_hydra_runs(args: list[str], mes
         check_overrides(args)
 
 
-def test_known_options_pass() -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimizer.lrr=0.1"], r"unknown optimizer setting 'lrr'; did you mean lr\? accepted: lr, momentum, nesterov"),
+        (["optimizer=adam", "optimizer.momentum=0.9"], r"unknown optimizer setting 'momentum'; accepted: lr, betas"),
+        (["sed=1"], r"unknown setting 'sed'; did you mean seed.* accepted: task_name, seed, test, data"),
+        (["trainer.max_epoch=3"], r"unknown trainer setting 'max_epoch'; did you mean max_epochs, min_epochs\?"),
+    ],
+)
+def test_unknown_keys_are_caught_before_hydra_runs(args: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        check_overrides(args)
+
+
+def test_known_options_and_keys_pass() -> None:
     check_overrides(["model=lenet5", "optimizer=adam", "scheduler=none", "~logger", "optimizer.lr=0.1", "-m"])
+    check_overrides(["debug=fdr", "trainer.fast_dev_run=2", "+trainer.limit_val_batches=2", "seed=3"])
+    check_overrides(["ckpt_path=x.ckpt", "trainer.accelerator=cpu"], config_name="eval")
 
 
 def test_an_existing_run_directory_is_refused(tmp_path: Path) -> None:

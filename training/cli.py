@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from training.config import UserError
 
@@ -27,13 +29,45 @@ def _override_values(override: Any) -> list[str]:
         return []
 
 
-def check_overrides(args: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Raise ``UserError`` for a config-group choice that does not exist (``model=lenett5``) or a
-    ``hydra.run.dir`` that already holds a run, before Hydra writes anything."""
+def _unknown(what: str, value: str, accepted: Sequence[str]) -> UserError:
+    close = difflib.get_close_matches(value, accepted, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return UserError(f"unknown {what} {value!r}; {hint}accepted: {', '.join(accepted)}")
+
+
+def _check_keys(config_name: str, choices: list[str], keys: list[str], config_dir: Path) -> None:
+    """Raise ``UserError`` for an override of a key that the composed config does not have."""
+    if not keys:
+        return
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+            cfg = compose(config_name=config_name, overrides=choices)
+    except Exception:
+        return  # Hydra reports composition errors itself
+    finally:
+        GlobalHydra.instance().clear()
+    for key in keys:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig):
+            continue
+        settings = [str(k) for k in node.keys()]  # noqa: SIM118 (`in node` is False for a ??? value)
+        if leaf not in settings:
+            where = f"{parent} setting" if parent else "setting"
+            raise _unknown(where, leaf, [k for k in settings if not k.startswith("_")]) from None
+
+
+def check_overrides(args: Sequence[str], config_name: str = "train", config_dir: Path = CONFIG_DIR) -> None:
+    """Raise ``UserError`` before Hydra writes anything for a config-group choice that does not exist
+    (``model=lenett5``), a key the config does not have (``optimizer.lrr=0.1``; add new keys with
+    ``+``), or a ``hydra.run.dir`` that already holds a run."""
     try:
         overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
     except Exception:
         return  # not parseable: Hydra reports it
+    choices: list[str] = []
+    keys: list[str] = []
     for override in overrides:
         key = override.key_or_group
         if key == "hydra.run.dir":
@@ -43,16 +77,20 @@ def check_overrides(args: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
                     f"hydra.run.dir={run_dir} already holds a run; nothing was changed. "
                     "Choose a new directory, or leave hydra.run.dir out for a fresh timestamped one"
                 )
+        if override.is_delete() or override.is_add() or key.startswith("hydra"):
             continue
         group_dir = config_dir / key
-        if override.is_delete() or key.startswith("hydra") or not group_dir.is_dir():
+        if not group_dir.is_dir():
+            keys.append(key)
             continue
         options = sorted(path.stem for path in group_dir.glob("*.yaml"))
-        for value in _override_values(override):
+        values = _override_values(override)
+        for value in values:
             if value not in options and value != "null":
-                close = difflib.get_close_matches(value, options, n=3, cutoff=0.5)
-                hint = f"did you mean {', '.join(close)}? " if close else ""
-                raise UserError(f"unknown {key} {value!r}; {hint}accepted: {', '.join(options)}")
+                raise _unknown(key, value, options)
+        if values:
+            choices.append(f"{key}={values[0]}")
+    _check_keys(config_name, choices, keys, config_dir)
 
 
 def _exit_with(err: UserError) -> None:
@@ -65,7 +103,7 @@ def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     # An upstream deprecation inside Lightning 2.6 that users can do nothing about.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     try:
-        check_overrides(sys.argv[1:])
+        check_overrides(sys.argv[1:], config_name)
     except UserError as err:
         _exit_with(err)
 
