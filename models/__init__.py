@@ -1,7 +1,21 @@
 """Classic architectures as plain ``nn.Module``s, built by name through a registry."""
 
 from models import lenet
+from models._base import ClassifierNet
+from models._init import INIT_SCHEMES, init_weights
+from models._pretrained import load_torchvision_weights
 from models._registry import create_model, get_model_builder, list_models, register_model
 from models.lenet import LeNet5
 
-__all__ = ["LeNet5", "create_model", "get_model_builder", "lenet", "list_models", "register_model"]
+__all__ = [
+    "INIT_SCHEMES",
+    "ClassifierNet",
+    "LeNet5",
+    "create_model",
+    "get_model_builder",
+    "init_weights",
+    "lenet",
+    "list_models",
+    "load_torchvision_weights",
+    "register_model",
+]

@@ -6,8 +6,11 @@ import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
+
+from models._pretrained import load_torchvision_weights
 
 _MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -37,11 +40,17 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, **kwargs: object) -> nn.Module:
-    """Build the registered model ``name`` with the builder's keyword arguments (``num_classes``, ...)."""
+def create_model(name: str, pretrained: str | Path | None = None, **kwargs: object) -> nn.Module:
+    """Build the registered model ``name`` with the builder's keyword arguments (``num_classes``, ...).
+
+    ``pretrained`` names a torchvision weights file to load into it (see ``load_torchvision_weights``).
+    """
     builder = get_model_builder(name)
     accepted = inspect.signature(builder).parameters
     unknown = [key for key in kwargs if key not in accepted]
     if unknown:
         raise TypeError(f"{name} takes no argument {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}")
-    return builder(**kwargs)
+    model = builder(**kwargs)
+    if pretrained is not None:
+        load_torchvision_weights(model, pretrained)
+    return model

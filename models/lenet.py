@@ -14,7 +14,9 @@ recognition", Proc. IEEE 86(11), 1998. Section II.B and Fig. 2 give the layout f
 
 With biases this is 156 + 2,416 + 48,120 + 10,164 + 850 = 61,706 parameters. The paper squashes with
 a scaled tanh and subsamples by a trainable average; here the activation and the pooling are options
-(``tanh`` and ``avg`` by default).
+(``tanh`` and ``avg`` by default). The weights keep PyTorch's default initialisation: the paper's
+(``init="paper"``: uniform in +-2.4/F_in, Appendix C) was made for its scaled tanh, and with a plain
+tanh it reaches only 95-98% on the bundled digits in 20 epochs against 97.5-99% (8 seeds each).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from models._base import ClassifierNet
 from models._registry import register_model
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
@@ -36,19 +39,24 @@ def _choice(kind: str, name: str, options: dict[str, type[nn.Module]]) -> type[n
     return options[name]
 
 
-class LeNet5(nn.Module):
+class LeNet5(ClassifierNet):
     """LeNet-5 for ``in_channels`` x 32 x 32 images."""
 
-    input_size = (32, 32)
+    classifier_path = "classifier"
+    native_input_size = (1, 32, 32)
+    min_input_size = 32
 
     def __init__(
-        self, num_classes: int = 10, in_channels: int = 1, activation: str = "tanh", pool: str = "avg"
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        activation: str = "tanh",
+        pool: str = "avg",
+        init: str = "torch",
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes=num_classes, in_channels=in_channels)
         act = _choice("activation", activation, ACTIVATIONS)
         subsample = _choice("pool", pool, POOLS)
-        self.num_classes = num_classes
-        self.in_channels = in_channels
         self.features = nn.Sequential(
             OrderedDict(
                 c1=nn.Conv2d(in_channels, 6, kernel_size=5),  # 6 maps of 28x28
@@ -65,9 +73,18 @@ class LeNet5(nn.Module):
             )
         )
         self.classifier = nn.Linear(84, num_classes)
+        self.init_weights(init)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        expected = (self.in_channels, *self.input_size)
+    def _init_paper(self) -> None:
+        # Appendix C: weights uniform in (-2.4/F_i, 2.4/F_i), F_i the number of inputs of the unit.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                fan_in = module.weight[0].numel()
+                nn.init.uniform_(module.weight, -2.4 / fan_in, 2.4 / fan_in)
+                nn.init.uniform_(module.bias, -2.4 / fan_in, 2.4 / fan_in)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        expected = (self.in_channels, *self.native_input_size[1:])
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(
                 f"LeNet-5 takes images of shape (N, {expected[0]}, {expected[1]}, {expected[2]}), "
@@ -76,22 +93,15 @@ class LeNet5(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """C1 to F6: the 84 features that the output layer classifies."""
-        self._check_input(x)
         return self.features(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the output layer with a freshly initialised one for ``num_classes`` classes."""
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(self.classifier.in_features, num_classes)
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(features)
 
 
 @register_model
-def lenet5(num_classes: int = 10, in_channels: int = 1, activation: str = "tanh", pool: str = "avg") -> LeNet5:
+def lenet5(
+    num_classes: int = 10, in_channels: int = 1, activation: str = "tanh", pool: str = "avg", init: str = "torch"
+) -> LeNet5:
     """LeNet-5 in the 1998 layout with full C3 connections (61,706 parameters for 10 classes)."""
-    return LeNet5(num_classes=num_classes, in_channels=in_channels, activation=activation, pool=pool)
+    return LeNet5(num_classes=num_classes, in_channels=in_channels, activation=activation, pool=pool, init=init)

@@ -1,0 +1,84 @@
+"""The interface every classifier of the zoo shares, after timm's.
+
+``forward(x) = forward_head(forward_features(x))``; ``get_classifier()`` is the last layer, the one
+that maps features to class scores, and ``reset_classifier(n)`` replaces it for ``n`` classes, so
+fine-tuning code works on every model. ``forward`` first checks the input, so a model that cannot
+take an image size says so (and names its minimum) instead of failing inside a conv layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models._init import init_weights
+
+
+class ClassifierNet(nn.Module):
+    """Base of the image classifiers. Subclasses set the class attributes and the two forward halves.
+
+    ``classifier_path`` is the dotted name of the final layer (``"fc"``, ``"classifier.fc8"``),
+    ``native_input_size`` the paper's (channels, height, width) and ``min_input_size`` the smallest
+    height and width the network takes.
+    """
+
+    classifier_path: str = "classifier"
+    native_input_size: tuple[int, int, int] = (3, 224, 224)
+    min_input_size: int = 1
+
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` naming the accepted input when ``x`` is not a batch the network can take."""
+        name = type(self).__name__
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{name} takes a batch of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        if min(height, width) < self.min_input_size:
+            raise ValueError(
+                f"{name} needs images of at least {self.min_input_size}x{self.min_input_size} pixels "
+                f"(its paper used {self.native_input_size[1]}x{self.native_input_size[2]}), got {height}x{width}; "
+                f"resize the data (data.image_size={self.native_input_size[1]})"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.get_submodule(self.classifier_path)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final layer with a freshly initialised one for ``num_classes`` classes."""
+        old = self.get_classifier()
+        if isinstance(old, nn.Linear):
+            new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+        elif isinstance(old, nn.Conv2d):
+            new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding)
+        else:
+            raise TypeError(f"cannot reset a classifier of type {type(old).__name__}")
+        self.set_submodule(self.classifier_path, new.to(old.weight.device, old.weight.dtype))
+        self.num_classes = num_classes
+
+    def init_weights(self, scheme: str = "paper") -> None:
+        """Initialise the weights as the paper did (``"paper"``) or with a named scheme from ``models._init``."""
+        if scheme == "paper":
+            self._init_paper()
+        else:
+            init_weights(self, scheme)
+
+    def _init_paper(self) -> None:
+        """The paper's own initialisation; PyTorch's defaults unless a family overrides it."""
