@@ -1,6 +1,6 @@
 """Named weight-initialisation schemes for the conv and linear layers of any model.
 
-``torch`` keeps PyTorch's own defaults (Kaiming-uniform with a=sqrt(5)); the others follow
+``torch`` keeps the weights PyTorch's layer constructors drew (Kaiming-uniform with a=sqrt(5)); the others follow
 Glorot & Bengio 2010 (``xavier_*``), He et al. 2015 (``kaiming_*``, for ReLU networks) and
 LeCun et al. 1998 (``lecun_normal``: variance 1/fan_in). Biases start at zero, batch-norm scales at
 one, except under ``torch``.
@@ -27,10 +27,7 @@ INIT_SCHEMES = ("paper", "torch", *_WEIGHT_INITS)
 def init_weights(model: nn.Module, scheme: str) -> None:
     """Initialise every conv and linear layer of ``model`` with ``scheme`` (one of ``INIT_SCHEMES`` but paper)."""
     if scheme == "torch":
-        for module in model.modules():
-            if module is not model and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        return
+        return  # the layers keep the weights their constructors drew
     if scheme not in _WEIGHT_INITS:
         raise ValueError(f"unknown init {scheme!r}; accepted: {', '.join(INIT_SCHEMES)}")
     for module in model.modules():
