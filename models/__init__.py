@@ -1,6 +1,6 @@
 """Classic architectures as plain ``nn.Module``s, built by name through a registry."""
 
-from models import lenet
+from models import alexnet, densenet, lenet, squeezenet, vgg, zfnet
 from models._base import ClassifierNet
 from models._init import INIT_SCHEMES, init_weights
 from models._pretrained import load_torchvision_weights
@@ -14,8 +14,13 @@ __all__ = [
     "create_model",
     "get_model_builder",
     "init_weights",
+    "alexnet",
+    "densenet",
     "lenet",
     "list_models",
     "load_torchvision_weights",
     "register_model",
+    "squeezenet",
+    "vgg",
+    "zfnet",
 ]

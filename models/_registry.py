@@ -30,12 +30,20 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names if pattern is None else fnmatch.filter(names, pattern)
 
 
+def close_matches(word: str, options: list[str]) -> list[str]:
+    """Up to three ``options`` that look like ``word``, the best first, dropping those far behind the best."""
+    scored = sorted(((difflib.SequenceMatcher(None, word, option).ratio(), option) for option in options), reverse=True)
+    if not scored or scored[0][0] < 0.6:
+        return []
+    return [option for score, option in scored[:3] if score >= max(0.6, scored[0][0] - 0.1)]
+
+
 def get_model_builder(name: str) -> Callable[..., nn.Module]:
     """The builder registered as ``name``; an unknown name raises a ``ValueError`` naming the close matches."""
     try:
         return _MODEL_BUILDERS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _MODEL_BUILDERS, n=3, cutoff=0.5)
+        close = close_matches(name, list(_MODEL_BUILDERS))
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ValueError(f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}") from None
 

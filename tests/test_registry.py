@@ -8,7 +8,7 @@ from models import LeNet5, create_model, list_models, register_model
 def test_list_models_lists_and_filters() -> None:
     assert "lenet5" in list_models()
     assert list_models() == sorted(list_models())
-    assert list_models("lenet*") == ["lenet5"]
+    assert list_models("lenet*") == ["lenet5", "lenet5_paper"]
     assert list_models("nothing-like-this*") == []
 
 
@@ -25,12 +25,17 @@ def test_unknown_argument_lists_the_accepted_ones() -> None:
 
 
 def test_unknown_name_lists_close_matches() -> None:
-    with pytest.raises(ValueError, match=r"unknown model 'lenet'; did you mean lenet5\? registered models: .*lenet5"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model 'lenet'; did you mean lenet5.*\? registered models: alexnet, .*lenet5",
+    ):
         create_model("lenet")
 
 
 def test_unknown_name_without_close_match_still_lists_models() -> None:
-    with pytest.raises(ValueError, match=r"unknown model 'transformer'; registered models: lenet5"):
+    with pytest.raises(
+        ValueError, match=r"unknown model 'transformer'; registered models: alexnet, alexnet_tv, .*, lenet5, "
+    ):
         create_model("transformer")
 
 

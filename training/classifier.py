@@ -19,9 +19,11 @@ SchedulerFactory = Callable[[Optimizer], Any]
 class ImageClassifier(pl.LightningModule):
     """Trains ``net`` with softmax cross-entropy and logs ``{train,val,test}/{loss,acc,acc_top5}``.
 
-    ``optimizer`` and ``scheduler`` are partials (Hydra's ``_partial_: true``) that receive the
-    parameters and the optimizer. ``run_config`` is the run's resolved configuration, kept in the
-    checkpoint's hyperparameters so that a checkpoint alone rebuilds model and data.
+    A network that returns a tuple in training mode (GoogLeNet's auxiliary heads) has the losses of
+    the extra outputs added with ``aux_loss_weight``. ``optimizer`` and ``scheduler`` are partials
+    (Hydra's ``_partial_: true``) that receive the parameters and the optimizer. ``run_config`` is the
+    run's resolved configuration, kept in the checkpoint's hyperparameters so that a checkpoint alone
+    rebuilds model and data.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class ImageClassifier(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/acc",
+        aux_loss_weight: float = 0.3,
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -54,8 +57,14 @@ class ImageClassifier(pl.LightningModule):
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
-        logits = self(images)
-        return self.criterion(logits, labels), logits
+        outputs = self(images)
+        if isinstance(outputs, tuple):
+            # Auxiliary classifiers (GoogLeNet in training mode return (logits, aux1, aux2)): Szegedy et al.
+            # 2015, Section 5, add their losses to the total with a discount weight of 0.3.
+            logits, *aux_logits = outputs
+            aux_loss = sum(self.criterion(aux, labels) for aux in aux_logits)
+            return self.criterion(logits, labels) + self.hparams.aux_loss_weight * aux_loss, logits
+        return self.criterion(outputs, labels), outputs
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits = self._shared_step(batch)

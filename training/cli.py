@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from models._registry import close_matches
 from training.config import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -30,7 +30,7 @@ def _override_values(override: Any) -> list[str]:
 
 
 def _unknown(what: str, value: str, accepted: Sequence[str]) -> UserError:
-    close = difflib.get_close_matches(value, accepted, n=3, cutoff=0.5)
+    close = close_matches(value, list(accepted))
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return UserError(f"unknown {what} {value!r}; {hint}accepted: {', '.join(accepted)}")
 

@@ -1,0 +1,233 @@
+"""AlexNet.
+
+A. Krizhevsky, I. Sutskever, G. E. Hinton, "ImageNet Classification with Deep Convolutional Neural
+Networks", NIPS 2012. ``alexnet`` follows Section 3 and Figure 2 as one ungrouped network (the paper
+splits the kernels of each layer over two GPUs):
+
+    input 3x227x227
+    conv1  96@11x11 stride 4  -> 96x55x55,  ReLU, LRN, max-pool 3x3 stride 2 -> 96x27x27
+    conv2  256@5x5 pad 2      -> 256x27x27, ReLU, LRN, max-pool 3x3 stride 2 -> 256x13x13
+    conv3  384@3x3 pad 1      -> 384x13x13, ReLU
+    conv4  384@3x3 pad 1      -> 384x13x13, ReLU
+    conv5  256@3x3 pad 1      -> 256x13x13, ReLU, max-pool 3x3 stride 2 -> 256x6x6
+    FC6 4096, FC7 4096 (each ReLU then dropout 0.5, Section 4.2), FC8 num_classes
+
+The text says 224x224, but 11x11 windows at stride 4 give Figure 2's 55x55 maps only from 227 pixels
+on, the size Caffe's reference model uses. Ungrouped, the network has 62,378,344 parameters; grouping
+conv2, conv4 and conv5 in two, as the paper did, would leave the "60 million" of its abstract
+(60,965,224). Local response normalisation (Section 3.3; ``lrn=False`` drops it) follows the ReLUs of
+conv1 and conv2. With no adaptive pool, FC6 takes exactly the 6x6 maps of pool5, which images of 227
+to 258 pixels give; other sizes raise a ValueError.
+
+``alexnet_tv`` is torchvision's AlexNet, which its documentation attributes to A. Krizhevsky, "One weird
+trick for parallelizing convolutional neural networks", arXiv:1404.5997, 2014: 64-192-384-256-256
+kernels, conv1 padded by 2 for 224x224 inputs, no LRN, an adaptive average pool to 6x6 before the
+classifier, and dropout before FC6 and FC7 instead of after. It has 61,100,840 parameters and loads
+torchvision's weights.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from models._base import ClassifierNet
+from models._registry import register_model
+
+# Section 3.3: b = a / (k + alpha * sum of a^2 over n adjacent maps)^beta, with k=2, n=5, alpha=1e-4, beta=0.75.
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+# Section 5: weights "from a zero-mean Gaussian distribution with standard deviation 0.01".
+PAPER_INIT_STD = 0.01
+
+# torchvision's names of its layers with weights (its features and classifier are flat Sequentials) -> ours.
+TORCHVISION_LAYER_NAMES = {
+    "features.0": "features.conv1",
+    "features.3": "features.conv2",
+    "features.6": "features.conv3",
+    "features.8": "features.conv4",
+    "features.10": "features.conv5",
+    "classifier.1": "classifier.fc6",
+    "classifier.4": "classifier.fc7",
+    "classifier.6": "classifier.fc8",
+}
+
+
+def local_response_norm() -> nn.LocalResponseNorm:
+    """Section 3.3's response normalisation across maps (PyTorch divides alpha by n, so it is given n * alpha)."""
+    return nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_SIZE * LRN_ALPHA, beta=LRN_BETA, k=LRN_K)
+
+
+def fully_connected_head(in_features: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """FC6 and FC7, 4096 ReLUs each followed by dropout (Section 4.2), and FC8, the class scores."""
+    return nn.Sequential(
+        OrderedDict(
+            fc6=nn.Linear(in_features, 4096),
+            relu6=nn.ReLU(inplace=True),
+            drop6=nn.Dropout(dropout),
+            fc7=nn.Linear(4096, 4096),
+            relu7=nn.ReLU(inplace=True),
+            drop7=nn.Dropout(dropout),
+            fc8=nn.Linear(4096, num_classes),
+        )
+    )
+
+
+def check_dropout(dropout: float) -> None:
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
+def check_flag(name: str, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def check_fc6_input(model: ClassifierNet, x: torch.Tensor, max_input_size: int) -> None:
+    """Raise ValueError when ``x`` is larger than ``max_input_size``, the largest image whose pool5 maps are 6x6.
+
+    Without an adaptive pool, FC6 takes only 6x6 maps, so the networks of the papers take images of
+    ``min_input_size`` to ``max_input_size`` pixels a side.
+    """
+    height, width = x.shape[-2:]
+    if max(height, width) > max_input_size:
+        name = type(model).__name__
+        size = model.native_input_size[1]
+        raise ValueError(
+            f"{name} takes images of {model.min_input_size} to {max_input_size} pixels a side, whose pool5 maps "
+            f"have the 6x6 size FC6 needs (its paper used {size}x{size}), got {height}x{width}; "
+            f"resize the data (data.image_size={size})"
+        )
+
+
+def alexnet_features(
+    in_channels: int, widths: tuple[int, int, int, int, int], conv1_padding: int, lrn: bool
+) -> nn.Sequential:
+    """conv1 to pool5 of Figure 2 with ``widths`` kernels; LRN after the ReLUs of conv1 and conv2 if ``lrn``.
+
+    Section 3.5: max-pools follow the two normalisations and conv5; every conv is followed by a ReLU.
+    """
+    width1, width2, width3, width4, width5 = widths
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    layers["conv1"] = nn.Conv2d(in_channels, width1, kernel_size=11, stride=4, padding=conv1_padding)  # 55x55
+    layers["relu1"] = nn.ReLU(inplace=True)
+    if lrn:
+        layers["norm1"] = local_response_norm()
+    layers["pool1"] = nn.MaxPool2d(kernel_size=3, stride=2)  # Section 3.4: overlapping pooling, 27x27
+    layers["conv2"] = nn.Conv2d(width1, width2, kernel_size=5, padding=2)  # 27x27
+    layers["relu2"] = nn.ReLU(inplace=True)
+    if lrn:
+        layers["norm2"] = local_response_norm()
+    layers["pool2"] = nn.MaxPool2d(kernel_size=3, stride=2)  # 13x13
+    layers["conv3"] = nn.Conv2d(width2, width3, kernel_size=3, padding=1)  # 13x13
+    layers["relu3"] = nn.ReLU(inplace=True)
+    layers["conv4"] = nn.Conv2d(width3, width4, kernel_size=3, padding=1)  # 13x13
+    layers["relu4"] = nn.ReLU(inplace=True)
+    layers["conv5"] = nn.Conv2d(width4, width5, kernel_size=3, padding=1)  # 13x13
+    layers["relu5"] = nn.ReLU(inplace=True)
+    layers["pool5"] = nn.MaxPool2d(kernel_size=3, stride=2)  # 6x6
+    return nn.Sequential(layers)
+
+
+class AlexNet(ClassifierNet):
+    """AlexNet of Figure 2, ungrouped, for 227x227 images."""
+
+    classifier_path = "classifier.fc8"
+    native_input_size = (3, 227, 227)
+    min_input_size = 227  # conv1 55 -> pool1 27 -> pool2 13 -> pool5 6x6; 226 gives 5x5 at pool5
+    max_input_size = 258  # the last size whose pool5 maps are 6x6; 259 gives 7x7
+
+    def __init__(
+        self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, lrn: bool = True, init: str = "paper"
+    ) -> None:
+        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        check_dropout(dropout)
+        check_flag("lrn", lrn)
+        # Section 3.5: 96, 256, 384, 384 and 256 kernels (48 + 48, 128 + 128, ... on the two GPUs).
+        self.features = alexnet_features(in_channels, (96, 256, 384, 384, 256), conv1_padding=0, lrn=lrn)
+        self.classifier = fully_connected_head(256 * 6 * 6, num_classes, dropout)
+        self.init_weights(init)
+
+    def _init_paper(self) -> None:
+        # Section 5: weights from N(0, 0.01^2); biases 1 in conv2, conv4, conv5 and the hidden fully-connected
+        # layers (to give the ReLUs positive inputs early on), 0 in conv1, conv3 and FC8.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=PAPER_INIT_STD)
+                nn.init.zeros_(module.bias)
+        for layer in (self.features.conv2, self.features.conv4, self.features.conv5):
+            nn.init.ones_(layer.bias)
+        for layer in (self.classifier.fc6, self.classifier.fc7):
+            nn.init.ones_(layer.bias)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        check_fc6_input(self, x, self.max_input_size)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 to pool5: 256 maps of 6x6."""
+        return self.features(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Flatten the 256x6x6 maps and apply FC6, FC7 and FC8."""
+        return self.classifier(torch.flatten(features, 1))
+
+
+class AlexNetTV(ClassifierNet):
+    """torchvision's AlexNet for 224x224 images; it keeps PyTorch's default initialisation, as torchvision does."""
+
+    classifier_path = "classifier.fc8"
+    native_input_size = (3, 224, 224)
+    min_input_size = 63  # conv1 15 -> pool1 7 -> pool2 3 -> pool5 1x1; 62 leaves pool5 a 2x2 input
+
+    def __init__(
+        self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper"
+    ) -> None:
+        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        check_dropout(dropout)
+        self.features = alexnet_features(in_channels, (64, 192, 384, 256, 256), conv1_padding=2, lrn=False)
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # the identity at 224x224
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                drop6=nn.Dropout(dropout),  # torchvision drops the inputs of FC6 and FC7, not their outputs
+                fc6=nn.Linear(256 * 6 * 6, 4096),
+                relu6=nn.ReLU(inplace=True),
+                drop7=nn.Dropout(dropout),
+                fc7=nn.Linear(4096, 4096),
+                relu7=nn.ReLU(inplace=True),
+                fc8=nn.Linear(4096, num_classes),
+            )
+        )
+        self.init_weights(init)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 to pool5: 256 maps of 6x6 at 224x224."""
+        return self.features(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Pool to 6x6, flatten, and apply FC6, FC7 and FC8."""
+        return self.classifier(torch.flatten(self.avgpool(features), 1))
+
+    def convert_torchvision_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rename torchvision's keys (``features.3.weight``) to ours (``features.conv2.weight``)."""
+        converted = {}
+        for key, value in state_dict.items():
+            layer, _, tensor = key.rpartition(".")
+            converted[f"{TORCHVISION_LAYER_NAMES.get(layer, layer)}.{tensor}"] = value
+        return converted
+
+
+@register_model
+def alexnet(
+    num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, lrn: bool = True, init: str = "paper"
+) -> AlexNet:
+    """AlexNet of the 2012 paper as one network, 227x227 input (62,378,344 parameters for 1000 classes)."""
+    return AlexNet(num_classes=num_classes, in_channels=in_channels, dropout=dropout, lrn=lrn, init=init)
+
+
+@register_model
+def alexnet_tv(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper") -> AlexNetTV:
+    """torchvision's AlexNet, 224x224 input (61,100,840 parameters for 1000 classes); loads its weights."""
+    return AlexNetTV(num_classes=num_classes, in_channels=in_channels, dropout=dropout, init=init)

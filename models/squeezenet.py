@@ -1,0 +1,227 @@
+"""SqueezeNet.
+
+F. N. Iandola, S. Han, M. W. Moskewicz, K. Ashraf, W. J. Dally, K. Keutzer, "SqueezeNet: AlexNet-level
+accuracy with 50x fewer parameters and <0.5MB model size", arXiv:1602.07360, 2016. ``squeezenet1_0``
+follows Table 1 and Figure 2 (left); ``squeezenet1_1`` is the SqueezeNet v1.1 of the authors' repository
+(github.com/forresti/SqueezeNet), which reaches the same accuracy with 2.4x less computation.
+
+A Fire module (Section 3.2) squeezes its input with s1x1 1x1 convolutions and expands it again with
+e1x1 1x1 and e3x3 3x3 convolutions, whose outputs are concatenated; every convolution is followed by a
+ReLU. Table 1, with the output sizes of the 227x227 crops of the authors' Caffe model (the table lists
+the input as 224x224; at 224x224 conv1 gives 109x109 and maxpool1 54x54, and from maxpool4 on the
+sizes agree):
+
+    layer      filters           s1x1  e1x1  e3x3   output
+    conv1      96 7x7/2                             111x111x96
+    maxpool1   3x3/2                                 55x55x96
+    fire2                          16    64    64    55x55x128
+    fire3                          16    64    64    55x55x128
+    fire4                          32   128   128    55x55x256
+    maxpool4   3x3/2                                 27x27x256
+    fire5                          32   128   128    27x27x256
+    fire6                          48   192   192    27x27x384
+    fire7                          48   192   192    27x27x384
+    fire8                          64   256   256    27x27x512
+    maxpool8   3x3/2                                 13x13x512
+    fire9                          64   256   256    13x13x512
+    conv10     1000 1x1 (after 50% dropout)          13x13x1000
+    avgpool10  13x13 (global)                         1x1x1000
+
+v1.1 has a 3x3/2 conv1 of 64 channels and the same Fire modules, pooled earlier: maxpool1 after conv1,
+maxpool3 after fire3, maxpool5 after fire5 (224x224 input: 111, 55, 27, 13 pixels). That is 1,248,424
+parameters (v1.1: 1,235,496) for 1000 classes. There is no fully-connected layer (Section 3.3): conv10
+maps to the classes and global average pooling gives the scores. The pools round up (Caffe's rule), as
+torchvision's ``ceil_mode=True`` does.
+
+``bypass="simple"`` adds the identity shortcuts of Section 6 (Figure 2, middle) around fire3, fire5,
+fire7 and fire9, the Fire modules whose input and output channel counts agree; in v1.1 these are the
+same four modules (128, 256, 384 and 512 channels), so the option means the same there. The weights
+start as torchvision's: He uniform for the convolutions, N(0, 0.01) for conv10, zero biases. Layers are
+named after Table 1; ``convert_torchvision_state_dict`` maps torchvision's ``nn.Sequential`` indices to
+these names.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from models._base import ClassifierNet
+from models._registry import register_model
+
+BYPASSES = ("none", "simple")
+
+
+class Fire(nn.Module):
+    """Fire module (Section 3.2, Figure 1): squeeze 1x1, then concatenated expand 1x1 and expand 3x3."""
+
+    def __init__(self, in_channels: int, squeeze: int, expand1x1: int, expand3x3: int, bypass: bool = False) -> None:
+        super().__init__()
+        self.bypass = bypass  # only where in_channels == expand1x1 + expand3x3
+        self.squeeze = nn.Conv2d(in_channels, squeeze, kernel_size=1)  # s1x1 < e1x1 + e3x3 (Strategy 2)
+        self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
+        # 1-pixel zero padding so the 1x1 and 3x3 outputs have the same size (Section 3.3)
+        self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        squeezed = self.relu(self.squeeze(x))
+        out = torch.cat([self.relu(self.expand1x1(squeezed)), self.relu(self.expand3x3(squeezed))], dim=1)
+        return out + x if self.bypass else out  # Section 6: the bypass adds the module's input
+
+
+class SqueezeNet(ClassifierNet):
+    """SqueezeNet body shared by both versions: ``features`` (built by ``_layers``), then the conv10 classifier."""
+
+    classifier_path = "classifier.conv10"
+    native_input_size = (3, 224, 224)
+    # torchvision's nn.Sequential index -> our layer name, for the layers with weights
+    torchvision_names: ClassVar[dict[str, str]] = {}
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        dropout: float = 0.5,
+        bypass: str = "none",
+        init: str = "paper",
+    ) -> None:
+        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        if bypass not in BYPASSES:
+            raise ValueError(f"unknown bypass {bypass!r}; accepted: {', '.join(BYPASSES)}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.features = nn.Sequential(self._layers(in_channels, bypass == "simple"))
+        # Section 3.3: dropout 50% after fire9, conv10 to the classes, then global average pooling (no FC)
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                dropout=nn.Dropout(dropout),
+                conv10=nn.Conv2d(512, num_classes, kernel_size=1),
+                relu10=nn.ReLU(inplace=True),
+                avgpool10=nn.AdaptiveAvgPool2d(1),
+            )
+        )
+        self.init_weights(init)
+
+    @staticmethod
+    def _layers(in_channels: int, bypass: bool) -> OrderedDict[str, nn.Module]:
+        raise NotImplementedError
+
+    def _init_paper(self) -> None:
+        # torchvision's initialisation of the authors' model: conv10 N(0, 0.01), the others He uniform
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                if module is self.classifier.conv10:
+                    nn.init.normal_(module.weight, mean=0.0, std=0.01)
+                else:
+                    nn.init.kaiming_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def convert_torchvision_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rename torchvision's keys (``features.3.squeeze.weight``) to ours (``features.fire2.squeeze.weight``)."""
+        names = {**self.torchvision_names, "classifier.1": "classifier.conv10"}
+
+        def rename(key: str) -> str:
+            for old, new in names.items():
+                if key.startswith(f"{old}."):
+                    return new + key[len(old) :]
+            return key  # not torchvision's: left for the loader to report
+
+        return {rename(key): value for key, value in state_dict.items()}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 to fire9: the 512 maps that conv10 classifies."""
+        return self.features(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.classifier(features), 1)
+
+
+class SqueezeNet1_0(SqueezeNet):
+    """SqueezeNet v1.0: Table 1."""
+
+    min_input_size = 21  # 21 -> 8 (conv1) -> 4 (maxpool1) -> 2 (maxpool4) -> 1 (maxpool8)
+    torchvision_names: ClassVar[dict[str, str]] = {
+        "features.0": "features.conv1",
+        "features.3": "features.fire2",
+        "features.4": "features.fire3",
+        "features.5": "features.fire4",
+        "features.7": "features.fire5",
+        "features.8": "features.fire6",
+        "features.9": "features.fire7",
+        "features.10": "features.fire8",
+        "features.12": "features.fire9",
+    }
+
+    @staticmethod
+    def _layers(in_channels: int, bypass: bool) -> OrderedDict[str, nn.Module]:
+        # one Table 1 row per line: Fire(in, s1x1, e1x1, e3x3)
+        return OrderedDict(
+            conv1=nn.Conv2d(in_channels, 96, kernel_size=7, stride=2),
+            relu1=nn.ReLU(inplace=True),
+            maxpool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            fire2=Fire(96, 16, 64, 64),
+            fire3=Fire(128, 16, 64, 64, bypass=bypass),
+            fire4=Fire(128, 32, 128, 128),
+            maxpool4=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            fire5=Fire(256, 32, 128, 128, bypass=bypass),
+            fire6=Fire(256, 48, 192, 192),
+            fire7=Fire(384, 48, 192, 192, bypass=bypass),
+            fire8=Fire(384, 64, 256, 256),
+            maxpool8=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            fire9=Fire(512, 64, 256, 256, bypass=bypass),
+        )
+
+
+class SqueezeNet1_1(SqueezeNet):
+    """SqueezeNet v1.1 (the authors' repository): a 3x3 conv1 of 64 channels, and the pools moved earlier."""
+
+    min_input_size = 17  # 17 -> 8 (conv1) -> 4 (maxpool1) -> 2 (maxpool3) -> 1 (maxpool5)
+    torchvision_names: ClassVar[dict[str, str]] = {
+        "features.0": "features.conv1",
+        "features.3": "features.fire2",
+        "features.4": "features.fire3",
+        "features.6": "features.fire4",
+        "features.7": "features.fire5",
+        "features.9": "features.fire6",
+        "features.10": "features.fire7",
+        "features.11": "features.fire8",
+        "features.12": "features.fire9",
+    }
+
+    @staticmethod
+    def _layers(in_channels: int, bypass: bool) -> OrderedDict[str, nn.Module]:
+        return OrderedDict(
+            conv1=nn.Conv2d(in_channels, 64, kernel_size=3, stride=2),
+            relu1=nn.ReLU(inplace=True),
+            maxpool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            fire2=Fire(64, 16, 64, 64),
+            fire3=Fire(128, 16, 64, 64, bypass=bypass),
+            maxpool3=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            fire4=Fire(128, 32, 128, 128),
+            fire5=Fire(256, 32, 128, 128, bypass=bypass),
+            maxpool5=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            fire6=Fire(256, 48, 192, 192),
+            fire7=Fire(384, 48, 192, 192, bypass=bypass),
+            fire8=Fire(384, 64, 256, 256),
+            fire9=Fire(512, 64, 256, 256, bypass=bypass),
+        )
+
+
+@register_model
+def squeezenet1_0(
+    num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, bypass: str = "none", init: str = "paper"
+) -> SqueezeNet1_0:
+    """SqueezeNet v1.0 (Table 1): 1,248,424 parameters for 1000 classes."""
+    return SqueezeNet1_0(num_classes=num_classes, in_channels=in_channels, dropout=dropout, bypass=bypass, init=init)
+
+
+@register_model
+def squeezenet1_1(
+    num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, bypass: str = "none", init: str = "paper"
+) -> SqueezeNet1_1:
+    """SqueezeNet v1.1 (the authors' repository): 1,235,496 parameters for 1000 classes."""
+    return SqueezeNet1_1(num_classes=num_classes, in_channels=in_channels, dropout=dropout, bypass=bypass, init=init)

@@ -1,0 +1,91 @@
+"""Per-layer summary of a model: output shape, parameters, activations and multiply-adds.
+
+Compute is counted by ``torch.utils.flop_counter`` (convolutions and matrix products; one
+multiply-add is two FLOPs), the way torchvision's ``GFLOPS`` metadata counts it. The forward
+activation memory follows the lecture notes' accounting for VGG16: the input plus the output of
+every conv, pooling and fully-connected layer, 4 bytes a value; element-wise layers (activations,
+dropout, normalisation) are not counted again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+STORED_ACTIVATIONS = (
+    nn.Conv2d,
+    nn.Linear,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+)
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    parameters: int
+    activations: int
+    macs: int
+
+
+@dataclass
+class ModelSummary:
+    rows: list[LayerRow]
+    input_shape: tuple[int, ...]
+    parameters: int
+    macs: int
+    activations: int
+
+    @property
+    def activation_megabytes(self) -> float:
+        """Forward activation memory per image in MB (float32, 2**20 bytes)."""
+        return self.activations * 4 / 2**20
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary:
+    """Run one image of ``input_shape`` (C, H, W) through ``model`` in eval mode and tabulate each leaf layer."""
+    leaves = {module: name for name, module in model.named_modules() if name and not list(module.children())}
+    outputs: list[tuple[nn.Module, tuple[int, ...]]] = []
+    hooks = [
+        module.register_forward_hook(lambda m, args, out: outputs.append((m, tuple(out.shape[1:]))))
+        for module in leaves
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    flops = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
+    prefix = type(model).__name__
+    rows = []
+    for module, shape in outputs:
+        name = leaves[module]
+        elements = int(torch.Size(shape).numel())
+        rows.append(
+            LayerRow(
+                name=name,
+                kind=type(module).__name__,
+                output_shape=shape,
+                parameters=sum(p.numel() for p in module.parameters(recurse=False)),
+                activations=elements if isinstance(module, STORED_ACTIVATIONS) else 0,
+                macs=flops.get(f"{prefix}.{name}", 0) // 2,
+            )
+        )
+    return ModelSummary(
+        rows=rows,
+        input_shape=tuple(input_shape),
+        parameters=sum(p.numel() for p in model.parameters()),
+        macs=counter.get_total_flops() // 2,
+        activations=int(torch.Size(input_shape).numel()) + sum(row.activations for row in rows),
+    )
