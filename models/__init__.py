@@ -1,6 +1,6 @@
 """Classic architectures as plain ``nn.Module``s, built by name through a registry."""
 
-from models import alexnet, densenet, lenet, squeezenet, vgg, zfnet
+from models import alexnet, densenet, googlenet, lenet, resnet, squeezenet, vgg, zfnet
 from models._base import ClassifierNet
 from models._init import INIT_SCHEMES, init_weights
 from models._pretrained import load_torchvision_weights
@@ -11,15 +11,17 @@ __all__ = [
     "INIT_SCHEMES",
     "ClassifierNet",
     "LeNet5",
-    "create_model",
-    "get_model_builder",
-    "init_weights",
     "alexnet",
+    "create_model",
     "densenet",
+    "get_model_builder",
+    "googlenet",
+    "init_weights",
     "lenet",
     "list_models",
     "load_torchvision_weights",
     "register_model",
+    "resnet",
     "squeezenet",
     "vgg",
     "zfnet",

@@ -18,13 +18,15 @@ class ClassifierNet(nn.Module):
     """Base of the image classifiers. Subclasses set the class attributes and the two forward halves.
 
     ``classifier_path`` is the dotted name of the final layer (``"fc"``, ``"classifier.fc8"``),
-    ``native_input_size`` the paper's (channels, height, width) and ``min_input_size`` the smallest
-    height and width the network takes.
+    ``native_input_size`` the paper's (channels, height, width), ``min_input_size`` the smallest
+    height and width the network takes and ``max_input_size`` the largest, for networks whose
+    fully-connected layers take feature maps of one size only (AlexNet, ZFNet).
     """
 
     classifier_path: str = "classifier"
     native_input_size: tuple[int, int, int] = (3, 224, 224)
     min_input_size: int = 1
+    max_input_size: int | None = None
 
     def __init__(self, num_classes: int, in_channels: int) -> None:
         super().__init__()
@@ -47,11 +49,18 @@ class ClassifierNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{name} takes a batch of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         height, width = x.shape[-2:]
+        paper_size = self.native_input_size[1]
+        resize = f"(its paper used {paper_size}x{self.native_input_size[2]}), got {height}x{width}; " + (
+            f"resize the data (data.image_size={paper_size})"
+        )
         if min(height, width) < self.min_input_size:
             raise ValueError(
-                f"{name} needs images of at least {self.min_input_size}x{self.min_input_size} pixels "
-                f"(its paper used {self.native_input_size[1]}x{self.native_input_size[2]}), got {height}x{width}; "
-                f"resize the data (data.image_size={self.native_input_size[1]})"
+                f"{name} needs images of at least {self.min_input_size}x{self.min_input_size} pixels {resize}"
+            )
+        if self.max_input_size is not None and max(height, width) > self.max_input_size:
+            raise ValueError(
+                f"{name} takes images of {self.min_input_size} to {self.max_input_size} pixels a side, "
+                f"the sizes whose last feature maps fit its fully-connected layers {resize}"
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

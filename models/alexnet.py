@@ -85,23 +85,6 @@ def check_flag(name: str, value: bool) -> None:
         raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
-def check_fc6_input(model: ClassifierNet, x: torch.Tensor, max_input_size: int) -> None:
-    """Raise ValueError when ``x`` is larger than ``max_input_size``, the largest image whose pool5 maps are 6x6.
-
-    Without an adaptive pool, FC6 takes only 6x6 maps, so the networks of the papers take images of
-    ``min_input_size`` to ``max_input_size`` pixels a side.
-    """
-    height, width = x.shape[-2:]
-    if max(height, width) > max_input_size:
-        name = type(model).__name__
-        size = model.native_input_size[1]
-        raise ValueError(
-            f"{name} takes images of {model.min_input_size} to {max_input_size} pixels a side, whose pool5 maps "
-            f"have the 6x6 size FC6 needs (its paper used {size}x{size}), got {height}x{width}; "
-            f"resize the data (data.image_size={size})"
-        )
-
-
 def alexnet_features(
     in_channels: int, widths: tuple[int, int, int, int, int], conv1_padding: int, lrn: bool
 ) -> nn.Sequential:
@@ -161,10 +144,6 @@ class AlexNet(ClassifierNet):
             nn.init.ones_(layer.bias)
         for layer in (self.classifier.fc6, self.classifier.fc7):
             nn.init.ones_(layer.bias)
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_fc6_input(self, x, self.max_input_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to pool5: 256 maps of 6x6."""

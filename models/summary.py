@@ -4,7 +4,8 @@ Compute is counted by ``torch.utils.flop_counter`` (convolutions and matrix prod
 multiply-add is two FLOPs), the way torchvision's ``GFLOPS`` metadata counts it. The forward
 activation memory follows the lecture notes' accounting for VGG16: the input plus the output of
 every conv, pooling and fully-connected layer, 4 bytes a value; element-wise layers (activations,
-dropout, normalisation) are not counted again.
+dropout, normalisation) and adaptive pools that keep the shape (torchvision's 7x7 pool of VGG at
+224x224, an identity) are not counted again.
 """
 
 from __future__ import annotations
@@ -15,14 +16,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-STORED_ACTIVATIONS = (
-    nn.Conv2d,
-    nn.Linear,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-)
+POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 @dataclass
@@ -52,11 +47,13 @@ class ModelSummary:
 def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary:
     """Run one image of ``input_shape`` (C, H, W) through ``model`` in eval mode and tabulate each leaf layer."""
     leaves = {module: name for name, module in model.named_modules() if name and not list(module.children())}
-    outputs: list[tuple[nn.Module, tuple[int, ...]]] = []
-    hooks = [
-        module.register_forward_hook(lambda m, args, out: outputs.append((m, tuple(out.shape[1:]))))
-        for module in leaves
-    ]
+    outputs: list[tuple[nn.Module, tuple[int, ...], bool]] = []
+
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        stored = isinstance(module, nn.Conv2d | nn.Linear) or (isinstance(module, POOLS) and out.shape != args[0].shape)
+        outputs.append((module, tuple(out.shape[1:]), stored))
+
+    hooks = [module.register_forward_hook(record) for module in leaves]
     was_training = model.training
     model.eval()
     try:
@@ -69,7 +66,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSumma
     flops = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
     prefix = type(model).__name__
     rows = []
-    for module, shape in outputs:
+    for module, shape, stored in outputs:
         name = leaves[module]
         elements = int(torch.Size(shape).numel())
         rows.append(
@@ -78,7 +75,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSumma
                 kind=type(module).__name__,
                 output_shape=shape,
                 parameters=sum(p.numel() for p in module.parameters(recurse=False)),
-                activations=elements if isinstance(module, STORED_ACTIVATIONS) else 0,
+                activations=elements if stored else 0,
                 macs=flops.get(f"{prefix}.{name}", 0) // 2,
             )
         )

@@ -33,7 +33,7 @@ from torch import nn
 
 from models._base import ClassifierNet
 from models._registry import register_model
-from models.alexnet import check_dropout, check_fc6_input, check_flag, fully_connected_head, local_response_norm
+from models.alexnet import check_dropout, check_flag, fully_connected_head, local_response_norm
 
 # Section 3: "All weights are initialized to 10^-2 and biases are set to 0." Equal weights would keep every
 # filter of a layer the same, so 10^-2 is read as the standard deviation of a zero-mean normal, as in AlexNet.
@@ -88,10 +88,6 @@ class ZFNet(ClassifierNet):
             if isinstance(module, nn.Conv2d | nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=PAPER_INIT_STD)
                 nn.init.zeros_(module.bias)
-
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        check_fc6_input(self, x, self.max_input_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to pool5: 256 maps (512 if wide) of 6x6."""

@@ -1,0 +1,372 @@
+"""ResNet: deep residual networks, in the ImageNet form (resnet18 to resnet152) and the CIFAR-10 form (resnet20 to 110).
+
+K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
+
+ImageNet networks, Table 1 (3x224x224 input; output size of each stage on the left; [..] x n is a block repeated n
+times, a basic block of two 3x3 convs for resnet18/34, a 1x1-3x3-1x1 bottleneck with 4x expansion for resnet50+):
+
+    conv1    112x112   7x7, 64, stride 2
+    maxpool   56x56    3x3 max pool, stride 2
+    layer1    56x56    [3x3, 64;  3x3, 64]  x n1    or   [1x1, 64;  3x3, 64;  1x1, 256]  x n1
+    layer2    28x28    [3x3, 128; 3x3, 128] x n2    or   [1x1, 128; 3x3, 128; 1x1, 512]  x n2
+    layer3    14x14    [3x3, 256; 3x3, 256] x n3    or   [1x1, 256; 3x3, 256; 1x1, 1024] x n3
+    layer4     7x7     [3x3, 512; 3x3, 512] x n4    or   [1x1, 512; 3x3, 512; 1x1, 2048] x n4
+    fc         1x1     global average pool, 1000-d fc
+
+(n1, n2, n3, n4) = (2, 2, 2, 2) for resnet18, (3, 4, 6, 3) for resnet34 and resnet50, (3, 4, 23, 3) for resnet101
+and (3, 8, 36, 3) for resnet152. Layers 2 to 4 downsample by a stride of 2 in their first block. Batch norm follows
+every conv, before the ReLU (Sec. 3.4); the shortcut joins before the block's last ReLU (Fig. 2 and 5). Where the
+shape changes the shortcut is a projection, option B of Sec. 3.3 (1x1 conv + BN). A bottleneck strides its 3x3 conv,
+as torchvision does ("ResNet v1.5"); ``stride_on_1x1=True`` strides the first 1x1 conv instead, as the paper's
+released models did. Layer names follow torchvision's, so its state dicts load as they are.
+
+CIFAR-10 networks, Section 4.2 (3x32x32 input; 6n+2 layers with n = 3, 5, 7, 9, 18 for resnet20 to resnet110):
+
+    conv1     32x32    3x3, 16
+    layer1    32x32    [3x3, 16; 3x3, 16] x n
+    layer2    16x16    [3x3, 32; 3x3, 32] x n
+    layer3     8x8     [3x3, 64; 3x3, 64] x n
+    fc         1x1     global average pool, 10-d fc
+
+with option A shortcuts (``shortcut="A"``): identity everywhere, and where the shape changes the input is subsampled
+with a stride of 2 and zero channels are appended for the extra width, so the shortcuts have no parameters.
+``shortcut="B"`` uses projections there instead.
+
+Initialisation (``init="paper"``): convs as in He et al. 2015 (Sec. 3.4: normal with variance 2/fan_out), batch-norm
+scales one and shifts zero; the fc layer keeps PyTorch's default, as in torchvision. ``zero_init_residual`` starts
+the last batch norm of each residual branch at zero, so that each block begins as the identity (torchvision's option).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models._base import ClassifierNet
+from models._registry import register_model
+
+SHORTCUTS = ("A", "B")
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A (Sec. 3.3): the identity subsampled by ``stride``, zero channels appended up to ``out_channels``."""
+
+    def __init__(self, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.out_channels - x.shape[1]))  # pad (W, H, C): zeros after the channels
+
+
+def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+    """The shortcut of a block: ``None`` (identity) where the shape is kept, else option A or B of Sec. 3.3."""
+    if in_channels == out_channels and stride == 1:
+        return None
+    if kind == "A":
+        return ZeroPadShortcut(out_channels, stride)
+    # Option B: a projection, 1x1 conv + BN (torchvision's "downsample.0" and "downsample.1")
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+    )
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a shortcut around them (Fig. 5 left): relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample  # the shortcut where the shape changes; None is the identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + shortcut)  # Eq. 1: y = F(x) + x, then the ReLU
+
+
+class Bottleneck(nn.Module):
+    """1x1 (reduce to ``width``), 3x3, 1x1 (expand to 4 x ``width``) with a shortcut around them (Fig. 5 right)."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        stride_on_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        stride_1x1, stride_3x3 = (stride, 1) if stride_on_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, stride=stride_1x1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=stride_3x3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, width * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + shortcut)
+
+
+def make_stage(
+    block: type[BasicBlock | Bottleneck],
+    in_channels: int,
+    width: int,
+    num_blocks: int,
+    stride: int,
+    shortcut: str,
+    **block_options: bool,
+) -> nn.Sequential:
+    """``num_blocks`` blocks of ``width``; the first one takes the stride and the change of width."""
+    out_channels = width * block.expansion
+    downsample = make_shortcut(shortcut, in_channels, out_channels, stride)
+    blocks = [block(in_channels, width, stride, downsample, **block_options)]
+    blocks += [block(out_channels, width, **block_options) for _ in range(num_blocks - 1)]
+    return nn.Sequential(*blocks)
+
+
+def init_resnet(model: nn.Module) -> None:
+    """Sec. 3.4: convs initialised as in He et al. 2015 (fan_out), batch norm to the identity, as torchvision."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def zero_init_last_bn(model: nn.Module) -> None:
+    """Start the last batch norm of every residual branch at zero, so each block begins as the identity."""
+    for module in model.modules():
+        if isinstance(module, BasicBlock):
+            nn.init.zeros_(module.bn2.weight)
+        elif isinstance(module, Bottleneck):
+            nn.init.zeros_(module.bn3.weight)
+
+
+class ResNet(ClassifierNet):
+    """The ImageNet ResNet of Table 1: ``block`` repeated ``layers[i]`` times in each of the four stages."""
+
+    classifier_path = "fc"
+    native_input_size = (3, 224, 224)
+    min_input_size = 1  # every conv and the max pool is padded, so even a 1x1 image stays 1x1 down to the pool
+
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        layers: tuple[int, int, int, int],
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        zero_init_residual: bool = False,
+        stride_on_1x1: bool = False,
+        init: str = "paper",
+    ) -> None:
+        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        if stride_on_1x1 and block is not Bottleneck:
+            raise ValueError("stride_on_1x1 applies to bottleneck blocks only (resnet50, resnet101, resnet152)")
+        block_options = {"stride_on_1x1": stride_on_1x1} if block is Bottleneck else {}
+        self.zero_init_residual = zero_init_residual
+        # Table 1, conv1: 7x7, 64, stride 2 -> 112x112; then 3x3 max pool, stride 2 -> 56x56
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        # Table 1, conv2_x to conv5_x: 56x56, 28x28, 14x14, 7x7 with projection shortcuts (option B)
+        self.layer1 = make_stage(block, 64, 64, layers[0], 1, "B", **block_options)
+        self.layer2 = make_stage(block, 64 * block.expansion, 128, layers[1], 2, "B", **block_options)
+        self.layer3 = make_stage(block, 128 * block.expansion, 256, layers[2], 2, "B", **block_options)
+        self.layer4 = make_stage(block, 256 * block.expansion, 512, layers[3], 2, "B", **block_options)
+        # Table 1, last row: global average pool, fc
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.init_weights(init)
+
+    def init_weights(self, scheme: str = "paper") -> None:
+        super().init_weights(scheme)
+        if self.zero_init_residual:
+            zero_init_last_bn(self)
+
+    def _init_paper(self) -> None:
+        init_resnet(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 to layer4: the 7x7 map of 512 (basic) or 2048 (bottleneck) channels for a 224x224 image."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(features), 1))
+
+
+class CifarResNet(ClassifierNet):
+    """The CIFAR-10 ResNet of Sec. 4.2: a 3x3 conv, then three stages of ``num_blocks`` basic blocks."""
+
+    classifier_path = "fc"
+    native_input_size = (3, 32, 32)
+    min_input_size = 1  # padded 3x3 convs and a stride-2 shortcut that rounds up, like the convs
+
+    def __init__(
+        self,
+        num_blocks: int,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        shortcut: str = "A",
+        init: str = "paper",
+    ) -> None:
+        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"unknown shortcut {shortcut!r}; accepted: {', '.join(SHORTCUTS)}")
+        # Sec. 4.2: "The first layer is 3x3 convolutions", 16 filters at 32x32
+        self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        # Sec. 4.2: 2n layers on each of the maps of 32x32, 16x16 and 8x8, with 16, 32 and 64 filters
+        self.layer1 = make_stage(BasicBlock, 16, 16, num_blocks, 1, shortcut)
+        self.layer2 = make_stage(BasicBlock, 16, 32, num_blocks, 2, shortcut)
+        self.layer3 = make_stage(BasicBlock, 32, 64, num_blocks, 2, shortcut)
+        # Sec. 4.2: "global average pooling, a 10-way fully-connected layer"
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        self.init_weights(init)
+
+    def _init_paper(self) -> None:
+        init_resnet(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 to layer3: the 8x8 map of 64 channels for a 32x32 image."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(features), 1))
+
+
+# ImageNet networks, Table 1
+
+
+@register_model
+def resnet18(
+    num_classes: int = 1000, in_channels: int = 3, zero_init_residual: bool = False, init: str = "paper"
+) -> ResNet:
+    """ResNet-18: basic blocks (2, 2, 2, 2); 11,689,512 parameters for 1000 classes."""
+    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, zero_init_residual=zero_init_residual, init=init)
+
+
+@register_model
+def resnet34(
+    num_classes: int = 1000, in_channels: int = 3, zero_init_residual: bool = False, init: str = "paper"
+) -> ResNet:
+    """ResNet-34: basic blocks (3, 4, 6, 3); 21,797,672 parameters for 1000 classes."""
+    return ResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, zero_init_residual=zero_init_residual, init=init)
+
+
+@register_model
+def resnet50(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    stride_on_1x1: bool = False,
+    init: str = "paper",
+) -> ResNet:
+    """ResNet-50: bottleneck blocks (3, 4, 6, 3); 25,557,032 parameters for 1000 classes."""
+    return ResNet(
+        Bottleneck,
+        (3, 4, 6, 3),
+        num_classes,
+        in_channels,
+        zero_init_residual=zero_init_residual,
+        stride_on_1x1=stride_on_1x1,
+        init=init,
+    )
+
+
+@register_model
+def resnet101(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    stride_on_1x1: bool = False,
+    init: str = "paper",
+) -> ResNet:
+    """ResNet-101: bottleneck blocks (3, 4, 23, 3); 44,549,160 parameters for 1000 classes."""
+    return ResNet(
+        Bottleneck,
+        (3, 4, 23, 3),
+        num_classes,
+        in_channels,
+        zero_init_residual=zero_init_residual,
+        stride_on_1x1=stride_on_1x1,
+        init=init,
+    )
+
+
+@register_model
+def resnet152(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    stride_on_1x1: bool = False,
+    init: str = "paper",
+) -> ResNet:
+    """ResNet-152: bottleneck blocks (3, 8, 36, 3); 60,192,808 parameters for 1000 classes."""
+    return ResNet(
+        Bottleneck,
+        (3, 8, 36, 3),
+        num_classes,
+        in_channels,
+        zero_init_residual=zero_init_residual,
+        stride_on_1x1=stride_on_1x1,
+        init=init,
+    )
+
+
+# CIFAR-10 networks, Sec. 4.2: 6n+2 layers
+
+
+@register_model
+def resnet20(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", init: str = "paper") -> CifarResNet:
+    """ResNet-20 for CIFAR-10: n = 3; 269,722 parameters for 10 classes with option A shortcuts."""
+    return CifarResNet(3, num_classes, in_channels, shortcut=shortcut, init=init)
+
+
+@register_model
+def resnet32(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", init: str = "paper") -> CifarResNet:
+    """ResNet-32 for CIFAR-10: n = 5; 464,154 parameters for 10 classes with option A shortcuts."""
+    return CifarResNet(5, num_classes, in_channels, shortcut=shortcut, init=init)
+
+
+@register_model
+def resnet44(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", init: str = "paper") -> CifarResNet:
+    """ResNet-44 for CIFAR-10: n = 7; 658,586 parameters for 10 classes with option A shortcuts."""
+    return CifarResNet(7, num_classes, in_channels, shortcut=shortcut, init=init)
+
+
+@register_model
+def resnet56(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", init: str = "paper") -> CifarResNet:
+    """ResNet-56 for CIFAR-10: n = 9; 853,018 parameters for 10 classes with option A shortcuts."""
+    return CifarResNet(9, num_classes, in_channels, shortcut=shortcut, init=init)
+
+
+@register_model
+def resnet110(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", init: str = "paper") -> CifarResNet:
+    """ResNet-110 for CIFAR-10: n = 18; 1,727,962 parameters for 10 classes with option A shortcuts."""
+    return CifarResNet(18, num_classes, in_channels, shortcut=shortcut, init=init)
