@@ -1,0 +1,53 @@
+"""The LightningModule's loss: plain cross-entropy, and auxiliary heads added with their weight."""
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from training import ImageClassifier
+
+
+class ThreeHeads(nn.Module):
+    """A stand-in for GoogLeNet: (logits, aux1, aux2) in training, the logits alone in eval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(4, 3) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        outputs = tuple(head(x) for head in self.heads)
+        return outputs if self.training else outputs[0]
+
+
+def make_module(net: nn.Module, **kwargs: float) -> ImageClassifier:
+    return ImageClassifier(net, functools.partial(torch.optim.SGD, lr=0.1), num_classes=3, **kwargs)
+
+
+def test_auxiliary_losses_are_added_with_their_weight() -> None:
+    torch.manual_seed(0)
+    net = ThreeHeads()
+    module = make_module(net, aux_loss_weight=0.3)
+    images, labels = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    loss, logits = module._shared_step((images, labels))
+    main, aux1, aux2 = (nn.functional.cross_entropy(head(images), labels) for head in net.heads)
+    assert loss.item() == pytest.approx((main + 0.3 * (aux1 + aux2)).item())
+    assert torch.equal(logits, net.heads[0](images))
+
+    net.eval()  # evaluation sees the main head only
+    loss, _ = module._shared_step((images, labels))
+    assert loss.item() == pytest.approx(main.item())
+
+
+def test_a_single_output_gives_plain_cross_entropy() -> None:
+    net = nn.Linear(4, 3)
+    images, labels = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    loss, _ = make_module(net)._shared_step((images, labels))
+    assert loss.item() == pytest.approx(nn.functional.cross_entropy(net(images), labels).item())
+
+
+def test_top5_accuracy_is_logged_only_when_there_are_more_than_five_classes() -> None:
+    assert "acc_top5" not in make_module(nn.Linear(4, 3)).val_metrics
+    module = ImageClassifier(nn.Linear(4, 10), functools.partial(torch.optim.SGD, lr=0.1), num_classes=10)
+    assert "acc_top5" in module.val_metrics
