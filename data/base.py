@@ -49,7 +49,12 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.class_names = class_names
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def output_size(self) -> int:
+        """How many outputs a model needs for this data: one score per class."""
+        return self.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
         """(channels, height, width) of one input image as the model receives it."""
         return (self.in_channels, self.image_size, self.image_size)
 

@@ -1,6 +1,7 @@
-"""Classic architectures as plain ``nn.Module``s, built by name through a registry."""
+"""Classic architectures as plain ``nn.Module``s: the CNN zoo, built by name through a registry, and the
+recurrent networks (``models.rnn``, ``models.sequence``)."""
 
-from models import alexnet, densenet, googlenet, lenet, resnet, squeezenet, vgg, zfnet
+from models import alexnet, densenet, googlenet, lenet, resnet, rnn, sequence, squeezenet, vgg, zfnet
 from models._base import ClassifierNet
 from models._init import INIT_SCHEMES, init_weights
 from models._pretrained import load_torchvision_weights
@@ -22,6 +23,8 @@ __all__ = [
     "load_torchvision_weights",
     "register_model",
     "resnet",
+    "rnn",
+    "sequence",
     "squeezenet",
     "vgg",
     "zfnet",

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from training import ImageClassifier
+from training import Classifier
 
 
 class ThreeHeads(nn.Module):
@@ -21,8 +21,8 @@ class ThreeHeads(nn.Module):
         return outputs if self.training else outputs[0]
 
 
-def make_module(net: nn.Module, **kwargs: float) -> ImageClassifier:
-    return ImageClassifier(net, functools.partial(torch.optim.SGD, lr=0.1), num_classes=3, **kwargs)
+def make_module(net: nn.Module, **kwargs: float) -> Classifier:
+    return Classifier(net, functools.partial(torch.optim.SGD, lr=0.1), num_classes=3, **kwargs)
 
 
 def test_auxiliary_losses_are_added_with_their_weight() -> None:
@@ -49,5 +49,5 @@ def test_a_single_output_gives_plain_cross_entropy() -> None:
 
 def test_top5_accuracy_is_logged_only_when_there_are_more_than_five_classes() -> None:
     assert "acc_top5" not in make_module(nn.Linear(4, 3)).val_metrics
-    module = ImageClassifier(nn.Linear(4, 10), functools.partial(torch.optim.SGD, lr=0.1), num_classes=10)
+    module = Classifier(nn.Linear(4, 10), functools.partial(torch.optim.SGD, lr=0.1), num_classes=10)
     assert "acc_top5" in module.val_metrics

@@ -20,7 +20,9 @@ ISSUE_NAMES = {
     "densenet121", "densenet161", "densenet169", "densenet201", "densenet_bc_100",
     "squeezenet1_0", "squeezenet1_1",
 }  # fmt: skip
-CONFIGURED = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
+CONFIGURED = sorted(
+    path.stem for path in (CONFIG_DIR / "model").glob("*.yaml") if "models.create_model" in path.read_text()
+)
 
 
 def native_input_size(name: str) -> tuple[int, int, int]:
@@ -32,7 +34,7 @@ def test_every_name_of_the_zoo_is_registered() -> None:
     assert set(models.list_models()) >= ISSUE_NAMES
 
 
-def test_every_registered_model_has_a_config_and_no_config_is_orphaned() -> None:
+def test_every_registered_model_has_a_config_and_no_registry_config_is_orphaned() -> None:
     assert models.list_models() == CONFIGURED
 
 

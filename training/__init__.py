@@ -1,6 +1,8 @@
 """Lightning modules, the train/evaluate jobs and their command-line front."""
 
-from training.classifier import ImageClassifier
+from training.base import TrainingModule
+from training.classifier import Classifier
 from training.config import UserError, instantiate
+from training.regression import Regressor
 
-__all__ = ["ImageClassifier", "UserError", "instantiate"]
+__all__ = ["Classifier", "Regressor", "TrainingModule", "UserError", "instantiate"]

@@ -1,29 +1,23 @@
-"""The LightningModule for image classification: cross-entropy, top-1/top-5 accuracy, optimizer and scheduler."""
+"""The LightningModule for classification (images or sequences): cross-entropy, top-1/top-5 accuracy."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
-SchedulerFactory = Callable[[Optimizer], Any]
+from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
 
 
-class ImageClassifier(pl.LightningModule):
+class Classifier(TrainingModule):
     """Trains ``net`` with softmax cross-entropy and logs ``{train,val,test}/{loss,acc,acc_top5}``.
 
     A network that returns a tuple in training mode (GoogLeNet's auxiliary heads) has the losses of
-    the extra outputs added with ``aux_loss_weight``. ``optimizer`` and ``scheduler`` are partials
-    (Hydra's ``_partial_: true``) that receive the parameters and the optimizer. ``run_config`` is the
-    run's resolved configuration, kept in the checkpoint's hyperparameters so that a checkpoint alone
-    rebuilds model and data.
+    the extra outputs added with ``aux_loss_weight``. ``run_config`` is the run's resolved
+    configuration, kept in the checkpoint so that a checkpoint alone rebuilds model and data.
     """
 
     def __init__(
@@ -37,11 +31,8 @@ class ImageClassifier(pl.LightningModule):
         aux_loss_weight: float = 0.3,
         run_config: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(net, optimizer, scheduler, scheduler_interval, scheduler_monitor)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.criterion = nn.CrossEntropyLoss()
         metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
         if num_classes > 5:
@@ -51,9 +42,6 @@ class ImageClassifier(pl.LightningModule):
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
         self.val_acc_best = MaxMetric()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
@@ -92,16 +80,3 @@ class ImageClassifier(pl.LightningModule):
         self.test_metrics.update(logits, batch[1])
         self.log("test/loss", loss, on_epoch=True)
         self.log_dict(self.test_metrics, on_epoch=True)
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": self.scheduler_factory(optimizer),
-                "interval": self.hparams.scheduler_interval,
-                "monitor": self.hparams.scheduler_monitor,
-            },
-        }

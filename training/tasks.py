@@ -21,23 +21,26 @@ from training.config import UserError, instantiate
 console = Console(soft_wrap=True)
 
 
-def check_model_fits_data(net: nn.Module, datamodule: ClassificationDataModule) -> None:
-    """Run one dummy batch through ``net`` so a size or class-count mismatch fails before training."""
-    channels, height, width = datamodule.input_shape
+def check_model_fits_data(net: nn.Module, datamodule: pl.LightningDataModule) -> None:
+    """Run one dummy input through ``net`` so a size or output-count mismatch fails before training."""
+    shape = datamodule.input_shape
+    kind = "images" if len(shape) == 3 else "sequences"
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            outputs = net(torch.zeros(1, channels, height, width))
+            # token sequences (a language model's data) declare ``input_dtype = torch.long``
+            outputs = net(torch.zeros(1, *shape, dtype=getattr(datamodule, "input_dtype", torch.float32)))
     except Exception as err:
-        raise UserError(f"the model cannot take the data's {channels}x{height}x{width} images: {err}") from err
+        raise UserError(f"the model cannot take the data's {'x'.join(map(str, shape))} {kind}: {err}") from err
     finally:
         net.train(was_training)
-    if outputs.shape[-1] != datamodule.num_classes:
-        raise UserError(
-            f"the model has {outputs.shape[-1]} outputs but the data has {datamodule.num_classes} classes; "
-            f"set model.num_classes={datamodule.num_classes}"
-        )
+    if outputs.shape[-1] != datamodule.output_size:
+        if isinstance(datamodule, ClassificationDataModule):
+            needed = f"{datamodule.num_classes} classes; set model.num_classes={datamodule.num_classes}"
+        else:
+            needed = f"{datamodule.output_size} targets per example; set model.num_outputs={datamodule.output_size}"
+        raise UserError(f"the model has {outputs.shape[-1]} outputs but the data has {needed}")
 
 
 def _try(key: str, factory: Any, argument: Any) -> Any:
@@ -47,7 +50,7 @@ def _try(key: str, factory: Any, argument: Any) -> Any:
         raise UserError(f"{key}: {err}") from err
 
 
-def build(cfg: DictConfig) -> tuple[ClassificationDataModule, pl.LightningModule]:
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """The DataModule and the LightningModule (with its network) that ``cfg`` describes."""
     datamodule = instantiate(cfg.data, "data")
     net = instantiate(cfg.model, "model")
@@ -123,7 +126,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     summary = {
         **test_metrics,
-        "val/acc_best": fit_metrics.get("val/acc_best"),
+        **{key: value for key, value in fit_metrics.items() if key.endswith("_best")},
         "best_checkpoint": best_path or None,
         "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint is not None else None,
         "tensorboard_dir": tensorboard.log_dir if tensorboard is not None else None,

@@ -1,0 +1,156 @@
+"""Sequence tasks for recurrent networks: the digits read as sequences, and the adding problem.
+
+Sequential digits: each image is read row by row (``image_size`` steps of ``image_size`` pixels) or
+pixel by pixel (``image_size**2`` steps of one value), and classified from the last hidden state:
+sequential MNIST (Le, Jaitly & Hinton 2015) on the bundled 8x8 digits, so it runs offline.
+
+The adding problem (Hochreiter & Schmidhuber 1997, experiment 4, in the form of Le et al. 2015):
+each step carries two numbers, a value drawn from U(0, 1) and a marker that is 1 at exactly two
+steps, one in each half of the sequence, and 0 elsewhere; the target is the sum of the two marked
+values. Always answering 1 scores a mean squared error of Var(U1 + U2) = 1/6 = 0.167, the baseline a
+network must beat to show that it carries information across ``seq_len`` steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from data.digits import DigitsDataModule
+
+ADDING_BASELINE_MSE = 1 / 6
+
+
+def _as_sequence(image: torch.Tensor, image_transform: Callable, shape: tuple[int, int]) -> torch.Tensor:
+    """The image after its transform, read row by row (or pixel by pixel) into ``shape`` (steps, features)."""
+    return image_transform(image).reshape(shape)
+
+
+class SequentialDigitsDataModule(DigitsDataModule):
+    """The bundled digits as sequences: ``order="rows"`` (steps of ``image_size`` pixels) or ``"pixels"``."""
+
+    def __init__(
+        self,
+        order: str = "rows",
+        input_size: int = 8,
+        num_classes: int = 10,
+        batch_size: int = 64,
+        image_size: int = 8,
+        augment: bool = False,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes,
+            batch_size=batch_size,
+            image_size=image_size,
+            in_channels=1,
+            augment=augment,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+        )
+        features = {"rows": image_size, "pixels": 1}
+        if order not in features:
+            raise ValueError(f"unknown order {order!r}; accepted: rows, pixels")
+        if input_size != features[order]:
+            raise ValueError(
+                f"input_size={input_size!r} does not fit order={order}, which feeds {features[order]} "
+                f"value(s) per step; set data.input_size={features[order]}"
+            )
+        self.order = order
+        self.input_size = input_size
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(steps, features) of one sequence."""
+        return (self.image_size**2 // self.input_size, self.input_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        super().setup(stage)
+        for dataset in (self.train_set, self.val_set, self.test_set):
+            dataset.transform = partial(_as_sequence, image_transform=dataset.transform, shape=self.input_shape)
+
+
+class AddingProblemDataModule(pl.LightningDataModule):
+    """Generated adding-problem sequences of ``seq_len`` steps, (value, marker) per step; fixed by ``seed``."""
+
+    def __init__(
+        self,
+        seq_len: int = 100,
+        input_size: int = 2,
+        train_size: int = 10_000,
+        val_size: int = 1_000,
+        test_size: int = 1_000,
+        batch_size: int = 50,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("seq_len", seq_len),
+            ("train_size", train_size),
+            ("val_size", val_size),
+            ("test_size", test_size),
+            ("batch_size", batch_size),
+        ):
+            if not isinstance(value, int) or value < (2 if name == "seq_len" else 1):
+                raise ValueError(
+                    f"{name} must be an integer of at least {2 if name == 'seq_len' else 1}, got {value!r}"
+                )
+        if input_size != 2:
+            raise ValueError(
+                f"the adding problem feeds 2 values per step (value, marker); got input_size={input_size!r}"
+            )
+        self.seq_len = seq_len
+        self.input_size = input_size
+        self.sizes = (train_size, val_size, test_size)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.train_set = self.val_set = self.test_set = None
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return (self.seq_len, self.input_size)
+
+    @property
+    def output_size(self) -> int:
+        return 1
+
+    def generate(self, count: int, generator: torch.Generator) -> TensorDataset:
+        """``count`` sequences of shape (seq_len, 2) and their targets."""
+        values = torch.rand(count, self.seq_len, generator=generator)
+        half = self.seq_len // 2
+        first = torch.randint(0, half, (count,), generator=generator)  # one marker in each half
+        second = torch.randint(half, self.seq_len, (count,), generator=generator)
+        markers = torch.zeros(count, self.seq_len)
+        rows = torch.arange(count)
+        markers[rows, first] = 1.0
+        markers[rows, second] = 1.0
+        targets = values[rows, first] + values[rows, second]
+        return TensorDataset(torch.stack([values, markers], dim=-1), targets)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        self.train_set, self.val_set, self.test_set = (self.generate(size, generator) for size in self.sizes)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=self.batch_size)

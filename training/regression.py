@@ -1,0 +1,55 @@
+"""The LightningModule for regression: mean squared error (the adding problem)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import MeanSquaredError, MinMetric
+
+from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
+
+
+class Regressor(TrainingModule):
+    """Trains ``net`` to predict one number per example with MSE; logs ``{train,val,test}/loss`` (the MSE)."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/loss",
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(net, optimizer, scheduler, scheduler_interval, scheduler_monitor)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.criterion = nn.MSELoss()
+        self.val_mse = MeanSquaredError()
+        self.test_mse = MeanSquaredError()
+        self.val_loss_best = MinMetric()
+
+    def _predict(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = batch
+        return self(inputs).squeeze(-1), targets
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.criterion(*self._predict(batch))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_start(self) -> None:
+        self.val_loss_best.reset()  # the sanity-check validation does not count
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.val_mse.update(*self._predict(batch))
+        self.log("val/loss", self.val_mse, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_loss_best(self.val_mse.compute())
+        self.log("val/loss_best", self.val_loss_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.test_mse.update(*self._predict(batch))
+        self.log("test/loss", self.test_mse, on_epoch=True)
