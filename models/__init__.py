@@ -1,7 +1,7 @@
 """Classic architectures as plain ``nn.Module``s: the CNN zoo, built by name through a registry, and the
 recurrent networks (``models.rnn``, ``models.sequence``)."""
 
-from models import alexnet, densenet, googlenet, lenet, resnet, rnn, sequence, squeezenet, vgg, zfnet
+from models import alexnet, char_rnn, densenet, googlenet, lenet, resnet, rnn, sequence, squeezenet, vgg, zfnet
 from models._base import ClassifierNet
 from models._init import INIT_SCHEMES, init_weights
 from models._pretrained import load_torchvision_weights
@@ -13,6 +13,7 @@ __all__ = [
     "ClassifierNet",
     "LeNet5",
     "alexnet",
+    "char_rnn",
     "create_model",
     "densenet",
     "get_model_builder",

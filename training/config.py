@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, ListConfig
+from omegaconf.errors import MissingMandatoryValue
 
 import models
 
@@ -93,7 +94,10 @@ def check_arguments(target: Callable[..., Any], node: DictConfig, key: str, skip
             accepted = ", ".join(p for p in parameters if p not in ("self", "args", "kwargs"))
             where = f"{target.__module__}.{target.__qualname__}"
             raise UserError(f"{key}.{name}: not an argument of {where}; accepted: {accepted}")
-        value = node[name]
+        try:
+            value = node[name]
+        except MissingMandatoryValue:
+            raise UserError(f"{key}.{name} is required: give it on the command line, {key}.{name}=...") from None
         if name in hints and _matches(value, hints[name]) is False:
             raise UserError(f"{key}.{name}: expected {_describe(hints[name])}, got {value!r} ({type(value).__name__})")
 
