@@ -3,14 +3,20 @@
 from data.base import ClassificationDataModule
 from data.digits import DigitsDataModule
 from data.fake import FakeDataModule
-from data.sequences import AddingProblemDataModule, SequentialDigitsDataModule
+from data.sequences import AddingProblemDataModule, SequentialDigitsDataModule, SequentialMNISTDataModule
 from data.text import CharTextDataModule  # also registers the text_vocab config resolvers
+from data.torchvision_sets import CIFAR10DataModule, CIFAR100DataModule, FashionMNISTDataModule, MNISTDataModule
 
 __all__ = [
     "AddingProblemDataModule",
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
     "CharTextDataModule",
     "ClassificationDataModule",
     "DigitsDataModule",
     "FakeDataModule",
+    "FashionMNISTDataModule",
+    "MNISTDataModule",
     "SequentialDigitsDataModule",
+    "SequentialMNISTDataModule",
 ]

@@ -1,8 +1,8 @@
 """Sequence tasks for recurrent networks: the digits read as sequences, and the adding problem.
 
-Sequential digits: each image is read row by row (``image_size`` steps of ``image_size`` pixels) or
-pixel by pixel (``image_size**2`` steps of one value), and classified from the last hidden state:
-sequential MNIST (Le, Jaitly & Hinton 2015) on the bundled 8x8 digits, so it runs offline.
+Sequential MNIST (Le, Jaitly & Hinton 2015): each image is read row by row (``image_size`` steps of
+``image_size`` pixels) or pixel by pixel (``image_size**2`` steps of one value), and classified from the
+last hidden state; on MNIST itself (28x28) or on the bundled 8x8 digits, which need no download.
 
 The adding problem (Hochreiter & Schmidhuber 1997, experiment 4, in the form of Le et al. 2015):
 each step carries two numbers, a value drawn from U(0, 1) and a marker that is 1 at exactly two
@@ -20,7 +20,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from data.digits import DigitsDataModule
+from data.digits import DigitsDataModule, TensorImageDataset
+from data.torchvision_sets import MNISTDataModule
 
 ADDING_BASELINE_MSE = 1 / 6
 
@@ -30,7 +31,43 @@ def _as_sequence(image: torch.Tensor, image_transform: Callable, shape: tuple[in
     return image_transform(image).reshape(shape)
 
 
-class SequentialDigitsDataModule(DigitsDataModule):
+class ReadAsSequences:
+    """Mixin for a grey-image DataModule: serve each image as a sequence of its rows or of its pixels.
+
+    Put it before the image DataModule in the bases, and call ``_read_as_sequences`` in ``__init__``.
+    """
+
+    image_size: int
+    train_set: TensorImageDataset | None
+    val_set: TensorImageDataset | None
+    test_set: TensorImageDataset | None
+
+    def _read_as_sequences(self, order: str, input_size: int) -> None:
+        features = {"rows": self.image_size, "pixels": 1}
+        if order not in features:
+            raise ValueError(f"unknown order {order!r}; accepted: rows, pixels")
+        if input_size != features[order]:
+            raise ValueError(
+                f"input_size={input_size!r} does not fit order={order}, which feeds {features[order]} "
+                f"value(s) per step; set data.input_size={features[order]}"
+            )
+        self.order = order
+        self.input_size = input_size
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(steps, features) of one sequence."""
+        return (self.image_size**2 // self.input_size, self.input_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        super().setup(stage)
+        for dataset in (self.train_set, self.val_set, self.test_set):
+            dataset.transform = partial(_as_sequence, image_transform=dataset.transform, shape=self.input_shape)
+
+
+class SequentialDigitsDataModule(ReadAsSequences, DigitsDataModule):
     """The bundled digits as sequences: ``order="rows"`` (steps of ``image_size`` pixels) or ``"pixels"``."""
 
     def __init__(
@@ -59,28 +96,36 @@ class SequentialDigitsDataModule(DigitsDataModule):
             num_workers=num_workers,
             pin_memory=pin_memory,
         )
-        features = {"rows": image_size, "pixels": 1}
-        if order not in features:
-            raise ValueError(f"unknown order {order!r}; accepted: rows, pixels")
-        if input_size != features[order]:
-            raise ValueError(
-                f"input_size={input_size!r} does not fit order={order}, which feeds {features[order]} "
-                f"value(s) per step; set data.input_size={features[order]}"
-            )
-        self.order = order
-        self.input_size = input_size
+        self._read_as_sequences(order, input_size)
 
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        """(steps, features) of one sequence."""
-        return (self.image_size**2 // self.input_size, self.input_size)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        super().setup(stage)
-        for dataset in (self.train_set, self.val_set, self.test_set):
-            dataset.transform = partial(_as_sequence, image_transform=dataset.transform, shape=self.input_shape)
+class SequentialMNISTDataModule(ReadAsSequences, MNISTDataModule):
+    """Sequential MNIST (Le, Jaitly & Hinton 2015): 28 steps of 28 pixels (rows) or 784 steps of 1 (pixels)."""
+
+    def __init__(
+        self,
+        order: str = "rows",
+        input_size: int = 28,
+        data_dir: str = "datasets",
+        download: bool = False,
+        num_classes: int = 10,
+        batch_size: int = 128,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(
+            data_dir=data_dir,
+            download=download,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            val_size=val_size,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+        )
+        self._read_as_sequences(order, input_size)
 
 
 class AddingProblemDataModule(pl.LightningDataModule):

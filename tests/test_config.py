@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, compose_config
 from data.base import ClassificationDataModule
+from test_torchvision_sets import write_mnist_like
 from training.cli import check_overrides
 from training.config import UserError, check_arguments, instantiate
 from training.tasks import build
@@ -37,10 +38,14 @@ def test_model_config_reads_the_data_config(train_config) -> None:
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_builds(train_config, experiment: str, tmp_path: Path) -> None:
     overrides = []
-    if "data: text" in (CONFIG_DIR / "experiment" / f"{experiment}.yaml").read_text():
+    recipe = (CONFIG_DIR / "experiment" / f"{experiment}.yaml").read_text()
+    if "data: text" in recipe:
         text = tmp_path / "text.txt"  # the text experiments need a file, long enough for their default batches
         text.write_text("the quick brown fox jumps over the lazy dog. " * 2000, encoding="utf-8")
         overrides.append(f"data.path={text}")
+    if "data: seq_mnist" in recipe:  # MNIST experiments read tiny MNIST files in torchvision's format
+        write_mnist_like(tmp_path, "MNIST")
+        overrides += [f"data.data_dir={tmp_path}", "data.val_size=4"]
     build(train_config(f"experiment={experiment}", *overrides))
 
 
@@ -98,7 +103,7 @@ def test_type_check_accepts_what_the_hints_allow() -> None:
             ["model=lenett5"],
             r"unknown model 'lenett5'; did you mean lenet5\? accepted: alexnet, .*, lenet5, lenet5_paper, ",
         ),
-        (["data=imagenet"], r"unknown data 'imagenet'; accepted: adding, digits, fake, seq_digits"),
+        (["data=imagenet"], r"unknown data 'imagenet'; accepted: adding, cifar10, cifar100, digits, fake, "),
         (["-m", "optimizer=sgd,adamm"], r"unknown optimizer 'adamm'; did you mean adam\? accepted: adam, sgd"),
         (["experiment=nope"], r"unknown experiment 'nope'; accepted: .*, lenet5_digits, "),
     ],

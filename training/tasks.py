@@ -53,6 +53,11 @@ def _try(key: str, factory: Any, argument: Any) -> Any:
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """The DataModule and the LightningModule (with its network) that ``cfg`` describes."""
     datamodule = instantiate(cfg.data, "data")
+    try:  # read the data now, so that missing or unreadable files are reported before anything else
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"data: {err}") from err
     net = instantiate(cfg.model, "model")
     check_model_fits_data(net, datamodule)
     optimizer = instantiate(cfg.optimizer, "optimizer")

@@ -1,0 +1,311 @@
+"""MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100, read from their original files by torchvision.
+
+The files live under ``data_dir`` (default ``datasets``, relative to where the run starts) in the
+layout torchvision uses (``<data_dir>/MNIST/raw/``, ``<data_dir>/FashionMNIST/raw/``,
+``<data_dir>/cifar-10-batches-py/``, ``<data_dir>/cifar-100-python/``); ``download=True`` fetches
+them there on a machine with internet. The images are held in memory as uint8 tensors (N, C, H, W).
+``val_size`` images are carved out of the training split by a permutation seeded with ``split_seed``,
+independent of the training seed (5,000 by default: He et al.'s 45k/5k split of CIFAR-10). Each image
+is scaled to [0, 1], augmented if asked (training split only, at the native size), resized to
+``image_size`` if that differs from the native size (e.g. 227 for AlexNet), repeated to 3 channels
+if asked for a grey set, and normalised with the data set's published per-channel mean and standard
+deviation. ``augment="standard"`` is the ResNet paper's CIFAR recipe (pad 4, random 32x32 crop,
+horizontal flip) for CIFAR, and a small random affine map (shift, rotation, scale) for the digit and
+clothing images, which a horizontal flip or crop would not suit.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+import torch
+from torchvision import datasets
+from torchvision.datasets import VisionDataset
+from torchvision.transforms import v2
+
+from data.base import ClassificationDataModule
+from data.digits import TensorImageDataset
+
+AUGMENTATIONS = ("none", "standard")
+
+
+class TorchvisionDataModule(ClassificationDataModule):
+    """A torchvision classification set held in memory; subclasses state only what differs between sets."""
+
+    dataset_class: ClassVar[type[VisionDataset]]
+    class_names_of_set: ClassVar[tuple[str, ...]]
+    native_channels: ClassVar[int]
+    native_size: ClassVar[int]
+    mean: ClassVar[tuple[float, ...]]
+    std: ClassVar[tuple[float, ...]]
+
+    def __init__(
+        self,
+        data_dir: str = "datasets",
+        download: bool = False,
+        num_classes: int = 10,
+        batch_size: int = 128,
+        image_size: int | None = None,
+        in_channels: int | None = None,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        augment: str = "none",
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(num_classes=num_classes, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        name = type(self).__name__
+        image_size = self.native_size if image_size is None else image_size
+        in_channels = self.native_channels if in_channels is None else in_channels
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+            raise ValueError(f"image_size must be a positive integer (native: {self.native_size}), got {image_size!r}")
+        accepted_channels = (1, 3) if self.native_channels == 1 else (3,)
+        if in_channels not in accepted_channels:
+            accepted = " or ".join(map(str, accepted_channels))
+            why = " (3 repeats the grey channel)" if self.native_channels == 1 else " (its images are colour)"
+            raise ValueError(f"in_channels must be {accepted} for {name}{why}, got {in_channels!r}")
+        if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 1:
+            raise ValueError(f"val_size must be a positive integer, got {val_size!r}")
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(map(repr, AUGMENTATIONS))}, got {augment!r}")
+        self._set_class_names(list(self.class_names_of_set))
+        self.data_dir = str(data_dir)
+        self.download = download
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.augment = augment
+
+    @classmethod
+    def expected_files(cls, data_dir: str) -> list[str]:
+        """The files torchvision reads for this set under ``data_dir``."""
+        dataset = cls.dataset_class
+        if hasattr(dataset, "resources"):  # MNIST-like: uncompressed idx files under <root>/<Class>/raw/
+            names = [os.path.splitext(os.path.basename(url))[0] for url, _ in dataset.resources]
+            return [os.path.join(data_dir, dataset.__name__, "raw", n) for n in names]
+        files = [n for n, _ in dataset.train_list + dataset.test_list] + [dataset.meta["filename"]]
+        return [os.path.join(data_dir, dataset.base_folder, n) for n in files]
+
+    def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One split as uint8 images (N, C, H, W) and long labels."""
+        try:
+            dataset = self.dataset_class(root=self.data_dir, train=train, download=self.download)
+        except RuntimeError as err:
+            if self.download:
+                raise
+            raise FileNotFoundError(
+                f"{self.dataset_class.__name__} not found (or corrupted) in {self.data_dir!r}: "
+                f"expected {', '.join(self.expected_files(self.data_dir))}; "
+                "pass data.download=true on a machine with internet, or data.data_dir=<dir holding them>"
+            ) from err
+        classes = getattr(dataset, "classes", None)
+        if isinstance(dataset, datasets.CIFAR10) and list(classes) != self.class_names:
+            raise ValueError(f"the files in {self.data_dir!r} name the classes {classes}, expected {self.class_names}")
+        images = torch.as_tensor(dataset.data)
+        images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # (N, H, W) or NHWC
+        return images.contiguous(), torch.as_tensor(dataset.targets, dtype=torch.long)
+
+    def _augmentation(self) -> v2.Transform:
+        if self.native_channels == 3:
+            return v2.Compose([v2.RandomCrop(self.native_size, padding=4), v2.RandomHorizontalFlip()])
+        return v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
+
+    def _transform(self, train: bool) -> v2.Transform:
+        steps: list[v2.Transform] = [v2.ToDtype(torch.float32, scale=True)]
+        if train and self.augment == "standard":
+            steps.append(self._augmentation())
+        if self.image_size != self.native_size:
+            steps.append(v2.Resize([self.image_size, self.image_size], antialias=True))
+        mean, std = list(self.mean), list(self.std)
+        if self.in_channels != self.native_channels:
+            steps.append(v2.RGB())
+            mean, std = mean * 3, std * 3
+        steps.append(v2.Normalize(mean, std))
+        return v2.Compose(steps)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train_images, train_labels = self._read(train=True)
+        test_images, test_labels = self._read(train=False)
+        if self.val_size >= len(train_labels):
+            raise ValueError(
+                f"val_size={self.val_size} leaves no training images: the training split has {len(train_labels)}"
+            )
+        order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(self.split_seed))
+        val, train = order[: self.val_size], order[self.val_size :]
+        self.train_set = TensorImageDataset(train_images[train], train_labels[train], self._transform(train=True))
+        self.val_set = TensorImageDataset(train_images[val], train_labels[val], self._transform(train=False))
+        self.test_set = TensorImageDataset(test_images, test_labels, self._transform(train=False))
+
+
+class MNISTDataModule(TorchvisionDataModule):
+    """LeCun et al.'s handwritten digits: 60,000 training and 10,000 test 28x28 grey images of 0-9."""
+
+    dataset_class = datasets.MNIST
+    class_names_of_set = tuple(str(digit) for digit in range(10))
+    native_channels = 1
+    native_size = 28
+    mean = (0.1307,)
+    std = (0.3081,)
+
+
+class FashionMNISTDataModule(TorchvisionDataModule):
+    """Zalando's clothing images: 60,000 training and 10,000 test 28x28 grey images of 10 kinds."""
+
+    dataset_class = datasets.FashionMNIST
+    class_names_of_set = (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
+    native_channels = 1
+    native_size = 28
+    mean = (0.2860,)
+    std = (0.3530,)
+
+
+class CIFAR10DataModule(TorchvisionDataModule):
+    """Krizhevsky's CIFAR-10: 50,000 training and 10,000 test 32x32 colour images of 10 classes."""
+
+    dataset_class = datasets.CIFAR10
+    class_names_of_set = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
+    native_channels = 3
+    native_size = 32
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
+
+
+class CIFAR100DataModule(TorchvisionDataModule):
+    """Krizhevsky's CIFAR-100: 50,000 training and 10,000 test 32x32 colour images of 100 fine classes."""
+
+    dataset_class = datasets.CIFAR100
+    class_names_of_set = (
+        "apple",
+        "aquarium_fish",
+        "baby",
+        "bear",
+        "beaver",
+        "bed",
+        "bee",
+        "beetle",
+        "bicycle",
+        "bottle",
+        "bowl",
+        "boy",
+        "bridge",
+        "bus",
+        "butterfly",
+        "camel",
+        "can",
+        "castle",
+        "caterpillar",
+        "cattle",
+        "chair",
+        "chimpanzee",
+        "clock",
+        "cloud",
+        "cockroach",
+        "couch",
+        "crab",
+        "crocodile",
+        "cup",
+        "dinosaur",
+        "dolphin",
+        "elephant",
+        "flatfish",
+        "forest",
+        "fox",
+        "girl",
+        "hamster",
+        "house",
+        "kangaroo",
+        "keyboard",
+        "lamp",
+        "lawn_mower",
+        "leopard",
+        "lion",
+        "lizard",
+        "lobster",
+        "man",
+        "maple_tree",
+        "motorcycle",
+        "mountain",
+        "mouse",
+        "mushroom",
+        "oak_tree",
+        "orange",
+        "orchid",
+        "otter",
+        "palm_tree",
+        "pear",
+        "pickup_truck",
+        "pine_tree",
+        "plain",
+        "plate",
+        "poppy",
+        "porcupine",
+        "possum",
+        "rabbit",
+        "raccoon",
+        "ray",
+        "road",
+        "rocket",
+        "rose",
+        "sea",
+        "seal",
+        "shark",
+        "shrew",
+        "skunk",
+        "skyscraper",
+        "snail",
+        "snake",
+        "spider",
+        "squirrel",
+        "streetcar",
+        "sunflower",
+        "sweet_pepper",
+        "table",
+        "tank",
+        "telephone",
+        "television",
+        "tiger",
+        "tractor",
+        "train",
+        "trout",
+        "tulip",
+        "turtle",
+        "wardrobe",
+        "whale",
+        "willow_tree",
+        "wolf",
+        "woman",
+        "worm",
+    )
+    native_channels = 3
+    native_size = 32
+    mean = (0.5071, 0.4865, 0.4409)
+    std = (0.2673, 0.2564, 0.2762)
+
+    def __init__(self, num_classes: int = 100, **kwargs) -> None:
+        super().__init__(num_classes=num_classes, **kwargs)
