@@ -149,9 +149,10 @@ class GoogLeNet(ClassifierNet):
 
     classifier_path = "classifier"
     native_input_size = (3, 224, 224)
-    # 79 gives a 5x5 map on 4a, the least the aux heads' 5x5 average pool takes; without them (or in eval mode) 31
-    # would do: below it the 3x3 max pool before 5a gets a 1x1 map
+    # 79 gives a 5x5 map on 4a, the least the aux heads' 5x5 average pool takes; without them 31 does: below it the
+    # 3x3 max pool before 5a gets a 1x1 map
     min_input_size = 79
+    min_input_size_without_aux = 31
 
     def __init__(
         self,
@@ -172,6 +173,8 @@ class GoogLeNet(ClassifierNet):
         if not isinstance(aux_logits, bool):
             raise ValueError(f"aux_logits must be True or False, got {aux_logits!r}")
         self.aux_logits = aux_logits
+        if not aux_logits:
+            self.min_input_size = self.min_input_size_without_aux
         inception = partial(Inception, conv_block=conv_block, kernel_5x5=kernel_5x5)
 
         def norm() -> nn.Module:
@@ -299,6 +302,7 @@ class GoogLeNetTV(GoogLeNet):
     """
 
     min_input_size = 15  # torchvision's figure too: below it the 3x3 max pool before 4a gets a 1x1 map
+    min_input_size_without_aux = 15
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-import models.googlenet  # noqa: F401
+import models.googlenet
 from conftest import CONFIG_DIR
 from models import create_model, get_model_builder, load_torchvision_weights
 from models.googlenet import GoogLeNet, GoogLeNetTV
@@ -287,3 +287,11 @@ def test_config_lists_every_option_with_its_default(name: str, cls: type) -> Non
     assert {key: cfg[key] for key in defaults} == defaults
     cfg.num_classes, cfg.in_channels = 10, 3
     assert type(instantiate(cfg, "model")) is cls
+
+
+def test_without_aux_heads_the_paper_network_takes_inputs_down_to_31_pixels() -> None:
+    model = models.create_model("googlenet", aux_logits=False, num_classes=3)
+    assert model(torch.randn(2, 3, 31, 31)).shape == (2, 3)
+    with pytest.raises(ValueError, match="needs images of at least 31x31 pixels"):
+        model(torch.randn(2, 3, 30, 30))
+    assert models.create_model("googlenet_tv", aux_logits=False).min_input_size == 15
