@@ -10,7 +10,6 @@ are timed alternately in one run, so the ratio holds even on a noisy machine.
 from __future__ import annotations
 
 import platform
-import sys
 import time
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from models.rnn import GRU, LSTM, RNN
+from training.cli import run_plain
 
 DEFAULTS = {"steps": 30, "seq_len": 28, "batch": 64, "input_size": 28, "hidden": 128}
 
@@ -77,8 +77,4 @@ def main(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_plain(main, ValueError)

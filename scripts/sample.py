@@ -10,12 +10,12 @@ each fed back in with the recurrent state carried along. Prints the prime and th
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import hydra
 import torch
 
+from training.cli import run_plain
 from training.config import UserError
 from training.tasks import load_checkpoint
 
@@ -95,8 +95,4 @@ def main(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_plain(main)

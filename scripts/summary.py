@@ -5,13 +5,12 @@ python scripts/summary.py model=vgg16 [input_size=3x224x224] [num_classes=1000]
 
 from __future__ import annotations
 
-import sys
-
 from rich.console import Console
 from rich.table import Table
 
 import models
 from models.summary import summarize
+from training.cli import run_plain
 
 USAGE = "usage: python scripts/summary.py model=<name> [input_size=CxHxW] [num_classes=N]"
 
@@ -66,8 +65,4 @@ def main(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_plain(main, ValueError, TypeError)

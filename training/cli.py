@@ -98,6 +98,15 @@ def _exit_with(err: UserError) -> None:
     sys.exit(2)
 
 
+def run_plain(main: Callable[[list[str]], None], *user_errors: type[Exception]) -> None:
+    """Run a script that takes ``key=value`` arguments (not a Hydra app): ``UserError`` and ``user_errors``
+    raised by ``main`` end in one ``error:`` line and exit 2."""
+    try:
+        main(sys.argv[1:])
+    except (UserError, *user_errors) as err:
+        _exit_with(err)
+
+
 def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     """Run ``task`` as the Hydra app ``configs/<config_name>.yaml`` with the command line's overrides."""
     # An upstream deprecation inside Lightning 2.6 that users can do nothing about.
