@@ -9,9 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+
+def load_file(path: str | Path, kind: str) -> Any:
+    """What a ``torch.save`` file at ``path`` holds, read with ``weights_only=True``: tensors and plain data,
+    never code. A missing file raises ``FileNotFoundError``, anything else unreadable ``ValueError``; both
+    messages name the file and ``kind`` ("weights file", "checkpoint")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable PyTorch {kind}: {reason}") from err
 
 
 def read_state_dict(source: Mapping[str, torch.Tensor] | str | Path) -> dict[str, torch.Tensor]:
@@ -19,12 +34,7 @@ def read_state_dict(source: Mapping[str, torch.Tensor] | str | Path) -> dict[str
     if isinstance(source, Mapping):
         return dict(source)
     path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable weights file: {str(err).strip().splitlines()[0]}") from err
+    state_dict = load_file(path, "weights file")
     if isinstance(state_dict, Mapping) and "state_dict" in state_dict:
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, Mapping):

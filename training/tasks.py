@@ -16,6 +16,7 @@ from rich.console import Console
 from torch import nn
 
 from data.base import ClassificationDataModule
+from models._pretrained import load_file
 from training.config import UserError, instantiate
 
 console = Console(soft_wrap=True)
@@ -156,13 +157,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by ``scripts/train.py`` (tensors and plain data only, never code)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path} is not a readable PyTorch checkpoint: {first_line}") from err
+        checkpoint = load_file(path, "checkpoint")
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from err
     config = checkpoint.get("hyper_parameters", {}).get("run_config") if isinstance(checkpoint, dict) else None
     if not isinstance(config, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{path} is not a classicnets training checkpoint (it holds no run config and weights)")
