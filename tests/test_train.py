@@ -20,7 +20,8 @@ def read_events(log_dir: str) -> EventAccumulator:
 def test_fast_dev_run_trains_validates_and_tests_one_batch(train_config) -> None:
     summary = train(train_config("debug=fdr"))
     assert 0.0 <= summary["test/acc"] <= 1.0
-    assert summary["best_checkpoint"] is None  # fast_dev_run writes no checkpoint
+    assert summary["best_checkpoint"] is None and summary["last_checkpoint"] is None
+    assert not (Path(summary["output_dir"]) / "checkpoints").exists()  # nothing written, however big the model
 
 
 @pytest.fixture(scope="module")
