@@ -3,6 +3,7 @@
 from data.base import ClassificationDataModule
 from data.digits import DigitsDataModule
 from data.fake import FakeDataModule
+from data.imagefolder import ImageFolderDataModule
 from data.sequences import AddingProblemDataModule, SequentialDigitsDataModule, SequentialMNISTDataModule
 from data.text import CharTextDataModule  # also registers the text_vocab config resolvers
 from data.torchvision_sets import CIFAR10DataModule, CIFAR100DataModule, FashionMNISTDataModule, MNISTDataModule
@@ -16,6 +17,7 @@ __all__ = [
     "DigitsDataModule",
     "FakeDataModule",
     "FashionMNISTDataModule",
+    "ImageFolderDataModule",
     "MNISTDataModule",
     "SequentialDigitsDataModule",
     "SequentialMNISTDataModule",

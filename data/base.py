@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
+
+MAX_AUTO_WORKERS = 8
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (the affinity mask, which containers and SLURM set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_num_workers() -> int:
+    """DataLoader worker processes when none are given: one per available core, at most 8."""
+    return min(available_cpus(), MAX_AUTO_WORKERS)
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -13,24 +29,32 @@ class ClassificationDataModule(pl.LightningDataModule):
     ``${data.num_classes}``) and checked against the data set's own classes. Subclasses call
     ``_set_class_names``, set ``in_channels`` and ``image_size``, and fill ``train_set``,
     ``val_set`` and ``test_set`` in ``setup``.
+
+    DataLoader settings default to what suits the machine: ``num_workers=None`` starts one worker
+    process per available CPU core (at most 8), ``pin_memory=None`` pins when CUDA is available, and
+    workers persist between epochs; both can be set explicitly.
     """
 
     class_names: list[str]
     in_channels: int
     image_size: int
 
-    def __init__(self, num_classes: int, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False) -> None:
+    collate_fn: Callable | None = None
+
+    def __init__(
+        self, num_classes: int, batch_size: int = 64, num_workers: int | None = None, pin_memory: bool | None = None
+    ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+            raise ValueError(f"num_workers must be a non-negative integer or null (one per CPU), got {num_workers!r}")
         self.declared_num_classes = num_classes
         self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -68,6 +92,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -25,8 +25,8 @@ class FakeDataModule(ClassificationDataModule):
         val_size: int = 64,
         test_size: int = 64,
         batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
     ) -> None:
         super().__init__(num_classes=num_classes, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         for name, value in (("image_size", image_size), ("in_channels", in_channels)):

@@ -14,33 +14,25 @@ network must beat to show that it carries information across ``seq_len`` steps.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from data.digits import DigitsDataModule, TensorImageDataset
+from data.digits import DigitsDataModule
+from data.in_memory import Reshape
 from data.torchvision_sets import MNISTDataModule
 
 ADDING_BASELINE_MSE = 1 / 6
 
 
-def _as_sequence(image: torch.Tensor, image_transform: Callable, shape: tuple[int, int]) -> torch.Tensor:
-    """The image after its transform, read row by row (or pixel by pixel) into ``shape`` (steps, features)."""
-    return image_transform(image).reshape(shape)
-
-
 class ReadAsSequences:
     """Mixin for a grey-image DataModule: serve each image as a sequence of its rows or of its pixels.
 
-    Put it before the image DataModule in the bases, and call ``_read_as_sequences`` in ``__init__``.
+    Put it before the in-memory image DataModule in the bases, and call ``_read_as_sequences`` in ``__init__``.
     """
 
     image_size: int
-    train_set: TensorImageDataset | None
-    val_set: TensorImageDataset | None
-    test_set: TensorImageDataset | None
 
     def _read_as_sequences(self, order: str, input_size: int) -> None:
         features = {"rows": self.image_size, "pixels": 1}
@@ -59,12 +51,9 @@ class ReadAsSequences:
         """(steps, features) of one sequence."""
         return (self.image_size**2 // self.input_size, self.input_size)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        super().setup(stage)
-        for dataset in (self.train_set, self.val_set, self.test_set):
-            dataset.transform = partial(_as_sequence, image_transform=dataset.transform, shape=self.input_shape)
+    def _final_steps(self) -> list[Callable]:
+        """After normalisation, read each image row by row (or pixel by pixel) as (steps, features)."""
+        return [Reshape(self.input_shape)]
 
 
 class SequentialDigitsDataModule(ReadAsSequences, DigitsDataModule):
@@ -77,12 +66,13 @@ class SequentialDigitsDataModule(ReadAsSequences, DigitsDataModule):
         num_classes: int = 10,
         batch_size: int = 64,
         image_size: int = 8,
-        augment: bool = False,
+        augment: str = "none",
+        fast_path: bool = True,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
     ) -> None:
         super().__init__(
             num_classes=num_classes,
@@ -90,6 +80,7 @@ class SequentialDigitsDataModule(ReadAsSequences, DigitsDataModule):
             image_size=image_size,
             in_channels=1,
             augment=augment,
+            fast_path=fast_path,
             val_fraction=val_fraction,
             test_fraction=test_fraction,
             split_seed=split_seed,
@@ -112,11 +103,13 @@ class SequentialMNISTDataModule(ReadAsSequences, MNISTDataModule):
         batch_size: int = 128,
         val_size: int = 5000,
         split_seed: int = 0,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        fast_path: bool = True,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
+            fast_path=fast_path,
             download=download,
             num_classes=num_classes,
             batch_size=batch_size,

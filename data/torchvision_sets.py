@@ -3,15 +3,13 @@
 The files live under ``data_dir`` (default ``datasets``, relative to where the run starts) in the
 layout torchvision uses (``<data_dir>/MNIST/raw/``, ``<data_dir>/FashionMNIST/raw/``,
 ``<data_dir>/cifar-10-batches-py/``, ``<data_dir>/cifar-100-python/``); ``download=True`` fetches
-them there on a machine with internet. The images are held in memory as uint8 tensors (N, C, H, W).
-``val_size`` images are carved out of the training split by a permutation seeded with ``split_seed``,
-independent of the training seed (5,000 by default: He et al.'s 45k/5k split of CIFAR-10). Each image
-is scaled to [0, 1], augmented if asked (training split only, at the native size), resized to
-``image_size`` if that differs from the native size (e.g. 227 for AlexNet), repeated to 3 channels
-if asked for a grey set, and normalised with the data set's published per-channel mean and standard
-deviation. ``augment="standard"`` is the ResNet paper's CIFAR recipe (pad 4, random 32x32 crop,
-horizontal flip) for CIFAR, and a small random affine map (shift, rotation, scale) for the digit and
-clothing images, which a horizontal flip or crop would not suit.
+them there on a machine with internet. The images are held in memory as uint8 tensors (N, C, H, W)
+and served by ``data.in_memory`` (whole-batch fast path by default). ``val_size`` images are carved
+out of the training split by a permutation seeded with ``split_seed``, independent of the training
+seed (5,000 by default: He et al.'s 45k/5k split of CIFAR-10). Each image is scaled to [0, 1],
+augmented if asked (training split only; ``data.augment``'s presets), resized to ``image_size`` if that
+differs from the native size (e.g. 227 for AlexNet), repeated to 3 channels if asked for a grey set,
+and normalised (``data.normalize``: the published per-channel mean and standard deviation by default).
 """
 
 from __future__ import annotations
@@ -22,23 +20,16 @@ from typing import ClassVar
 import torch
 from torchvision import datasets
 from torchvision.datasets import VisionDataset
-from torchvision.transforms import v2
 
-from data.base import ClassificationDataModule
-from data.digits import TensorImageDataset
-
-AUGMENTATIONS = ("none", "standard")
+from data.augment import SIZING_PRESETS
+from data.in_memory import InMemoryDataModule
 
 
-class TorchvisionDataModule(ClassificationDataModule):
+class TorchvisionDataModule(InMemoryDataModule):
     """A torchvision classification set held in memory; subclasses state only what differs between sets."""
 
     dataset_class: ClassVar[type[VisionDataset]]
     class_names_of_set: ClassVar[tuple[str, ...]]
-    native_channels: ClassVar[int]
-    native_size: ClassVar[int]
-    mean: ClassVar[tuple[float, ...]]
-    std: ClassVar[tuple[float, ...]]
 
     def __init__(
         self,
@@ -51,10 +42,20 @@ class TorchvisionDataModule(ClassificationDataModule):
         val_size: int = 5000,
         split_seed: int = 0,
         augment: str = "none",
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        normalize: str = "published",
+        fast_path: bool = True,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
     ) -> None:
-        super().__init__(num_classes=num_classes, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        super().__init__(
+            num_classes=num_classes,
+            batch_size=batch_size,
+            augment=augment,
+            normalize=normalize,
+            fast_path=fast_path,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+        )
         name = type(self).__name__
         image_size = self.native_size if image_size is None else image_size
         in_channels = self.native_channels if in_channels is None else in_channels
@@ -67,8 +68,6 @@ class TorchvisionDataModule(ClassificationDataModule):
             raise ValueError(f"in_channels must be {accepted} for {name}{why}, got {in_channels!r}")
         if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 1:
             raise ValueError(f"val_size must be a positive integer, got {val_size!r}")
-        if augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {', '.join(map(repr, AUGMENTATIONS))}, got {augment!r}")
         self._set_class_names(list(self.class_names_of_set))
         self.data_dir = str(data_dir)
         self.download = download
@@ -76,7 +75,6 @@ class TorchvisionDataModule(ClassificationDataModule):
         self.in_channels = in_channels
         self.val_size = val_size
         self.split_seed = split_seed
-        self.augment = augment
 
     @classmethod
     def expected_files(cls, data_dir: str) -> list[str]:
@@ -107,38 +105,30 @@ class TorchvisionDataModule(ClassificationDataModule):
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # (N, H, W) or NHWC
         return images.contiguous(), torch.as_tensor(dataset.targets, dtype=torch.long)
 
-    def _augmentation(self) -> v2.Transform:
-        if self.native_channels == 3:
-            return v2.Compose([v2.RandomCrop(self.native_size, padding=4), v2.RandomHorizontalFlip()])
-        return v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
-
-    def _transform(self, train: bool) -> v2.Transform:
-        steps: list[v2.Transform] = [v2.ToDtype(torch.float32, scale=True)]
-        if train and self.augment == "standard":
-            steps.append(self._augmentation())
-        if self.image_size != self.native_size:
-            steps.append(v2.Resize([self.image_size, self.image_size], antialias=True))
-        mean, std = list(self.mean), list(self.std)
-        if self.in_channels != self.native_channels:
-            steps.append(v2.RGB())
-            mean, std = mean * 3, std * 3
-        steps.append(v2.Normalize(mean, std))
-        return v2.Compose(steps)
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def _read_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         train_images, train_labels = self._read(train=True)
-        test_images, test_labels = self._read(train=False)
         if self.val_size >= len(train_labels):
             raise ValueError(
                 f"val_size={self.val_size} leaves no training images: the training split has {len(train_labels)}"
             )
         order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size], order[self.val_size :]
-        self.train_set = TensorImageDataset(train_images[train], train_labels[train], self._transform(train=True))
-        self.val_set = TensorImageDataset(train_images[val], train_labels[val], self._transform(train=False))
-        self.test_set = TensorImageDataset(test_images, test_labels, self._transform(train=False))
+        return {
+            "train": (train_images[train], train_labels[train]),
+            "val": (train_images[val], train_labels[val]),
+            "test": self._read(train=False),
+        }
+
+    def _statistics_cache(self) -> tuple[str, dict]:
+        key = {
+            "dataset": self.dataset_class.__name__,
+            "val_size": self.val_size,
+            "split_seed": self.split_seed,
+            "image_size": self.image_size,
+            "in_channels": self.in_channels,
+            "sizing_preset": self.augment in SIZING_PRESETS,
+        }
+        return self.data_dir, key
 
 
 class MNISTDataModule(TorchvisionDataModule):
@@ -148,8 +138,7 @@ class MNISTDataModule(TorchvisionDataModule):
     class_names_of_set = tuple(str(digit) for digit in range(10))
     native_channels = 1
     native_size = 28
-    mean = (0.1307,)
-    std = (0.3081,)
+    published_stats = ((0.1307,), (0.3081,))
 
 
 class FashionMNISTDataModule(TorchvisionDataModule):
@@ -170,8 +159,7 @@ class FashionMNISTDataModule(TorchvisionDataModule):
     )
     native_channels = 1
     native_size = 28
-    mean = (0.2860,)
-    std = (0.3530,)
+    published_stats = ((0.2860,), (0.3530,))
 
 
 class CIFAR10DataModule(TorchvisionDataModule):
@@ -192,8 +180,7 @@ class CIFAR10DataModule(TorchvisionDataModule):
     )
     native_channels = 3
     native_size = 32
-    mean = (0.4914, 0.4822, 0.4465)
-    std = (0.2470, 0.2435, 0.2616)
+    published_stats = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
 class CIFAR100DataModule(TorchvisionDataModule):
@@ -304,8 +291,7 @@ class CIFAR100DataModule(TorchvisionDataModule):
     )
     native_channels = 3
     native_size = 32
-    mean = (0.5071, 0.4865, 0.4409)
-    std = (0.2673, 0.2564, 0.2762)
+    published_stats = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 
     def __init__(self, num_classes: int = 100, **kwargs) -> None:
         super().__init__(num_classes=num_classes, **kwargs)

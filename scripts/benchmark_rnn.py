@@ -17,19 +17,9 @@ import torch
 from torch import nn
 
 from models.rnn import GRU, LSTM, RNN
-from training.cli import run_plain
+from training.cli import parse_int_options, run_plain
 
 DEFAULTS = {"steps": 30, "seq_len": 28, "batch": 64, "input_size": 28, "hidden": 128}
-
-
-def parse_args(args: list[str]) -> dict[str, int]:
-    options = dict(DEFAULTS)
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS or not value.isdigit() or int(value) < 1:
-            raise ValueError(f"expected key=positive integer with key in {', '.join(DEFAULTS)}, got {arg!r}")
-        options[key] = int(value)
-    return options
 
 
 def make_step(cell: type[nn.Module], options: dict[str, int]) -> tuple[nn.Module, Callable[[], None]]:
@@ -52,7 +42,7 @@ def make_step(cell: type[nn.Module], options: dict[str, int]) -> tuple[nn.Module
 
 
 def main(args: list[str]) -> None:
-    options = parse_args(args)
+    options = parse_int_options(args, DEFAULTS)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     print(
         f"seq_len {options['seq_len']}, batch {options['batch']}, input {options['input_size']}, "

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -53,3 +54,14 @@ def run_script(script: str, *args: str, cwd: Path, timeout: float = 300) -> subp
         text=True,
         timeout=timeout,
     )
+
+
+def model_inputs(datamodule, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """All of one split's batches as the model receives them, through either path of an in-memory DataModule."""
+    images, labels = [], []
+    for batch_images, batch_labels in getattr(datamodule, f"{split}_dataloader")():
+        if getattr(datamodule, "fast_path", False):
+            batch_images = datamodule.batch_transform(batch_images, train=split == "train")
+        images.append(batch_images)
+        labels.append(batch_labels)
+    return torch.cat(images), torch.cat(labels)

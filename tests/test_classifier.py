@@ -51,3 +51,14 @@ def test_top5_accuracy_is_logged_only_when_there_are_more_than_five_classes() ->
     assert "acc_top5" not in make_module(nn.Linear(4, 3)).val_metrics
     module = Classifier(nn.Linear(4, 10), functools.partial(torch.optim.SGD, lr=0.1), num_classes=10)
     assert "acc_top5" in module.val_metrics
+
+
+def test_ten_crop_batches_average_the_softmax_over_the_crops() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(2 * 3 * 3, 3))
+    crops, labels = torch.randn(4, 10, 2, 3, 3), torch.randint(0, 3, (4,))
+    loss, log_probabilities = make_module(net)._shared_step((crops, labels))
+    mean_probabilities = torch.stack([net(image_crops).softmax(-1).mean(0) for image_crops in crops])
+    torch.testing.assert_close(log_probabilities.exp(), mean_probabilities)
+    expected = -mean_probabilities[torch.arange(4), labels].log().mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

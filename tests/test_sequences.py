@@ -6,24 +6,28 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import model_inputs
 from data import AddingProblemDataModule, SequentialDigitsDataModule
 from data.sequences import ADDING_BASELINE_MSE
 from training import Regressor
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize(("order", "input_size", "shape"), [("rows", 8, (8, 8)), ("pixels", 1, (64, 1))])
-def test_digits_read_as_sequences(order: str, input_size: int, shape: tuple[int, int]) -> None:
-    datamodule = SequentialDigitsDataModule(order=order, input_size=input_size, batch_size=4)
+def test_digits_read_as_sequences(order: str, input_size: int, shape: tuple[int, int], fast_path: bool) -> None:
+    datamodule = SequentialDigitsDataModule(
+        order=order, input_size=input_size, batch_size=4, fast_path=fast_path, num_workers=0
+    )
     datamodule.setup()
-    sequences, labels = next(iter(datamodule.train_dataloader()))
-    assert sequences.shape == (4, *shape) and datamodule.input_shape == shape
-    assert labels.shape == (4,) and datamodule.num_classes == 10
-    image = SequentialDigitsDataModule(order="rows", input_size=8)
+    sequences, labels = model_inputs(datamodule, "train")
+    assert sequences.shape == (1257, *shape) and datamodule.input_shape == shape
+    assert labels.shape == (1257,) and datamodule.num_classes == 10
+    image = SequentialDigitsDataModule(order="rows", input_size=8, fast_path=fast_path, num_workers=0)
     image.setup()
-    rows = image.test_set[0][0]
+    rows = model_inputs(image, "test")[0]
     pixels = SequentialDigitsDataModule(order="pixels", input_size=1)
     pixels.setup()
-    assert torch.equal(pixels.test_set[0][0].reshape(8, 8), rows)  # the same image, read two ways
+    assert torch.equal(model_inputs(pixels, "test")[0].reshape(-1, 8, 8), rows)  # the same images, read two ways
 
 
 def test_sequence_digits_refuse_an_input_size_that_does_not_fit_the_order() -> None:

@@ -19,6 +19,7 @@ import torch
 import torchvision.datasets.cifar
 import yaml
 
+from conftest import model_inputs
 from data.torchvision_sets import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -108,8 +109,8 @@ def skip_cifar_md5(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _make(module: type[TorchvisionDataModule], root: Path, **kwargs) -> TorchvisionDataModule:
-    kwargs.setdefault("num_classes", len(module.class_names_of_set))
-    datamodule = module(data_dir=str(root), val_size=VAL, batch_size=8, **kwargs)
+    kwargs = {"num_classes": len(module.class_names_of_set), "batch_size": 8, **kwargs}
+    datamodule = module(data_dir=str(root), val_size=VAL, **kwargs)
     datamodule.setup()
     return datamodule
 
@@ -132,20 +133,63 @@ def test_reads_the_files_with_their_shapes_labels_and_splits(module: type, fake_
     train_and_val = torch.cat([datamodule.train_set.labels, datamodule.val_set.labels])
     assert sorted(train_and_val.tolist()) == sorted(raw["train_y"].tolist())
     assert datamodule.test_set.labels.tolist() == raw["test_y"].tolist()
-    images, labels = next(iter(datamodule.train_dataloader()))
-    assert images.shape == (8, channels, size, size) and images.dtype == torch.float32
+    images, labels = model_inputs(datamodule, "train")
+    assert images.shape == (N_TRAIN - VAL, channels, size, size) and images.dtype == torch.float32
     assert labels.dtype == torch.long
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("module", list(SETS))
-def test_images_are_scaled_and_normalised_with_the_published_constants(module: type, fake_root: tuple) -> None:
+def test_images_are_scaled_and_normalised_with_the_published_constants(
+    module: type, fast_path: bool, fake_root: tuple
+) -> None:
     root, files = fake_root
-    datamodule = _make(module, root)
+    datamodule = _make(module, root, fast_path=fast_path)
     raw = torch.as_tensor(files[module]["test_x"][3], dtype=torch.float32)
     raw = raw.unsqueeze(0) if raw.ndim == 2 else raw
-    mean = torch.tensor(module.mean).view(-1, 1, 1)
-    std = torch.tensor(module.std).view(-1, 1, 1)
-    torch.testing.assert_close(datamodule.test_set[3][0], (raw / 255 - mean) / std)
+    mean, std = (torch.tensor(values).view(-1, 1, 1) for values in module.published_stats)
+    torch.testing.assert_close(model_inputs(datamodule, "test")[0][3], (raw / 255 - mean) / std)
+
+
+def test_computed_statistics_are_cached_beside_the_data(fake_root: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = fake_root[0]
+    first = _make(CIFAR10DataModule, root, normalize="computed", split_seed=7)
+    train_images = first.train_set.images.float() / 255
+    images, _ = model_inputs(first, "val")
+    mean, std = train_images.mean(dim=(0, 2, 3)), train_images.std(dim=(0, 2, 3), unbiased=False)
+    raw_val = first.val_set.images.float() / 255
+    torch.testing.assert_close(images, (raw_val - mean.view(-1, 1, 1)) / std.view(-1, 1, 1))
+    cached = list((root / ".classicnets-stats").glob("CIFAR10-*.pt"))
+    assert len(cached) == 1
+
+    def recompute(batches):
+        raise AssertionError("the cached statistics should have been read")
+
+    monkeypatch.setattr("data.in_memory.compute_statistics", recompute)
+    again = _make(CIFAR10DataModule, root, normalize="computed", split_seed=7)
+    torch.testing.assert_close(model_inputs(again, "val")[0], images)
+    with pytest.raises(AssertionError, match="cached statistics"):  # another split is another cache entry
+        _make(CIFAR10DataModule, root, normalize="computed", split_seed=8)
+
+
+def test_mean_image_subtraction(fake_root: tuple) -> None:
+    datamodule = _make(CIFAR10DataModule, fake_root[0], normalize="mean_image", augment="none", split_seed=5)
+    images, _ = model_inputs(datamodule, "train")
+    assert images.mean(dim=0).abs().max() < 1e-5  # each pixel of the training split averages to zero
+    assert images.abs().max() <= 1
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_sizing_preset_needs_the_per_image_path(fast_path: bool, fake_root: tuple) -> None:
+    if fast_path:
+        with pytest.raises(ValueError, match="augmentation 'alexnet' has no whole-batch version"):
+            _make(CIFAR10DataModule, fake_root[0], augment="alexnet", fast_path=True)
+        return
+    datamodule = _make(
+        CIFAR10DataModule, fake_root[0], augment="alexnet", fast_path=False, image_size=48, num_workers=0
+    )
+    assert model_inputs(datamodule, "train")[0].shape == (N_TRAIN - VAL, 3, 48, 48)
+    assert model_inputs(datamodule, "test")[0].shape == (N_TEST, 3, 48, 48)
 
 
 def test_cifar100_uses_the_fine_labels_and_100_classes(fake_root: tuple) -> None:
@@ -170,33 +214,41 @@ def test_split_is_fixed_by_split_seed_not_the_torch_seed(fake_root: tuple) -> No
     assert not torch.equal(first.val_set.images, other.val_set.images)
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("module", [MNISTDataModule, CIFAR10DataModule])
-def test_resize(module: type, fake_root: tuple) -> None:
-    datamodule = _make(module, fake_root[0], image_size=40)
+def test_resize(module: type, fast_path: bool, fake_root: tuple) -> None:
+    datamodule = _make(module, fake_root[0], image_size=40, fast_path=fast_path, num_workers=0)
     assert datamodule.input_shape == (module.native_channels, 40, 40)
-    assert datamodule.test_set[0][0].shape == (module.native_channels, 40, 40)
-    assert datamodule.train_set[0][0].shape == (module.native_channels, 40, 40)
+    assert model_inputs(datamodule, "test")[0].shape[1:] == (module.native_channels, 40, 40)
+    assert model_inputs(datamodule, "train")[0].shape[1:] == (module.native_channels, 40, 40)
 
 
 @pytest.mark.parametrize("module", [MNISTDataModule, FashionMNISTDataModule])
 def test_three_channels_repeat_the_grey_image(module: type, fake_root: tuple) -> None:
     datamodule = _make(module, fake_root[0], in_channels=3)
     grey = _make(module, fake_root[0])
-    image = datamodule.test_set[0][0]
+    image = model_inputs(datamodule, "test")[0][0]
     assert datamodule.input_shape == (3, 28, 28) and image.shape == (3, 28, 28)
-    assert torch.equal(image[0], image[2]) and torch.equal(image[1], grey.test_set[0][0][0])
+    assert torch.equal(image[0], image[2]) and torch.equal(image[1], model_inputs(grey, "test")[0][0][0])
 
 
-@pytest.mark.parametrize("module", [MNISTDataModule, CIFAR10DataModule])
-def test_standard_augmentation_changes_training_images_only(module: type, fake_root: tuple) -> None:
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize(("module", "preset"), [(MNISTDataModule, "mnist"), (CIFAR10DataModule, "cifar")])
+def test_augmentation_changes_training_images_only(
+    module: type, preset: str, fast_path: bool, fake_root: tuple
+) -> None:
     torch.manual_seed(0)
-    plain = _make(module, fake_root[0])
-    augmented = _make(module, fake_root[0], augment="standard")
-    draws = [augmented.train_set[0][0] for _ in range(5)]
-    assert all(d.shape == plain.train_set[0][0].shape for d in draws)
-    assert any(not torch.equal(d, plain.train_set[0][0]) for d in draws)
-    assert torch.equal(augmented.test_set[0][0], plain.test_set[0][0])
-    assert torch.equal(augmented.val_set[0][0], plain.val_set[0][0])
+    plain = _make(module, fake_root[0], augment="none", fast_path=fast_path, num_workers=0, batch_size=N_TRAIN)
+    augmented = _make(module, fake_root[0], augment=preset, fast_path=fast_path, num_workers=0, batch_size=N_TRAIN)
+    plain_train = model_inputs(plain, "train")[0]
+    draws = [model_inputs(augmented, "train")[0] for _ in range(3)]  # batch_size=N_TRAIN: one shuffled batch
+    assert all(d.shape == plain_train.shape for d in draws)
+    sums = [d.sum(dim=(1, 2, 3)).sort().values for d in draws]
+    assert not torch.allclose(sums[0], sums[1]) and not torch.allclose(
+        sums[0], plain_train.sum(dim=(1, 2, 3)).sort().values
+    )
+    for split in ("val", "test"):
+        assert torch.equal(model_inputs(augmented, split)[0], model_inputs(plain, split)[0])
 
 
 @pytest.mark.parametrize(
@@ -231,7 +283,7 @@ def test_cifar_md5_is_checked_without_the_test_patch(fake_root: tuple, monkeypat
         (CIFAR100DataModule, {"num_classes": 10}, "num_classes=10 was given, but CIFAR100DataModule has 100"),
         (MNISTDataModule, {"in_channels": 2}, "in_channels must be 1 or 3 for MNISTDataModule"),
         (CIFAR10DataModule, {"in_channels": 1}, "in_channels must be 3 for CIFAR10DataModule"),
-        (CIFAR10DataModule, {"augment": "autoaugment"}, "augment must be one of 'none', 'standard'"),
+        (CIFAR10DataModule, {"augment": "autoaugment"}, "unknown augment 'autoaugment'; accepted: none, cifar"),
         (CIFAR10DataModule, {"image_size": 0}, "image_size must be a positive integer"),
         (CIFAR10DataModule, {"val_size": 0}, "val_size must be a positive integer"),
     ],
@@ -299,7 +351,8 @@ def test_sequential_mnist_reads_the_images_as_sequences(
     root, files = fake_root
     datamodule = SequentialMNISTDataModule(order=order, input_size=input_size, data_dir=str(root), val_size=VAL)
     datamodule.setup()
-    sequence, label = datamodule.test_set[0]
+    sequences, labels = model_inputs(datamodule, "test")
+    sequence, label = sequences[0], labels[0]
     assert sequence.shape == shape and datamodule.input_shape == shape
     expected = (torch.tensor(files[MNISTDataModule]["test_x"][0], dtype=torch.float32) / 255 - 0.1307) / 0.3081
     assert torch.allclose(sequence.reshape(28, 28), expected, atol=1e-5)

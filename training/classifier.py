@@ -43,9 +43,20 @@ class Classifier(TrainingModule):
         self.test_metrics = collection.clone(prefix="test/")
         self.val_acc_best = MaxMetric()
 
+    def forward_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """Log of the softmax averaged over the K crops of each image (B, K, C, H, W).
+
+        AlexNet's test-time augmentation (Krizhevsky et al. 2012, Sec. 4.1): "averaging the predictions
+        made by the network's softmax layer on the ten patches". Cross-entropy of these log-probabilities
+        is the negative log of the averaged probability of the true class.
+        """
+        batch, num_crops = crops.shape[:2]
+        probabilities = self(crops.flatten(0, 1)).softmax(dim=-1).view(batch, num_crops, -1).mean(dim=1)
+        return probabilities.log()
+
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
-        outputs = self(images)
+        outputs = self.forward_crops(images) if images.ndim == 5 else self(images)
         if isinstance(outputs, tuple):
             # Auxiliary classifiers (GoogLeNet in training mode return (logits, aux1, aux2)): Szegedy et al.
             # 2015, Section 5, add their losses to the total with a discount weight of 0.3.

@@ -98,6 +98,17 @@ def _exit_with(err: UserError) -> None:
     sys.exit(2)
 
 
+def parse_int_options(args: list[str], defaults: dict[str, int]) -> dict[str, int]:
+    """``key=value`` arguments of a benchmark script: positive integers for the keys of ``defaults``."""
+    options = dict(defaults)
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in defaults or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"expected key=positive integer with key in {', '.join(defaults)}, got {arg!r}")
+        options[key] = int(value)
+    return options
+
+
 def run_plain(main: Callable[[list[str]], None], *user_errors: type[Exception]) -> None:
     """Run a script that takes ``key=value`` arguments (not a Hydra app): ``UserError`` and ``user_errors``
     raised by ``main`` end in one ``error:`` line and exit 2."""

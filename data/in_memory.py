@@ -1,0 +1,189 @@
+"""Data sets held in memory as one tensor (digits, MNIST, Fashion-MNIST, CIFAR), with a whole-batch fast path.
+
+Two ways to feed a model from the same tensors, with the same augmentation semantics:
+
+* ``fast_path=True`` (the default): a batch is one gather from the image tensor (kept on the GPU when
+  training there), and conversion, augmentation, resizing and normalisation run on the whole batch at
+  once in ``on_after_batch_transfer``, on the batch's device, each image with its own random parameters
+  (``data.batch_augment``). No worker processes are needed.
+* ``fast_path=False``: the classic per-image path, a ``Dataset`` whose transform augments each image in
+  DataLoader workers (``data.augment``); the sizing presets (``alexnet``, ``vgg``, ``inception``) need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from data.augment import PRESETS, SIZING_PRESETS, eval_transform, train_transform
+from data.base import ClassificationDataModule
+from data.batch_augment import batch_augmentation
+from data.normalize import NORMALIZATIONS, Normalizer, build_normalizer, cached_statistics, compute_statistics
+
+STATISTICS_CHUNK = 1000  # images per step when computing normalisation statistics
+
+
+class TensorImageDataset(Dataset):
+    """Images and labels held as tensors, with a transform applied to each image as it is read."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None) -> None:
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        return (self.transform(image) if self.transform else image), self.labels[index]
+
+
+class GatherBatch:
+    """A DataLoader ``collate_fn`` over ``range(len(dataset))``: the whole batch in one indexing operation."""
+
+    def __init__(self, dataset: TensorImageDataset) -> None:
+        self.dataset = dataset
+
+    def __call__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, device=self.dataset.images.device)
+        return self.dataset.images.index_select(0, index), self.dataset.labels.index_select(0, index)
+
+
+class Reshape:
+    """Reshape the trailing (C, H, W) of an image or a batch to ``shape`` (e.g. an image read as a sequence)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = tuple(shape)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images.reshape(*images.shape[:-3], *self.shape)
+
+
+class InMemoryDataModule(ClassificationDataModule):
+    """A classification set whose splits fit in memory as tensors (N, C, H, W), uint8 or float in [0, 1].
+
+    Subclasses set ``native_channels``, ``native_size``, ``image_size``, ``in_channels`` and
+    ``published_stats`` (or None), and implement ``_read_splits``; ``_statistics_cache`` says where the
+    training split's statistics are cached (None: computed on every run, for small sets).
+    """
+
+    native_channels: int
+    native_size: int
+    published_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    def __init__(
+        self,
+        num_classes: int,
+        batch_size: int,
+        augment: str,
+        normalize: str,
+        fast_path: bool,
+        num_workers: int | None,
+        pin_memory: bool | None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        if augment not in PRESETS:
+            raise ValueError(f"unknown augment {augment!r}; accepted: {', '.join(PRESETS)}")
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalize {normalize!r}; accepted: {', '.join(NORMALIZATIONS)}")
+        if fast_path:
+            batch_augmentation(augment)  # fails early for presets with no whole-batch version
+        self.augment = augment
+        self.normalize = normalize
+        self.fast_path = bool(fast_path)
+        self.normalizer: Normalizer | None = None
+        self.batch_transforms: dict[bool, v2.Compose] = {}
+
+    def _read_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Images (N, C, H, W) and labels of the ``train``, ``val`` and ``test`` splits."""
+        raise NotImplementedError
+
+    def _statistics_cache(self) -> tuple[str, dict] | None:
+        """Where to cache the training split's normalisation statistics and what names them; None: no cache."""
+        return None
+
+    def _resize_steps(self) -> list[Callable]:
+        """Resizing and channel steps from the native images to the model's input, before normalisation."""
+        steps: list[Callable] = []
+        if self.image_size != self.native_size and self.augment not in SIZING_PRESETS:
+            steps.append(v2.Resize([self.image_size, self.image_size], antialias=True))
+        if self.in_channels != self.native_channels:
+            steps.append(v2.RGB())
+        return steps
+
+    def _final_steps(self) -> list[Callable]:
+        """Steps after normalisation (the sequence DataModules read the image as a sequence here)."""
+        return []
+
+    def _eval_prefix(self) -> list[Callable]:
+        if self.augment in SIZING_PRESETS:
+            return [eval_transform(self.image_size)]
+        return [v2.ToDtype(torch.float32, scale=True)]
+
+    def _train_statistics(self, train_images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Normalisation statistics of the training images as the model sees them at evaluation."""
+        prepare = v2.Compose([*self._eval_prefix(), *self._resize_steps()])
+
+        def compute() -> dict[str, torch.Tensor]:
+            return compute_statistics(prepare(chunk) for chunk in train_images.split(STATISTICS_CHUNK))
+
+        cache = self._statistics_cache()
+        return compute() if cache is None else cached_statistics(*cache, compute)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        splits = self._read_splits()
+        train_images = splits["train"][0]
+        self.normalizer = build_normalizer(
+            self.normalize, self.published_stats, lambda: self._train_statistics(train_images)
+        )
+        after_augment = [*self._resize_steps(), self.normalizer, *self._final_steps()]
+        eval_steps = v2.Compose([*self._eval_prefix(), *after_augment])
+        if self.fast_path:
+            to_float = v2.ToDtype(torch.float32, scale=True)
+            self.batch_transforms = {
+                True: v2.Compose([to_float, batch_augmentation(self.augment), *after_augment]),
+                False: eval_steps,
+            }
+            train_steps = eval_steps = None
+        else:
+            size = self.image_size if self.augment in SIZING_PRESETS else self.native_size
+            train_steps = v2.Compose([train_transform(self.augment, size), *after_augment])
+        self.train_set = TensorImageDataset(*splits["train"], train_steps)
+        self.val_set = TensorImageDataset(*splits["val"], eval_steps)
+        self.test_set = TensorImageDataset(*splits["test"], eval_steps)
+
+    def _data_device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if not self.fast_path:
+            return super()._loader(dataset, shuffle)
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before its data loaders are used")
+        device = self._data_device()
+        dataset.images, dataset.labels = dataset.images.to(device), dataset.labels.to(device)
+        return DataLoader(
+            range(len(dataset)),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=GatherBatch(dataset),
+            pin_memory=self.pin_memory and device.type == "cpu",
+        )
+
+    def batch_transform(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        """The fast path's work on a gathered batch: to float, augment (training only), resize, normalise."""
+        self.normalizer.to(images.device)
+        return self.batch_transforms[train](images)
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> tuple:
+        if not self.fast_path:
+            return batch
+        images, labels = batch
+        return self.batch_transform(images, train=self.trainer.training), labels
