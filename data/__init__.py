@@ -1,5 +1,6 @@
 """LightningDataModules: images for the CNN zoo, sequences for the recurrent networks."""
 
+from data.attributes import DigitsAttributesDataModule
 from data.base import ClassificationDataModule
 from data.digits import DigitsDataModule
 from data.fake import FakeDataModule
@@ -14,6 +15,7 @@ __all__ = [
     "CIFAR100DataModule",
     "CharTextDataModule",
     "ClassificationDataModule",
+    "DigitsAttributesDataModule",
     "DigitsDataModule",
     "FakeDataModule",
     "FashionMNISTDataModule",

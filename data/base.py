@@ -40,6 +40,7 @@ class ClassificationDataModule(pl.LightningDataModule):
     image_size: int
 
     collate_fn: Callable | None = None
+    targets = "classes"  # what a batch's labels are: class indices (a multi-label set: "attributes")
 
     def __init__(
         self, num_classes: int, batch_size: int = 64, num_workers: int | None = None, pin_memory: bool | None = None

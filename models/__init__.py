@@ -2,14 +2,18 @@
 recurrent networks (``models.rnn``, ``models.sequence``)."""
 
 from models import alexnet, char_rnn, densenet, googlenet, lenet, resnet, rnn, sequence, squeezenet, vgg, zfnet
+from models._activations import ACTIVATIONS, make_activation
 from models._base import ClassifierNet
 from models._init import INIT_SCHEMES, init_weights
+from models._norms import NORMS
 from models._pretrained import load_torchvision_weights
 from models._registry import create_model, get_model_builder, list_models, register_model
 from models.lenet import LeNet5
 
 __all__ = [
+    "ACTIVATIONS",
     "INIT_SCHEMES",
+    "NORMS",
     "ClassifierNet",
     "LeNet5",
     "alexnet",
@@ -22,6 +26,7 @@ __all__ = [
     "lenet",
     "list_models",
     "load_torchvision_weights",
+    "make_activation",
     "register_model",
     "resnet",
     "rnn",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._init import init_weights
+from models._init import DEFAULT_STD, init_weights
 
 
 class ClassifierNet(nn.Module):
@@ -82,12 +82,13 @@ class ClassifierNet(nn.Module):
         self.set_submodule(self.classifier_path, new.to(old.weight.device, old.weight.dtype))
         self.num_classes = num_classes
 
-    def init_weights(self, scheme: str = "paper") -> None:
-        """Initialise the weights as the paper did (``"paper"``) or with a named scheme from ``models._init``."""
+    def init_weights(self, scheme: str = "paper", std: float = DEFAULT_STD) -> None:
+        """Initialise the weights as the paper did (``"paper"``) or with a named scheme from ``models._init``;
+        ``std`` is that of ``"normal"``."""
         if scheme == "paper":
             self._init_paper()
         else:
-            init_weights(self, scheme)
+            init_weights(self, scheme, std)
 
     def _init_paper(self) -> None:
         """The paper's own initialisation; PyTorch's defaults unless a family overrides it."""

@@ -15,15 +15,17 @@ splits the kernels of each layer over two GPUs):
 The text says 224x224, but 11x11 windows at stride 4 give Figure 2's 55x55 maps only from 227 pixels
 on, the size Caffe's reference model uses. Ungrouped, the network has 62,378,344 parameters; grouping
 conv2, conv4 and conv5 in two, as the paper did, would leave the "60 million" of its abstract
-(60,965,224). Local response normalisation (Section 3.3; ``lrn=False`` drops it) follows the ReLUs of
-conv1 and conv2. With no adaptive pool, FC6 takes exactly the 6x6 maps of pool5, which images of 227
-to 258 pixels give; other sizes raise a ValueError.
+(60,965,224). Local response normalisation (Section 3.3) follows the ReLUs of conv1 and conv2; ``norm`` chooses it
+(``local_response``, the default), batch norm after every conv, before its activation (``batch``), or neither
+(``none``). ``activation`` replaces the ReLUs (any of ``models._activations``) and ``dropconnect`` makes FC6 and FC7
+drop weights (``models._dropconnect``). With no adaptive pool, FC6 takes exactly the 6x6 maps of pool5, which images
+of 227 to 258 pixels give; other sizes raise a ValueError.
 
 ``alexnet_tv`` is torchvision's AlexNet, which its documentation attributes to A. Krizhevsky, "One weird
 trick for parallelizing convolutional neural networks", arXiv:1404.5997, 2014: 64-192-384-256-256
-kernels, conv1 padded by 2 for 224x224 inputs, no LRN, an adaptive average pool to 6x6 before the
-classifier, and dropout before FC6 and FC7 instead of after. It has 61,100,840 parameters and loads
-torchvision's weights.
+kernels, conv1 padded by 2 for 224x224 inputs, no LRN (``norm="none"``; it takes the other two as well), an
+adaptive average pool to 6x6 before the classifier, and dropout before FC6 and FC7 instead of after. It has
+61,100,840 parameters and loads torchvision's weights.
 """
 
 from __future__ import annotations
@@ -33,11 +35,19 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from models._activations import make_activation
 from models._base import ClassifierNet
+from models._dropconnect import DropConnectLinear
+from models._init import DEFAULT_STD
+from models._norms import check_choice
 from models._registry import register_model
 
 # Section 3.3: b = a / (k + alpha * sum of a^2 over n adjacent maps)^beta, with k=2, n=5, alpha=1e-4, beta=0.75.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+# local_response: Section 3.3's, after the activations of conv1 and conv2; batch: after every conv, before its
+# activation, as in torchvision's VGG with batch norm and Ioffe & Szegedy 2015, Sec. 3.2
+NORMS = ("local_response", "batch", "none")
 
 # Section 5: weights "from a zero-mean Gaussian distribution with standard deviation 0.01".
 PAPER_INIT_STD = 0.01
@@ -60,15 +70,17 @@ def local_response_norm() -> nn.LocalResponseNorm:
     return nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_SIZE * LRN_ALPHA, beta=LRN_BETA, k=LRN_K)
 
 
-def fully_connected_head(in_features: int, num_classes: int, dropout: float) -> nn.Sequential:
+def fully_connected_head(
+    in_features: int, num_classes: int, dropout: float, activation: str, dropconnect: float
+) -> nn.Sequential:
     """FC6 and FC7, 4096 ReLUs each followed by dropout (Section 4.2), and FC8, the class scores."""
     return nn.Sequential(
         OrderedDict(
-            fc6=nn.Linear(in_features, 4096),
-            relu6=nn.ReLU(inplace=True),
+            fc6=DropConnectLinear(in_features, 4096, dropconnect),
+            act6=make_activation(activation, 4096, inplace=True),
             drop6=nn.Dropout(dropout),
-            fc7=nn.Linear(4096, 4096),
-            relu7=nn.ReLU(inplace=True),
+            fc7=DropConnectLinear(4096, 4096, dropconnect),
+            act7=make_activation(activation, 4096, inplace=True),
             drop7=nn.Dropout(dropout),
             fc8=nn.Linear(4096, num_classes),
         )
@@ -80,36 +92,32 @@ def check_dropout(dropout: float) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
 
 
-def check_flag(name: str, value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
 def alexnet_features(
-    in_channels: int, widths: tuple[int, int, int, int, int], conv1_padding: int, lrn: bool
+    in_channels: int, widths: tuple[int, int, int, int, int], conv1_padding: int, activation: str, norm: str
 ) -> nn.Sequential:
-    """conv1 to pool5 of Figure 2 with ``widths`` kernels; LRN after the ReLUs of conv1 and conv2 if ``lrn``.
+    """conv1 to pool5 of Figure 2 with ``widths`` kernels, each conv followed by ``activation`` (Section 3.5);
+    ``norm`` is LRN after the activations of conv1 and conv2, batch norm before every activation, or none.
 
-    Section 3.5: max-pools follow the two normalisations and conv5; every conv is followed by a ReLU.
+    Section 3.5: max-pools follow the two normalisations and conv5.
     """
     width1, width2, width3, width4, width5 = widths
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers["conv1"] = nn.Conv2d(in_channels, width1, kernel_size=11, stride=4, padding=conv1_padding)  # 55x55
-    layers["relu1"] = nn.ReLU(inplace=True)
-    if lrn:
-        layers["norm1"] = local_response_norm()
+
+    def conv(index: int, layer: nn.Conv2d) -> None:
+        layers[f"conv{index}"] = layer
+        if norm == "batch":
+            layers[f"bn{index}"] = nn.BatchNorm2d(layer.out_channels)
+        layers[f"act{index}"] = make_activation(activation, layer.out_channels, inplace=True)
+        if norm == "local_response" and index in (1, 2):
+            layers[f"norm{index}"] = local_response_norm()
+
+    conv(1, nn.Conv2d(in_channels, width1, kernel_size=11, stride=4, padding=conv1_padding))  # 55x55
     layers["pool1"] = nn.MaxPool2d(kernel_size=3, stride=2)  # Section 3.4: overlapping pooling, 27x27
-    layers["conv2"] = nn.Conv2d(width1, width2, kernel_size=5, padding=2)  # 27x27
-    layers["relu2"] = nn.ReLU(inplace=True)
-    if lrn:
-        layers["norm2"] = local_response_norm()
+    conv(2, nn.Conv2d(width1, width2, kernel_size=5, padding=2))  # 27x27
     layers["pool2"] = nn.MaxPool2d(kernel_size=3, stride=2)  # 13x13
-    layers["conv3"] = nn.Conv2d(width2, width3, kernel_size=3, padding=1)  # 13x13
-    layers["relu3"] = nn.ReLU(inplace=True)
-    layers["conv4"] = nn.Conv2d(width3, width4, kernel_size=3, padding=1)  # 13x13
-    layers["relu4"] = nn.ReLU(inplace=True)
-    layers["conv5"] = nn.Conv2d(width4, width5, kernel_size=3, padding=1)  # 13x13
-    layers["relu5"] = nn.ReLU(inplace=True)
+    conv(3, nn.Conv2d(width2, width3, kernel_size=3, padding=1))  # 13x13
+    conv(4, nn.Conv2d(width3, width4, kernel_size=3, padding=1))  # 13x13
+    conv(5, nn.Conv2d(width4, width5, kernel_size=3, padding=1))  # 13x13
     layers["pool5"] = nn.MaxPool2d(kernel_size=3, stride=2)  # 6x6
     return nn.Sequential(layers)
 
@@ -123,15 +131,24 @@ class AlexNet(ClassifierNet):
     max_input_size = 258  # the last size whose pool5 maps are 6x6; 259 gives 7x7
 
     def __init__(
-        self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, lrn: bool = True, init: str = "paper"
+        self,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        dropout: float = 0.5,
+        activation: str = "relu",
+        norm: str = "local_response",
+        dropconnect: float = 0.0,
+        init: str = "paper",
+        init_std: float = DEFAULT_STD,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         check_dropout(dropout)
-        check_flag("lrn", lrn)
+        check_choice("norm", norm, NORMS, type(self).__name__)
         # Section 3.5: 96, 256, 384, 384 and 256 kernels (48 + 48, 128 + 128, ... on the two GPUs).
-        self.features = alexnet_features(in_channels, (96, 256, 384, 384, 256), conv1_padding=0, lrn=lrn)
-        self.classifier = fully_connected_head(256 * 6 * 6, num_classes, dropout)
-        self.init_weights(init)
+        widths = (96, 256, 384, 384, 256)
+        self.features = alexnet_features(in_channels, widths, conv1_padding=0, activation=activation, norm=norm)
+        self.classifier = fully_connected_head(256 * 6 * 6, num_classes, dropout, activation, dropconnect)
+        self.init_weights(init, init_std)
 
     def _init_paper(self) -> None:
         # Section 5: weights from N(0, 0.01^2); biases 1 in conv2, conv4, conv5 and the hidden fully-connected
@@ -162,24 +179,34 @@ class AlexNetTV(ClassifierNet):
     min_input_size = 63  # conv1 15 -> pool1 7 -> pool2 3 -> pool5 1x1; 62 leaves pool5 a 2x2 input
 
     def __init__(
-        self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper"
+        self,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        dropout: float = 0.5,
+        activation: str = "relu",
+        norm: str = "none",
+        dropconnect: float = 0.0,
+        init: str = "paper",
+        init_std: float = DEFAULT_STD,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         check_dropout(dropout)
-        self.features = alexnet_features(in_channels, (64, 192, 384, 256, 256), conv1_padding=2, lrn=False)
+        check_choice("norm", norm, ("none", "local_response", "batch"), type(self).__name__)
+        widths = (64, 192, 384, 256, 256)
+        self.features = alexnet_features(in_channels, widths, conv1_padding=2, activation=activation, norm=norm)
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # the identity at 224x224
         self.classifier = nn.Sequential(
             OrderedDict(
                 drop6=nn.Dropout(dropout),  # torchvision drops the inputs of FC6 and FC7, not their outputs
-                fc6=nn.Linear(256 * 6 * 6, 4096),
-                relu6=nn.ReLU(inplace=True),
+                fc6=DropConnectLinear(256 * 6 * 6, 4096, dropconnect),
+                act6=make_activation(activation, 4096, inplace=True),
                 drop7=nn.Dropout(dropout),
-                fc7=nn.Linear(4096, 4096),
-                relu7=nn.ReLU(inplace=True),
+                fc7=DropConnectLinear(4096, 4096, dropconnect),
+                act7=make_activation(activation, 4096, inplace=True),
                 fc8=nn.Linear(4096, num_classes),
             )
         )
-        self.init_weights(init)
+        self.init_weights(init, init_std)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to pool5: 256 maps of 6x6 at 224x224."""
@@ -200,13 +227,29 @@ class AlexNetTV(ClassifierNet):
 
 @register_model
 def alexnet(
-    num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, lrn: bool = True, init: str = "paper"
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    norm: str = "local_response",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> AlexNet:
     """AlexNet of the 2012 paper as one network, 227x227 input (62,378,344 parameters for 1000 classes)."""
-    return AlexNet(num_classes=num_classes, in_channels=in_channels, dropout=dropout, lrn=lrn, init=init)
+    return AlexNet(num_classes, in_channels, dropout, activation, norm, dropconnect, init, init_std)
 
 
 @register_model
-def alexnet_tv(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper") -> AlexNetTV:
+def alexnet_tv(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    norm: str = "none",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> AlexNetTV:
     """torchvision's AlexNet, 224x224 input (61,100,840 parameters for 1000 classes); loads its weights."""
-    return AlexNetTV(num_classes=num_classes, in_channels=in_channels, dropout=dropout, init=init)
+    return AlexNetTV(num_classes, in_channels, dropout, activation, norm, dropconnect, init, init_std)

@@ -29,10 +29,13 @@ layers and 96 initial channels. Table 1's DenseNet-264 is not built here. The fo
 has three blocks of (L - 4) / 6 layers at 32x32, 16x16 and 8x8; for L = 100, k = 12 it has 769,162
 parameters for 10 classes (Table 2 rounds to 0.8M).
 
-The layer names are torchvision's (``features.denseblock1.denselayer1.norm1``), so its weights load as
-they are. Dropout (``drop_rate``, 0 by default as on ImageNet; the paper used 0.2 on CIFAR without data
-augmentation) follows each convolution but the first, as in Section 4.2; torchvision drops only the 3x3
-convolution's output, which changes nothing at inference. The weights start as in the paper's code and
+The layer names are torchvision's (``features.denseblock1.denselayer1.norm1``), so its weights load as they are; the
+activations, which hold no weights in torchvision's model, are ``act1``, ``act2``, ... here. ``activation`` replaces
+the ReLUs (``models._activations``) and ``norm`` the batch norms: ``batch`` (the paper's), ``group`` or ``layer``
+(``models._norms``). ``none`` is refused: the convolutions have no bias, and the pre-activation layers
+(BN-ReLU-Conv) put the normalisation first. Dropout (``drop_rate``, 0 by default as on ImageNet; the paper used 0.2
+on CIFAR without data augmentation) follows each convolution but the first, as in Section 4.2; torchvision drops
+only the 3x3 convolution's output, which changes nothing at inference. The weights start as in the paper's code and
 torchvision: He normal for the convolutions, BN scale 1 and shift 0, and zero classifier bias.
 """
 
@@ -44,8 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models._activations import make_activation
 from models._base import ClassifierNet
+from models._init import DEFAULT_STD
+from models._norms import check_choice, make_norm
 from models._registry import register_model
+
+NORMS = ("batch", "group", "layer")
 
 
 def _check_drop_rate(drop_rate: float) -> None:
@@ -56,16 +64,18 @@ def _check_drop_rate(drop_rate: float) -> None:
 class DenseLayer(nn.Sequential):
     """One bottleneck layer H_l of a dense block: BN-ReLU-Conv(1x1)-BN-ReLU-Conv(3x3) (Section 3, DenseNet-B)."""
 
-    def __init__(self, in_channels: int, growth_rate: int, bn_size: int, drop_rate: float) -> None:
+    def __init__(
+        self, in_channels: int, growth_rate: int, bn_size: int, drop_rate: float, activation: str, norm: str
+    ) -> None:
         super().__init__(
             OrderedDict(
-                norm1=nn.BatchNorm2d(in_channels),
-                relu1=nn.ReLU(inplace=True),
+                norm1=make_norm(norm, in_channels),
+                act1=make_activation(activation, in_channels, inplace=True),
                 # "let each 1x1 convolution produce 4k feature-maps"
                 conv1=nn.Conv2d(in_channels, bn_size * growth_rate, kernel_size=1, bias=False),
                 drop1=nn.Dropout(drop_rate),
-                norm2=nn.BatchNorm2d(bn_size * growth_rate),
-                relu2=nn.ReLU(inplace=True),
+                norm2=make_norm(norm, bn_size * growth_rate),
+                act2=make_activation(activation, bn_size * growth_rate, inplace=True),
                 # k new feature maps; zero padding keeps the size, so they can be concatenated
                 conv2=nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False),
                 drop2=nn.Dropout(drop_rate),
@@ -76,10 +86,19 @@ class DenseLayer(nn.Sequential):
 class DenseBlock(nn.ModuleDict):
     """``num_layers`` dense layers, each fed the concatenation of all the maps before it (Eq. 2)."""
 
-    def __init__(self, num_layers: int, in_channels: int, growth_rate: int, bn_size: int, drop_rate: float) -> None:
+    def __init__(
+        self,
+        num_layers: int,
+        in_channels: int,
+        growth_rate: int,
+        bn_size: int,
+        drop_rate: float,
+        activation: str,
+        norm: str,
+    ) -> None:
         super().__init__()
         for i in range(num_layers):
-            layer = DenseLayer(in_channels + i * growth_rate, growth_rate, bn_size, drop_rate)
+            layer = DenseLayer(in_channels + i * growth_rate, growth_rate, bn_size, drop_rate, activation, norm)
             self.add_module(f"denselayer{i + 1}", layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,11 +110,11 @@ class DenseBlock(nn.ModuleDict):
 class Transition(nn.Sequential):
     """BN-ReLU-Conv(1x1)-AvgPool(2x2) between two dense blocks: halves the size, compresses the channels."""
 
-    def __init__(self, in_channels: int, out_channels: int, drop_rate: float) -> None:
+    def __init__(self, in_channels: int, out_channels: int, drop_rate: float, activation: str, norm: str) -> None:
         super().__init__(
             OrderedDict(
-                norm=nn.BatchNorm2d(in_channels),
-                relu=nn.ReLU(inplace=True),
+                norm=make_norm(norm, in_channels),
+                act=make_activation(activation, in_channels, inplace=True),
                 conv=nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
                 drop=nn.Dropout(drop_rate),
                 pool=nn.AvgPool2d(kernel_size=2, stride=2),
@@ -125,34 +144,39 @@ class DenseNet(ClassifierNet):
         drop_rate: float = 0.0,
         num_classes: int = 1000,
         in_channels: int = 3,
+        activation: str = "relu",
+        norm: str = "batch",
         init: str = "paper",
+        init_std: float = DEFAULT_STD,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         _check_drop_rate(drop_rate)
-        self.features = self._stem(in_channels, num_init_features)
+        check_choice("norm", norm, NORMS, type(self).__name__)
+        self.features = self._stem(in_channels, num_init_features, activation, norm)
         channels = num_init_features
         for i, num_layers in enumerate(block_config, start=1):
-            block = DenseBlock(num_layers, channels, growth_rate, bn_size, drop_rate)
+            block = DenseBlock(num_layers, channels, growth_rate, bn_size, drop_rate, activation, norm)
             self.features.add_module(f"denseblock{i}", block)
             channels += num_layers * growth_rate
             if i < len(block_config):
                 out_channels = int(compression * channels)  # floor(theta * m) output maps (Section 3)
-                self.features.add_module(f"transition{i}", Transition(channels, out_channels, drop_rate))
+                transition = Transition(channels, out_channels, drop_rate, activation, norm)
+                self.features.add_module(f"transition{i}", transition)
                 channels = out_channels
         # BN-ReLU after the last block, named as torchvision does: norm5 after 4 blocks (norm4 in the CIFAR form)
-        self.features.add_module(f"norm{len(block_config) + 1}", nn.BatchNorm2d(channels))
-        self.features.add_module(f"relu{len(block_config) + 1}", nn.ReLU(inplace=True))
+        self.features.add_module(f"norm{len(block_config) + 1}", make_norm(norm, channels))
+        self.features.add_module(f"act{len(block_config) + 1}", make_activation(activation, channels, inplace=True))
         self.classifier = nn.Linear(channels, num_classes)
-        self.init_weights(init)
+        self.init_weights(init, init_std)
 
     @staticmethod
-    def _stem(in_channels: int, num_init_features: int) -> nn.Sequential:
+    def _stem(in_channels: int, num_init_features: int, activation: str, norm: str) -> nn.Sequential:
         return nn.Sequential(
             OrderedDict(
                 # Table 1 "Convolution": 7x7 conv, stride 2 (with the BN-ReLU of the paper's code)
                 conv0=nn.Conv2d(in_channels, num_init_features, kernel_size=7, stride=2, padding=3, bias=False),
-                norm0=nn.BatchNorm2d(num_init_features),
-                relu0=nn.ReLU(inplace=True),
+                norm0=make_norm(norm, num_init_features),
+                act0=make_activation(activation, num_init_features, inplace=True),
                 # Table 1 "Pooling": 3x3 max pool, stride 2
                 pool0=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
             )
@@ -163,7 +187,7 @@ class DenseNet(ClassifierNet):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight)
-            elif isinstance(module, nn.BatchNorm2d):
+            elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Linear):
@@ -185,7 +209,7 @@ class DenseNetCifar(DenseNet):
     min_input_size = 4  # two transitions: 4 -> 2 -> 1
 
     @staticmethod
-    def _stem(in_channels: int, num_init_features: int) -> nn.Sequential:
+    def _stem(in_channels: int, num_init_features: int, activation: str, norm: str) -> nn.Sequential:
         # "a convolution with 16 (or twice the growth rate for DenseNet-BC) output channels";
         # the first dense layer's BN-ReLU follows directly
         conv0 = nn.Conv2d(in_channels, num_init_features, kernel_size=3, padding=1, bias=False)
@@ -193,43 +217,126 @@ class DenseNetCifar(DenseNet):
 
 
 @register_model
-def densenet121(num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.0, init: str = "paper") -> DenseNet:
+def densenet121(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    drop_rate: float = 0.0,
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> DenseNet:
     """DenseNet-121 (Table 1, k = 32): 7,978,856 parameters for 1000 classes."""
     return DenseNet(
-        32, (6, 12, 24, 16), 64, drop_rate=drop_rate, num_classes=num_classes, in_channels=in_channels, init=init
+        32,
+        (6, 12, 24, 16),
+        64,
+        drop_rate=drop_rate,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        activation=activation,
+        norm=norm,
+        init=init,
+        init_std=init_std,
     )
 
 
 @register_model
-def densenet161(num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.0, init: str = "paper") -> DenseNet:
+def densenet161(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    drop_rate: float = 0.0,
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> DenseNet:
     """DenseNet-161 (the authors' k = 48 release, 96 initial channels): 28,681,000 parameters for 1000 classes."""
     return DenseNet(
-        48, (6, 12, 36, 24), 96, drop_rate=drop_rate, num_classes=num_classes, in_channels=in_channels, init=init
+        48,
+        (6, 12, 36, 24),
+        96,
+        drop_rate=drop_rate,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        activation=activation,
+        norm=norm,
+        init=init,
+        init_std=init_std,
     )
 
 
 @register_model
-def densenet169(num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.0, init: str = "paper") -> DenseNet:
+def densenet169(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    drop_rate: float = 0.0,
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> DenseNet:
     """DenseNet-169 (Table 1, k = 32): 14,149,480 parameters for 1000 classes."""
     return DenseNet(
-        32, (6, 12, 32, 32), 64, drop_rate=drop_rate, num_classes=num_classes, in_channels=in_channels, init=init
+        32,
+        (6, 12, 32, 32),
+        64,
+        drop_rate=drop_rate,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        activation=activation,
+        norm=norm,
+        init=init,
+        init_std=init_std,
     )
 
 
 @register_model
-def densenet201(num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.0, init: str = "paper") -> DenseNet:
+def densenet201(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    drop_rate: float = 0.0,
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> DenseNet:
     """DenseNet-201 (Table 1, k = 32): 20,013,928 parameters for 1000 classes."""
     return DenseNet(
-        32, (6, 12, 48, 32), 64, drop_rate=drop_rate, num_classes=num_classes, in_channels=in_channels, init=init
+        32,
+        (6, 12, 48, 32),
+        64,
+        drop_rate=drop_rate,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        activation=activation,
+        norm=norm,
+        init=init,
+        init_std=init_std,
     )
 
 
 @register_model
 def densenet_bc_100(
-    num_classes: int = 10, in_channels: int = 3, drop_rate: float = 0.0, init: str = "paper"
+    num_classes: int = 10,
+    in_channels: int = 3,
+    drop_rate: float = 0.0,
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> DenseNetCifar:
     """DenseNet-BC with L = 100, k = 12 for CIFAR (Table 2): 769,162 parameters for 10 classes."""
     # L = 100 counts 3 x 16 x 2 convolutions in the blocks, the first conv, 2 transitions and the classifier
     return DenseNetCifar(
-        12, (16, 16, 16), 24, drop_rate=drop_rate, num_classes=num_classes, in_channels=in_channels, init=init
+        12,
+        (16, 16, 16),
+        24,
+        drop_rate=drop_rate,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        activation=activation,
+        norm=norm,
+        init=init,
+        init_std=init_std,
     )

@@ -36,6 +36,10 @@ be exchanged with it: batch norm after every convolution and no LocalRespNorm, a
 branch has a 5x5 (https://github.com/pytorch/vision/issues/906), a 2x2 max pool before 5a, auxiliary classifiers
 with an adaptive 4x4 average pool, and 20% dropout. It has 6,624,904 parameters, 13,004,888 with the auxiliary heads.
 
+``activation`` replaces every ReLU, the aux heads' included. ``norm`` keeps Figure 3's two LocalRespNorm layers
+(``local_response``), or puts batch norm after every convolution instead, the convolution then without bias as in
+torchvision's (``batch``), or has neither (``none``); ``googlenet_tv`` has batch norm only.
+
 In training mode with ``aux_logits=True``, ``forward`` returns ``(logits, aux1_logits, aux2_logits)`` (aux1 on 4a,
 aux2 on 4d; the paper adds their losses with weight 0.3); otherwise it returns the logits alone.
 """
@@ -49,31 +53,37 @@ from functools import partial
 import torch
 from torch import nn
 
+from models._activations import make_activation
 from models._base import ClassifierNet
+from models._init import DEFAULT_STD
+from models._norms import check_choice
 from models._registry import register_model
 
 ConvBlock = Callable[..., nn.Module]
 
 
-def conv_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Module:
-    """The paper's convolution: with bias, followed by a ReLU ("All the convolutions ... use rectified linear")."""
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding),
-            relu=nn.ReLU(inplace=True),
-        )
-    )
+def basic_conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    *,
+    activation: str = "relu",
+    batch_norm: bool = False,
+    bn_eps: float = 1e-5,
+) -> nn.Module:
+    """A convolution and its activation, as in the paper ("All the convolutions ... use rectified linear").
 
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Module:
-    """torchvision's BasicConv2d: a convolution without bias, batch norm (eps 0.001) and a ReLU."""
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False),
-            bn=nn.BatchNorm2d(out_channels, eps=0.001),
-            relu=nn.ReLU(inplace=True),
-        )
-    )
+    With ``batch_norm`` a batch norm comes between them and the conv has no bias: torchvision's BasicConv2d (which
+    uses eps 0.001).
+    """
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=not batch_norm)
+    if batch_norm:
+        layers["bn"] = nn.BatchNorm2d(out_channels, eps=bn_eps)
+    layers["act"] = make_activation(activation, out_channels, inplace=True)
+    return nn.Sequential(layers)
 
 
 class Inception(nn.Module):
@@ -91,7 +101,7 @@ class Inception(nn.Module):
         ch5x5_reduce: int,
         ch5x5: int,
         pool_proj: int,
-        conv_block: ConvBlock = conv_relu,
+        conv_block: ConvBlock = basic_conv,
         kernel_5x5: int = 5,
     ) -> None:
         super().__init__()
@@ -118,19 +128,25 @@ class AuxClassifier(nn.Module):
     """Auxiliary classifier of Section 5, on the output of inception 4a or 4d; ``pool`` brings that to 4x4."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, pool: nn.Module, conv_block: ConvBlock, dropout: float
+        self,
+        in_channels: int,
+        num_classes: int,
+        pool: nn.Module,
+        conv_block: ConvBlock,
+        dropout: float,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         self.pool = pool  # 4x4x512 for 4a, 4x4x528 for 4d
         self.conv = conv_block(in_channels, 128, kernel_size=1)  # 1x1 conv with 128 filters + ReLU
         self.fc = nn.Linear(128 * 4 * 4, 1024)  # fully connected layer with 1024 units ...
-        self.relu = nn.ReLU(inplace=True)  # ... and rectified linear activation
+        self.act = make_activation(activation, 1024, inplace=True)  # ... and rectified linear activation
         self.dropout = nn.Dropout(p=dropout)  # 70% ratio of dropped outputs
         self.classifier = nn.Linear(1024, num_classes)  # linear layer with softmax loss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.conv(self.pool(x)), 1)
-        return self.classifier(self.dropout(self.relu(self.fc(x))))
+        return self.classifier(self.dropout(self.act(self.fc(x))))
 
 
 def paper_aux_pool() -> nn.Module:
@@ -143,11 +159,14 @@ def paper_aux_pool() -> nn.Module:
 class GoogLeNet(ClassifierNet):
     """GoogLeNet of Table 1 and Figure 3, with the two auxiliary classifiers of Section 5 when ``aux_logits``.
 
-    The keyword-only arguments are where torchvision's model differs (``GoogLeNetTV``): the conv block, the kernel
-    of the "#5x5" branches, the LocalRespNorm layers, the kernel of the max pool before 5a and the aux heads' pool.
+    ``norm`` is Figure 3's two LocalRespNorm layers (``local_response``), batch norm after every convolution
+    instead (``batch``), or neither (``none``). The keyword-only arguments are where torchvision's model differs
+    (``GoogLeNetTV``): the batch norms' eps, the kernel of the "#5x5" branches, the kernel of the max pool before 5a
+    and the aux heads' pool.
     """
 
     classifier_path = "classifier"
+    norms: tuple[str, ...] = ("local_response", "batch", "none")
     native_input_size = (3, 224, 224)
     # 79 gives a 5x5 map on 4a, the least the aux heads' 5x5 average pool takes; without them 31 does: below it the
     # 3x3 max pool before 5a gets a 1x1 map
@@ -161,34 +180,40 @@ class GoogLeNet(ClassifierNet):
         aux_logits: bool = True,
         dropout: float = 0.4,
         aux_dropout: float = 0.7,
+        activation: str = "relu",
+        norm: str = "local_response",
         init: str = "paper",
+        init_std: float = DEFAULT_STD,
         *,
-        conv_block: ConvBlock = conv_relu,
+        bn_eps: float = 1e-5,
         kernel_5x5: int = 5,
-        local_response_norm: bool = True,
         pool4_kernel: int = 3,
         aux_pool: Callable[[], nn.Module] = paper_aux_pool,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         if not isinstance(aux_logits, bool):
             raise ValueError(f"aux_logits must be True or False, got {aux_logits!r}")
+        check_choice("norm", norm, self.norms, type(self).__name__)
         self.aux_logits = aux_logits
         if not aux_logits:
             self.min_input_size = self.min_input_size_without_aux
+        conv_block = partial(basic_conv, activation=activation, batch_norm=norm == "batch", bn_eps=bn_eps)
         inception = partial(Inception, conv_block=conv_block, kernel_5x5=kernel_5x5)
 
-        def norm() -> nn.Module:
+        def local_response_norm() -> nn.Module:
             # Figure 3's LocalRespNorm; the paper gives no constants, these are AlexNet's n=5, alpha=1e-4, beta=0.75,
             # with k=1 as in the BVLC Caffe reproduction of GoogLeNet.
-            return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0) if local_response_norm else nn.Identity()
+            if norm != "local_response":
+                return nn.Identity()
+            return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
 
         # Table 1 rows, with their output size. Max pools round up, as Caffe does, to give 56, 28, 14 and 7.
         self.conv1 = conv_block(in_channels, 64, kernel_size=7, stride=2, padding=3)  # conv 7x7/2: 112x112x64
         self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)  # max pool 3x3/2: 56x56x64
-        self.norm1 = norm()
+        self.norm1 = local_response_norm()
         self.conv2_reduce = conv_block(64, 64, kernel_size=1)  # conv 3x3/1, "#3x3 reduce" 64: 56x56x64
         self.conv2 = conv_block(64, 192, kernel_size=3, padding=1)  # conv 3x3/1, "#3x3" 192: 56x56x192
-        self.norm2 = norm()
+        self.norm2 = local_response_norm()
         self.pool2 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)  # max pool 3x3/2: 28x28x192
         # in channels, then #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
         self.inception3a = inception(192, 64, 96, 128, 16, 32, 32)  # 28x28x256
@@ -203,14 +228,14 @@ class GoogLeNet(ClassifierNet):
         self.inception5a = inception(832, 256, 160, 320, 32, 128, 128)  # 7x7x832
         self.inception5b = inception(832, 384, 192, 384, 48, 128, 128)  # 7x7x1024
         # Section 5: the auxiliary classifiers on 4a and 4d
-        aux_classifier = partial(AuxClassifier, conv_block=conv_block, dropout=aux_dropout)
+        aux_classifier = partial(AuxClassifier, conv_block=conv_block, dropout=aux_dropout, activation=activation)
         self.aux1 = aux_classifier(512, num_classes, aux_pool()) if aux_logits else None
         self.aux2 = aux_classifier(528, num_classes, aux_pool()) if aux_logits else None
         # avg pool 7x7/1 over the 7x7 map is a global average (after Network in Network); adaptive for other sizes
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # 1x1x1024
         self.dropout = nn.Dropout(p=dropout)  # dropout (40%)
         self.classifier = nn.Linear(1024, num_classes)  # linear: 1x1x1000
-        self.init_weights(init)
+        self.init_weights(init, init_std)
 
     def _init_paper(self) -> None:
         # The paper does not state its initialisation (its model was trained with DistBelief). After the "xavier"
@@ -220,7 +245,8 @@ class GoogLeNet(ClassifierNet):
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:  # none in the convs followed by batch norm
+                    nn.init.zeros_(module.bias)
 
     def _forward_stages(
         self, x: torch.Tensor, with_aux: bool
@@ -298,9 +324,11 @@ def rename_torchvision_key(key: str) -> str:
 class GoogLeNetTV(GoogLeNet):
     """torchvision's GoogLeNet: batch norm, no LocalRespNorm, 3x3 "#5x5" convs, a 2x2 pool4, adaptive aux pools.
 
-    ``transform_input`` re-standardises ImageNet-normalised images as torchvision's option does.
+    ``transform_input`` re-standardises ImageNet-normalised images as torchvision's option does. Its norm is batch
+    only (without it its convs would have no bias); ``googlenet`` takes the others.
     """
 
+    norms = ("batch",)
     min_input_size = 15  # torchvision's figure too: below it the 3x3 max pool before 4a gets a 1x1 map
     min_input_size_without_aux = 15
 
@@ -312,7 +340,10 @@ class GoogLeNetTV(GoogLeNet):
         transform_input: bool = False,
         dropout: float = 0.2,
         aux_dropout: float = 0.7,
+        activation: str = "relu",
+        norm: str = "batch",
         init: str = "paper",
+        init_std: float = DEFAULT_STD,
     ) -> None:
         if not isinstance(transform_input, bool):
             raise ValueError(f"transform_input must be True or False, got {transform_input!r}")
@@ -324,10 +355,12 @@ class GoogLeNetTV(GoogLeNet):
             aux_logits=aux_logits,
             dropout=dropout,
             aux_dropout=aux_dropout,
+            activation=activation,
+            norm=norm,
             init=init,
-            conv_block=conv_bn_relu,
+            init_std=init_std,
+            bn_eps=0.001,
             kernel_5x5=3,
-            local_response_norm=False,
             pool4_kernel=2,
             aux_pool=partial(nn.AdaptiveAvgPool2d, 4),
         )
@@ -370,17 +403,13 @@ def googlenet(
     aux_logits: bool = True,
     dropout: float = 0.4,
     aux_dropout: float = 0.7,
+    activation: str = "relu",
+    norm: str = "local_response",
     init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> GoogLeNet:
     """GoogLeNet as in Table 1 (13,378,280 parameters for 1000 classes, 6,998,552 without the aux heads)."""
-    return GoogLeNet(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        aux_logits=aux_logits,
-        dropout=dropout,
-        aux_dropout=aux_dropout,
-        init=init,
-    )
+    return GoogLeNet(num_classes, in_channels, aux_logits, dropout, aux_dropout, activation, norm, init, init_std)
 
 
 @register_model
@@ -391,15 +420,12 @@ def googlenet_tv(
     transform_input: bool = False,
     dropout: float = 0.2,
     aux_dropout: float = 0.7,
+    activation: str = "relu",
+    norm: str = "batch",
     init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> GoogLeNetTV:
     """torchvision's GoogLeNet (6,624,904 parameters for 1000 classes, 13,004,888 with the aux heads)."""
     return GoogLeNetTV(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        aux_logits=aux_logits,
-        transform_input=transform_input,
-        dropout=dropout,
-        aux_dropout=aux_dropout,
-        init=init,
+        num_classes, in_channels, aux_logits, transform_input, dropout, aux_dropout, activation, norm, init, init_std
     )

@@ -32,6 +32,12 @@ with option A shortcuts (``shortcut="A"``): identity everywhere, and where the s
 with a stride of 2 and zero channels are appended for the extra width, so the shortcuts have no parameters.
 ``shortcut="B"`` uses projections there instead.
 
+``activation`` replaces every ReLU (``models._activations``; one module per place, named ``act1``, ``act2``, ...) and
+``norm`` every batch norm, the projections' included: ``batch`` (the paper's), ``group`` or ``layer``
+(``models._norms``; the layers keep the names ``bn1``, ``bn2``, ...). ``none`` is refused: the convolutions have no
+bias, and without normalisation a He-initialised residual stack grows its activations block after block, which
+takes an initialisation made for it (Fixup, Zhang et al. 2019) to train.
+
 Initialisation (``init="paper"``): convs as in He et al. 2015 (Sec. 3.4: normal with variance 2/fan_out), batch-norm
 scales one and shifts zero; the fc layer keeps PyTorch's default, as in torchvision. ``zero_init_residual`` starts
 the last batch norm of each residual branch at zero, so that each block begins as the identity (torchvision's option).
@@ -43,10 +49,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models._activations import make_activation
 from models._base import ClassifierNet
+from models._init import DEFAULT_STD
+from models._norms import check_choice, make_norm
 from models._registry import register_model
 
 SHORTCUTS = ("A", "B")
+NORMS = ("batch", "group", "layer")
 
 
 class ZeroPadShortcut(nn.Module):
@@ -62,7 +72,7 @@ class ZeroPadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, self.out_channels - x.shape[1]))  # pad (W, H, C): zeros after the channels
 
 
-def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, norm: str) -> nn.Module | None:
     """The shortcut of a block: ``None`` (identity) where the shape is kept, else option A or B of Sec. 3.3."""
     if in_channels == out_channels and stride == 1:
         return None
@@ -70,7 +80,7 @@ def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int) -
         return ZeroPadShortcut(out_channels, stride)
     # Option B: a projection, 1x1 conv + BN (torchvision's "downsample.0" and "downsample.1")
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+        nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), make_norm(norm, out_channels)
     )
 
 
@@ -79,20 +89,29 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        activation: str = "relu",
+        norm: str = "batch",
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
+        self.bn1 = make_norm(norm, channels)
+        self.act1 = make_activation(activation, channels, inplace=True)
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)
+        self.bn2 = make_norm(norm, channels)
+        self.act2 = make_activation(activation, channels, inplace=True)
         self.downsample = downsample  # the shortcut where the shape changes; None is the identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + shortcut)  # Eq. 1: y = F(x) + x, then the ReLU
+        return self.act2(out + shortcut)  # Eq. 1: y = F(x) + x, then the ReLU
 
 
 class Bottleneck(nn.Module):
@@ -106,25 +125,29 @@ class Bottleneck(nn.Module):
         width: int,
         stride: int = 1,
         downsample: nn.Module | None = None,
+        activation: str = "relu",
+        norm: str = "batch",
         stride_on_1x1: bool = False,
     ) -> None:
         super().__init__()
         stride_1x1, stride_3x3 = (stride, 1) if stride_on_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, stride=stride_1x1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = make_norm(norm, width)
+        self.act1 = make_activation(activation, width, inplace=True)
         self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=stride_3x3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = make_norm(norm, width)
+        self.act2 = make_activation(activation, width, inplace=True)
         self.conv3 = nn.Conv2d(width, width * self.expansion, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
+        self.bn3 = make_norm(norm, width * self.expansion)
+        self.act3 = make_activation(activation, width * self.expansion, inplace=True)
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + shortcut)
+        return self.act3(out + shortcut)
 
 
 def make_stage(
@@ -134,13 +157,14 @@ def make_stage(
     num_blocks: int,
     stride: int,
     shortcut: str,
-    **block_options: bool,
+    norm: str,
+    **block_options: str | bool,
 ) -> nn.Sequential:
     """``num_blocks`` blocks of ``width``; the first one takes the stride and the change of width."""
     out_channels = width * block.expansion
-    downsample = make_shortcut(shortcut, in_channels, out_channels, stride)
-    blocks = [block(in_channels, width, stride, downsample, **block_options)]
-    blocks += [block(out_channels, width, **block_options) for _ in range(num_blocks - 1)]
+    downsample = make_shortcut(shortcut, in_channels, out_channels, stride, norm)
+    blocks = [block(in_channels, width, stride, downsample, norm=norm, **block_options)]
+    blocks += [block(out_channels, width, norm=norm, **block_options) for _ in range(num_blocks - 1)]
     return nn.Sequential(*blocks)
 
 
@@ -149,7 +173,7 @@ def init_resnet(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
+        elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
@@ -178,30 +202,36 @@ class ResNet(ClassifierNet):
         in_channels: int = 3,
         zero_init_residual: bool = False,
         stride_on_1x1: bool = False,
+        activation: str = "relu",
+        norm: str = "batch",
         init: str = "paper",
+        init_std: float = DEFAULT_STD,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         if stride_on_1x1 and block is not Bottleneck:
             raise ValueError("stride_on_1x1 applies to bottleneck blocks only (resnet50, resnet101, resnet152)")
-        block_options = {"stride_on_1x1": stride_on_1x1} if block is Bottleneck else {}
+        check_choice("norm", norm, NORMS, type(self).__name__)
+        options: dict[str, str | bool] = {"activation": activation}
+        if block is Bottleneck:
+            options["stride_on_1x1"] = stride_on_1x1
         self.zero_init_residual = zero_init_residual
         # Table 1, conv1: 7x7, 64, stride 2 -> 112x112; then 3x3 max pool, stride 2 -> 56x56
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
+        self.bn1 = make_norm(norm, 64)
+        self.act1 = make_activation(activation, 64, inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         # Table 1, conv2_x to conv5_x: 56x56, 28x28, 14x14, 7x7 with projection shortcuts (option B)
-        self.layer1 = make_stage(block, 64, 64, layers[0], 1, "B", **block_options)
-        self.layer2 = make_stage(block, 64 * block.expansion, 128, layers[1], 2, "B", **block_options)
-        self.layer3 = make_stage(block, 128 * block.expansion, 256, layers[2], 2, "B", **block_options)
-        self.layer4 = make_stage(block, 256 * block.expansion, 512, layers[3], 2, "B", **block_options)
+        self.layer1 = make_stage(block, 64, 64, layers[0], 1, "B", norm, **options)
+        self.layer2 = make_stage(block, 64 * block.expansion, 128, layers[1], 2, "B", norm, **options)
+        self.layer3 = make_stage(block, 128 * block.expansion, 256, layers[2], 2, "B", norm, **options)
+        self.layer4 = make_stage(block, 256 * block.expansion, 512, layers[3], 2, "B", norm, **options)
         # Table 1, last row: global average pool, fc
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512 * block.expansion, num_classes)
-        self.init_weights(init)
+        self.init_weights(init, init_std)
 
-    def init_weights(self, scheme: str = "paper") -> None:
-        super().init_weights(scheme)
+    def init_weights(self, scheme: str = "paper", std: float = DEFAULT_STD) -> None:
+        super().init_weights(scheme, std)
         if self.zero_init_residual:
             zero_init_last_bn(self)
 
@@ -210,7 +240,7 @@ class ResNet(ClassifierNet):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to layer4: the 7x7 map of 512 (basic) or 2048 (bottleneck) channels for a 224x224 image."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -230,30 +260,34 @@ class CifarResNet(ClassifierNet):
         num_classes: int = 10,
         in_channels: int = 3,
         shortcut: str = "A",
+        activation: str = "relu",
+        norm: str = "batch",
         init: str = "paper",
+        init_std: float = DEFAULT_STD,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         if shortcut not in SHORTCUTS:
             raise ValueError(f"unknown shortcut {shortcut!r}; accepted: {', '.join(SHORTCUTS)}")
+        check_choice("norm", norm, NORMS, type(self).__name__)
         # Sec. 4.2: "The first layer is 3x3 convolutions", 16 filters at 32x32
         self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.relu = nn.ReLU(inplace=True)
+        self.bn1 = make_norm(norm, 16)
+        self.act1 = make_activation(activation, 16, inplace=True)
         # Sec. 4.2: 2n layers on each of the maps of 32x32, 16x16 and 8x8, with 16, 32 and 64 filters
-        self.layer1 = make_stage(BasicBlock, 16, 16, num_blocks, 1, shortcut)
-        self.layer2 = make_stage(BasicBlock, 16, 32, num_blocks, 2, shortcut)
-        self.layer3 = make_stage(BasicBlock, 32, 64, num_blocks, 2, shortcut)
+        self.layer1 = make_stage(BasicBlock, 16, 16, num_blocks, 1, shortcut, norm, activation=activation)
+        self.layer2 = make_stage(BasicBlock, 16, 32, num_blocks, 2, shortcut, norm, activation=activation)
+        self.layer3 = make_stage(BasicBlock, 32, 64, num_blocks, 2, shortcut, norm, activation=activation)
         # Sec. 4.2: "global average pooling, a 10-way fully-connected layer"
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
-        self.init_weights(init)
+        self.init_weights(init, init_std)
 
     def _init_paper(self) -> None:
         init_resnet(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to layer3: the 8x8 map of 64 channels for a 32x32 image."""
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.act1(self.bn1(self.conv1(x)))
         return self.layer3(self.layer2(self.layer1(x)))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -265,18 +299,50 @@ class CifarResNet(ClassifierNet):
 
 @register_model
 def resnet18(
-    num_classes: int = 1000, in_channels: int = 3, zero_init_residual: bool = False, init: str = "paper"
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> ResNet:
     """ResNet-18: basic blocks (2, 2, 2, 2); 11,689,512 parameters for 1000 classes."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, zero_init_residual=zero_init_residual, init=init)
+    return ResNet(
+        BasicBlock,
+        (2, 2, 2, 2),
+        num_classes,
+        in_channels,
+        zero_init_residual=zero_init_residual,
+        activation=activation,
+        norm=norm,
+        init=init,
+        init_std=init_std,
+    )
 
 
 @register_model
 def resnet34(
-    num_classes: int = 1000, in_channels: int = 3, zero_init_residual: bool = False, init: str = "paper"
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> ResNet:
     """ResNet-34: basic blocks (3, 4, 6, 3); 21,797,672 parameters for 1000 classes."""
-    return ResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, zero_init_residual=zero_init_residual, init=init)
+    return ResNet(
+        BasicBlock,
+        (3, 4, 6, 3),
+        num_classes,
+        in_channels,
+        zero_init_residual=zero_init_residual,
+        activation=activation,
+        norm=norm,
+        init=init,
+        init_std=init_std,
+    )
 
 
 @register_model
@@ -285,7 +351,10 @@ def resnet50(
     in_channels: int = 3,
     zero_init_residual: bool = False,
     stride_on_1x1: bool = False,
+    activation: str = "relu",
+    norm: str = "batch",
     init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> ResNet:
     """ResNet-50: bottleneck blocks (3, 4, 6, 3); 25,557,032 parameters for 1000 classes."""
     return ResNet(
@@ -295,7 +364,10 @@ def resnet50(
         in_channels,
         zero_init_residual=zero_init_residual,
         stride_on_1x1=stride_on_1x1,
+        activation=activation,
+        norm=norm,
         init=init,
+        init_std=init_std,
     )
 
 
@@ -305,7 +377,10 @@ def resnet101(
     in_channels: int = 3,
     zero_init_residual: bool = False,
     stride_on_1x1: bool = False,
+    activation: str = "relu",
+    norm: str = "batch",
     init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> ResNet:
     """ResNet-101: bottleneck blocks (3, 4, 23, 3); 44,549,160 parameters for 1000 classes."""
     return ResNet(
@@ -315,7 +390,10 @@ def resnet101(
         in_channels,
         zero_init_residual=zero_init_residual,
         stride_on_1x1=stride_on_1x1,
+        activation=activation,
+        norm=norm,
         init=init,
+        init_std=init_std,
     )
 
 
@@ -325,7 +403,10 @@ def resnet152(
     in_channels: int = 3,
     zero_init_residual: bool = False,
     stride_on_1x1: bool = False,
+    activation: str = "relu",
+    norm: str = "batch",
     init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> ResNet:
     """ResNet-152: bottleneck blocks (3, 8, 36, 3); 60,192,808 parameters for 1000 classes."""
     return ResNet(
@@ -335,7 +416,10 @@ def resnet152(
         in_channels,
         zero_init_residual=zero_init_residual,
         stride_on_1x1=stride_on_1x1,
+        activation=activation,
+        norm=norm,
         init=init,
+        init_std=init_std,
     )
 
 
@@ -343,30 +427,70 @@ def resnet152(
 
 
 @register_model
-def resnet20(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", init: str = "paper") -> CifarResNet:
+def resnet20(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    shortcut: str = "A",
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> CifarResNet:
     """ResNet-20 for CIFAR-10: n = 3; 269,722 parameters for 10 classes with option A shortcuts."""
-    return CifarResNet(3, num_classes, in_channels, shortcut=shortcut, init=init)
+    return CifarResNet(3, num_classes, in_channels, shortcut, activation, norm, init, init_std)
 
 
 @register_model
-def resnet32(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", init: str = "paper") -> CifarResNet:
+def resnet32(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    shortcut: str = "A",
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> CifarResNet:
     """ResNet-32 for CIFAR-10: n = 5; 464,154 parameters for 10 classes with option A shortcuts."""
-    return CifarResNet(5, num_classes, in_channels, shortcut=shortcut, init=init)
+    return CifarResNet(5, num_classes, in_channels, shortcut, activation, norm, init, init_std)
 
 
 @register_model
-def resnet44(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", init: str = "paper") -> CifarResNet:
+def resnet44(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    shortcut: str = "A",
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> CifarResNet:
     """ResNet-44 for CIFAR-10: n = 7; 658,586 parameters for 10 classes with option A shortcuts."""
-    return CifarResNet(7, num_classes, in_channels, shortcut=shortcut, init=init)
+    return CifarResNet(7, num_classes, in_channels, shortcut, activation, norm, init, init_std)
 
 
 @register_model
-def resnet56(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", init: str = "paper") -> CifarResNet:
+def resnet56(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    shortcut: str = "A",
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> CifarResNet:
     """ResNet-56 for CIFAR-10: n = 9; 853,018 parameters for 10 classes with option A shortcuts."""
-    return CifarResNet(9, num_classes, in_channels, shortcut=shortcut, init=init)
+    return CifarResNet(9, num_classes, in_channels, shortcut, activation, norm, init, init_std)
 
 
 @register_model
-def resnet110(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", init: str = "paper") -> CifarResNet:
+def resnet110(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    shortcut: str = "A",
+    activation: str = "relu",
+    norm: str = "batch",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> CifarResNet:
     """ResNet-110 for CIFAR-10: n = 18; 1,727,962 parameters for 10 classes with option A shortcuts."""
-    return CifarResNet(18, num_classes, in_channels, shortcut=shortcut, init=init)
+    return CifarResNet(18, num_classes, in_channels, shortcut, activation, norm, init, init_std)

@@ -39,37 +39,70 @@ same four modules (128, 256, 384 and 512 channels), so the option means the same
 start as torchvision's: He uniform for the convolutions, N(0, 0.01) for conv10, zero biases. Layers are
 named after Table 1; ``convert_torchvision_state_dict`` maps torchvision's ``nn.Sequential`` indices to
 these names.
+
+``activation`` replaces every ReLU, the one on conv10's class maps included (``models._activations``); ``norm="batch"``
+puts batch norm after every convolution but conv10, before its activation (the paper has none: ``norm="none"``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from models._activations import make_activation
 from models._base import ClassifierNet
+from models._init import DEFAULT_STD
+from models._norms import check_choice
 from models._registry import register_model
 
 BYPASSES = ("none", "simple")
+NORMS = ("none", "batch")
+
+
+def batch_norm(norm: str, channels: int) -> nn.Module:
+    """A batch norm of ``channels`` maps under ``norm="batch"``, else the identity."""
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
 
 
 class Fire(nn.Module):
     """Fire module (Section 3.2, Figure 1): squeeze 1x1, then concatenated expand 1x1 and expand 3x3."""
 
-    def __init__(self, in_channels: int, squeeze: int, expand1x1: int, expand3x3: int, bypass: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        squeeze: int,
+        expand1x1: int,
+        expand3x3: int,
+        bypass: bool = False,
+        activation: str = "relu",
+        norm: str = "none",
+    ) -> None:
         super().__init__()
         self.bypass = bypass  # only where in_channels == expand1x1 + expand3x3
         self.squeeze = nn.Conv2d(in_channels, squeeze, kernel_size=1)  # s1x1 < e1x1 + e3x3 (Strategy 2)
+        self.squeeze_bn = batch_norm(norm, squeeze)
+        self.squeeze_activation = make_activation(activation, squeeze, inplace=True)
         self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
+        self.expand1x1_bn = batch_norm(norm, expand1x1)
+        self.expand1x1_activation = make_activation(activation, expand1x1, inplace=True)
         # 1-pixel zero padding so the 1x1 and 3x3 outputs have the same size (Section 3.3)
         self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
-        self.relu = nn.ReLU(inplace=True)
+        self.expand3x3_bn = batch_norm(norm, expand3x3)
+        self.expand3x3_activation = make_activation(activation, expand3x3, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        squeezed = self.relu(self.squeeze(x))
-        out = torch.cat([self.relu(self.expand1x1(squeezed)), self.relu(self.expand3x3(squeezed))], dim=1)
+        squeezed = self.squeeze_activation(self.squeeze_bn(self.squeeze(x)))
+        out = torch.cat(
+            [
+                self.expand1x1_activation(self.expand1x1_bn(self.expand1x1(squeezed))),
+                self.expand3x3_activation(self.expand3x3_bn(self.expand3x3(squeezed))),
+            ],
+            dim=1,
+        )
         return out + x if self.bypass else out  # Section 6: the bypass adds the module's input
 
 
@@ -87,27 +120,31 @@ class SqueezeNet(ClassifierNet):
         in_channels: int = 3,
         dropout: float = 0.5,
         bypass: str = "none",
+        activation: str = "relu",
+        norm: str = "none",
         init: str = "paper",
+        init_std: float = DEFAULT_STD,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         if bypass not in BYPASSES:
             raise ValueError(f"unknown bypass {bypass!r}; accepted: {', '.join(BYPASSES)}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.features = nn.Sequential(self._layers(in_channels, bypass == "simple"))
+        check_choice("norm", norm, NORMS, type(self).__name__)
+        self.features = nn.Sequential(self._layers(in_channels, bypass == "simple", activation, norm))
         # Section 3.3: dropout 50% after fire9, conv10 to the classes, then global average pooling (no FC)
         self.classifier = nn.Sequential(
             OrderedDict(
                 dropout=nn.Dropout(dropout),
                 conv10=nn.Conv2d(512, num_classes, kernel_size=1),
-                relu10=nn.ReLU(inplace=True),
+                act10=make_activation(activation, num_classes, inplace=True),
                 avgpool10=nn.AdaptiveAvgPool2d(1),
             )
         )
-        self.init_weights(init)
+        self.init_weights(init, init_std)
 
     @staticmethod
-    def _layers(in_channels: int, bypass: bool) -> OrderedDict[str, nn.Module]:
+    def _layers(in_channels: int, bypass: bool, activation: str, norm: str) -> OrderedDict[str, nn.Module]:
         raise NotImplementedError
 
     def _init_paper(self) -> None:
@@ -157,22 +194,24 @@ class SqueezeNet1_0(SqueezeNet):
     }
 
     @staticmethod
-    def _layers(in_channels: int, bypass: bool) -> OrderedDict[str, nn.Module]:
+    def _layers(in_channels: int, bypass: bool, activation: str, norm: str) -> OrderedDict[str, nn.Module]:
         # one Table 1 row per line: Fire(in, s1x1, e1x1, e3x3)
+        fire = partial(Fire, activation=activation, norm=norm)
         return OrderedDict(
             conv1=nn.Conv2d(in_channels, 96, kernel_size=7, stride=2),
-            relu1=nn.ReLU(inplace=True),
+            bn1=batch_norm(norm, 96),
+            act1=make_activation(activation, 96, inplace=True),
             maxpool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire2=Fire(96, 16, 64, 64),
-            fire3=Fire(128, 16, 64, 64, bypass=bypass),
-            fire4=Fire(128, 32, 128, 128),
+            fire2=fire(96, 16, 64, 64),
+            fire3=fire(128, 16, 64, 64, bypass=bypass),
+            fire4=fire(128, 32, 128, 128),
             maxpool4=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire5=Fire(256, 32, 128, 128, bypass=bypass),
-            fire6=Fire(256, 48, 192, 192),
-            fire7=Fire(384, 48, 192, 192, bypass=bypass),
-            fire8=Fire(384, 64, 256, 256),
+            fire5=fire(256, 32, 128, 128, bypass=bypass),
+            fire6=fire(256, 48, 192, 192),
+            fire7=fire(384, 48, 192, 192, bypass=bypass),
+            fire8=fire(384, 64, 256, 256),
             maxpool8=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire9=Fire(512, 64, 256, 256, bypass=bypass),
+            fire9=fire(512, 64, 256, 256, bypass=bypass),
         )
 
 
@@ -193,35 +232,51 @@ class SqueezeNet1_1(SqueezeNet):
     }
 
     @staticmethod
-    def _layers(in_channels: int, bypass: bool) -> OrderedDict[str, nn.Module]:
+    def _layers(in_channels: int, bypass: bool, activation: str, norm: str) -> OrderedDict[str, nn.Module]:
+        fire = partial(Fire, activation=activation, norm=norm)
         return OrderedDict(
             conv1=nn.Conv2d(in_channels, 64, kernel_size=3, stride=2),
-            relu1=nn.ReLU(inplace=True),
+            bn1=batch_norm(norm, 64),
+            act1=make_activation(activation, 64, inplace=True),
             maxpool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire2=Fire(64, 16, 64, 64),
-            fire3=Fire(128, 16, 64, 64, bypass=bypass),
+            fire2=fire(64, 16, 64, 64),
+            fire3=fire(128, 16, 64, 64, bypass=bypass),
             maxpool3=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire4=Fire(128, 32, 128, 128),
-            fire5=Fire(256, 32, 128, 128, bypass=bypass),
+            fire4=fire(128, 32, 128, 128),
+            fire5=fire(256, 32, 128, 128, bypass=bypass),
             maxpool5=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire6=Fire(256, 48, 192, 192),
-            fire7=Fire(384, 48, 192, 192, bypass=bypass),
-            fire8=Fire(384, 64, 256, 256),
-            fire9=Fire(512, 64, 256, 256, bypass=bypass),
+            fire6=fire(256, 48, 192, 192),
+            fire7=fire(384, 48, 192, 192, bypass=bypass),
+            fire8=fire(384, 64, 256, 256),
+            fire9=fire(512, 64, 256, 256, bypass=bypass),
         )
 
 
 @register_model
 def squeezenet1_0(
-    num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, bypass: str = "none", init: str = "paper"
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    bypass: str = "none",
+    activation: str = "relu",
+    norm: str = "none",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> SqueezeNet1_0:
     """SqueezeNet v1.0 (Table 1): 1,248,424 parameters for 1000 classes."""
-    return SqueezeNet1_0(num_classes=num_classes, in_channels=in_channels, dropout=dropout, bypass=bypass, init=init)
+    return SqueezeNet1_0(num_classes, in_channels, dropout, bypass, activation, norm, init, init_std)
 
 
 @register_model
 def squeezenet1_1(
-    num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, bypass: str = "none", init: str = "paper"
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    bypass: str = "none",
+    activation: str = "relu",
+    norm: str = "none",
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> SqueezeNet1_1:
     """SqueezeNet v1.1 (the authors' repository): 1,235,496 parameters for 1000 classes."""
-    return SqueezeNet1_1(num_classes=num_classes, in_channels=in_channels, dropout=dropout, bypass=bypass, init=init)
+    return SqueezeNet1_1(num_classes, in_channels, dropout, bypass, activation, norm, init, init_std)

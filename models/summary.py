@@ -45,8 +45,13 @@ class ModelSummary:
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary:
-    """Run one image of ``input_shape`` (C, H, W) through ``model`` in eval mode and tabulate each leaf layer."""
-    leaves = {module: name for name, module in model.named_modules() if name and not list(module.children())}
+    """Run one image of ``input_shape`` (C, H, W) through ``model`` in eval mode and tabulate each leaf layer
+    (but ``nn.Identity``, the placeholder of a layer that a model option leaves out)."""
+    leaves = {
+        module: name
+        for name, module in model.named_modules()
+        if name and not list(module.children()) and not isinstance(module, nn.Identity)
+    }
     outputs: list[tuple[nn.Module, tuple[int, ...], bool]] = []
 
     def record(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:

@@ -12,12 +12,14 @@ the number of convs in each stage is listed for A|B|D|E:
     stage 5  conv3-512  x 2|2|3|4   maxpool 2x2  -> 512x7x7
     FC-4096, FC-4096, FC-1000, with dropout 0.5 after the first two (Section 3.1)
 
-Every conv is 3x3 with stride 1 and padding 1 and is followed by a ReLU (Section 2.1), so only the
-pools shrink the maps; the five of them make 32x32 the smallest input. Configuration D has
-138,357,544 parameters and E 143,667,240 (Table 2 rounds them to 138 and 144 million). The ``_bn``
-variants put a batch norm between each conv and its ReLU, as torchvision does (batch norm postdates the
-paper). As in torchvision, an adaptive average pool to 7x7 comes before the classifier: at 224x224 it
-is the identity, and at other sizes it lets the fully-connected layers keep their shapes.
+Every conv is 3x3 with stride 1 and padding 1 and is followed by a ReLU (Section 2.1), so only the pools shrink the
+maps; the five of them make 32x32 the smallest input. Configuration D has 138,357,544 parameters and E 143,667,240
+(Table 2 rounds them to 138 and 144 million). The ``_bn`` variants put a batch norm between each conv and its ReLU,
+as torchvision does (batch norm postdates the paper); ``norm`` chooses that layer for any configuration: ``none``
+(the default of vgg11-19), ``batch`` (of the ``_bn`` variants), ``group`` or ``layer`` (``models._norms``), named
+``bn1``, ``bn2``, ... whichever it is. ``activation`` replaces the ReLUs and ``dropconnect`` makes FC6 and FC7 drop
+weights. As in torchvision, an adaptive average pool to 7x7 comes before the classifier: at 224x224 it is the
+identity, and at other sizes it lets the fully-connected layers keep their shapes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from models._activations import make_activation
 from models._base import ClassifierNet
+from models._dropconnect import DropConnectLinear
+from models._init import DEFAULT_STD
+from models._norms import check_choice, make_norm
 from models._registry import register_model
 
 # Table 1: the widths of the 3x3 convs of each of the five stages; every stage ends in a 2x2 max-pool.
@@ -42,23 +48,24 @@ CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
 # as the standard deviation, AlexNet's value and torchvision's for VGG's linear layers: a literal variance of 10^-2
 # (std 0.1) makes configuration A's logits millions of times larger than its input.
 PAPER_INIT_STD = 0.01
+NORMS = ("none", "batch", "group", "layer")  # after every conv, before its activation
 
 
-def _make_stage(in_channels: int, widths: tuple[int, ...], batch_norm: bool) -> nn.Sequential:
-    """A stack of 3x3 convs (each with ReLU, and batch norm if asked) ending in a 2x2 max-pool."""
+def _make_stage(in_channels: int, widths: tuple[int, ...], activation: str, norm: str) -> nn.Sequential:
+    """A stack of 3x3 convs (each with its activation, and a normalisation if asked) ending in a 2x2 max-pool."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for index, width in enumerate(widths, start=1):
         layers[f"conv{index}"] = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)  # Section 2.1: stride 1, pad 1
-        if batch_norm:
-            layers[f"bn{index}"] = nn.BatchNorm2d(width)
-        layers[f"relu{index}"] = nn.ReLU(inplace=True)
+        if norm != "none":
+            layers[f"bn{index}"] = make_norm(norm, width)
+        layers[f"act{index}"] = make_activation(activation, width, inplace=True)
         in_channels = width
     layers["pool"] = nn.MaxPool2d(kernel_size=2, stride=2)  # Section 2.1: 2x2 window, stride 2
     return nn.Sequential(layers)
 
 
 class VGG(ClassifierNet):
-    """A VGG network of Table 1, configuration ``config`` (A, B, D or E), with or without batch norm."""
+    """A VGG network of Table 1, configuration ``config`` (A, B, D or E), with a normalisation or none."""
 
     classifier_path = "classifier.fc8"
     native_input_size = (3, 224, 224)
@@ -67,38 +74,42 @@ class VGG(ClassifierNet):
     def __init__(
         self,
         config: str,
-        batch_norm: bool = False,
+        norm: str = "none",
         num_classes: int = 1000,
         in_channels: int = 3,
         dropout: float = 0.5,
+        activation: str = "relu",
+        dropconnect: float = 0.0,
         init: str = "paper",
+        init_std: float = DEFAULT_STD,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         if config not in CONFIGS:
             raise ValueError(f"unknown VGG configuration {config!r}; accepted: {', '.join(CONFIGS)}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_choice("norm", norm, NORMS, type(self).__name__)
         self.config = config
-        self.batch_norm = batch_norm
+        self.norm = norm
 
         stages: OrderedDict[str, nn.Module] = OrderedDict()
         for index, widths in enumerate(CONFIGS[config], start=1):
-            stages[f"stage{index}"] = _make_stage(in_channels, widths, batch_norm)
+            stages[f"stage{index}"] = _make_stage(in_channels, widths, activation, norm)
             in_channels = widths[-1]
         self.features = nn.Sequential(stages)  # 512 maps of 7x7 at 224x224
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))  # torchvision's; the identity at 224x224
         self.classifier = nn.Sequential(
             OrderedDict(
-                fc6=nn.Linear(512 * 7 * 7, 4096),  # Table 1: FC-4096
-                relu6=nn.ReLU(inplace=True),
+                fc6=DropConnectLinear(512 * 7 * 7, 4096, dropconnect),  # Table 1: FC-4096
+                act6=make_activation(activation, 4096, inplace=True),
                 drop6=nn.Dropout(dropout),  # Section 3.1: dropout 0.5 on the first two FC layers
-                fc7=nn.Linear(4096, 4096),  # FC-4096
-                relu7=nn.ReLU(inplace=True),
+                fc7=DropConnectLinear(4096, 4096, dropconnect),  # FC-4096
+                act7=make_activation(activation, 4096, inplace=True),
                 drop7=nn.Dropout(dropout),
                 fc8=nn.Linear(4096, num_classes),  # FC-1000, the class scores
             )
         )
-        self.init_weights(init)
+        self.init_weights(init, init_std)
 
     def _init_paper(self) -> None:
         # Section 3.1: configuration A starts from normal weights of standard deviation 0.01 and zero biases;
@@ -113,7 +124,7 @@ class VGG(ClassifierNet):
                 else:
                     nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):  # not in the paper: the usual scale one, shift zero
+            elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):  # not in the paper: the usual scale one, shift zero
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
@@ -128,8 +139,9 @@ class VGG(ClassifierNet):
     def torchvision_layer_names(self) -> dict[str, str]:
         """Our name of each torchvision layer that holds weights, keyed by torchvision's name.
 
-        torchvision's ``features`` is one flat Sequential: per conv a Conv2d, a BatchNorm2d (``_bn`` only)
-        and a ReLU, and per stage a MaxPool2d; its ``classifier`` is Linear, ReLU, Dropout (twice), Linear.
+        torchvision's ``features`` is one flat Sequential: per conv a Conv2d, a BatchNorm2d (``_bn`` only; here
+        any norm but none) and a ReLU, and per stage a MaxPool2d; its ``classifier`` is Linear, ReLU, Dropout
+        (twice), Linear.
         """
         names = {"classifier.0": "classifier.fc6", "classifier.3": "classifier.fc7", "classifier.6": "classifier.fc8"}
         position = 0  # index in torchvision's features
@@ -137,7 +149,7 @@ class VGG(ClassifierNet):
             for conv in range(1, len(widths) + 1):
                 names[f"features.{position}"] = f"features.stage{stage}.conv{conv}"
                 position += 1
-                if self.batch_norm:
+                if self.norm != "none":
                     names[f"features.{position}"] = f"features.stage{stage}.bn{conv}"
                     position += 1
                 position += 1  # ReLU
@@ -154,53 +166,121 @@ class VGG(ClassifierNet):
         return converted
 
 
-def _vgg(config: str, batch_norm: bool, num_classes: int, in_channels: int, dropout: float, init: str) -> VGG:
-    return VGG(config, batch_norm, num_classes=num_classes, in_channels=in_channels, dropout=dropout, init=init)
-
-
 @register_model
-def vgg11(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper") -> VGG:
+def vgg11(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    norm: str = "none",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> VGG:
     """Configuration A of Table 1 (132,863,336 parameters)."""
-    return _vgg("A", False, num_classes, in_channels, dropout, init)
+    return VGG("A", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
 
 
 @register_model
-def vgg13(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper") -> VGG:
+def vgg13(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    norm: str = "none",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> VGG:
     """Configuration B of Table 1 (133,047,848 parameters)."""
-    return _vgg("B", False, num_classes, in_channels, dropout, init)
+    return VGG("B", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
 
 
 @register_model
-def vgg16(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper") -> VGG:
+def vgg16(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    norm: str = "none",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> VGG:
     """Configuration D of Table 1 (138,357,544 parameters)."""
-    return _vgg("D", False, num_classes, in_channels, dropout, init)
+    return VGG("D", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
 
 
 @register_model
-def vgg19(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper") -> VGG:
+def vgg19(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    norm: str = "none",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> VGG:
     """Configuration E of Table 1 (143,667,240 parameters)."""
-    return _vgg("E", False, num_classes, in_channels, dropout, init)
+    return VGG("E", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
 
 
 @register_model
-def vgg11_bn(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper") -> VGG:
+def vgg11_bn(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    norm: str = "batch",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> VGG:
     """Configuration A with batch norm after each conv (132,868,840 parameters)."""
-    return _vgg("A", True, num_classes, in_channels, dropout, init)
+    return VGG("A", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
 
 
 @register_model
-def vgg13_bn(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper") -> VGG:
+def vgg13_bn(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    norm: str = "batch",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> VGG:
     """Configuration B with batch norm after each conv (133,053,736 parameters)."""
-    return _vgg("B", True, num_classes, in_channels, dropout, init)
+    return VGG("B", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
 
 
 @register_model
-def vgg16_bn(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper") -> VGG:
+def vgg16_bn(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    norm: str = "batch",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> VGG:
     """Configuration D with batch norm after each conv (138,365,992 parameters)."""
-    return _vgg("D", True, num_classes, in_channels, dropout, init)
+    return VGG("D", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
 
 
 @register_model
-def vgg19_bn(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "paper") -> VGG:
+def vgg19_bn(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    activation: str = "relu",
+    norm: str = "batch",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
+) -> VGG:
     """Configuration E with batch norm after each conv (143,678,248 parameters)."""
-    return _vgg("E", True, num_classes, in_channels, dropout, init)
+    return VGG("E", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)

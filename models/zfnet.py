@@ -18,6 +18,10 @@ give 54 and 12). The paper's "contrast normalisation across feature maps" is Ale
 normalisation with AlexNet's constants (the paper gives none). ``wide=True`` is model (b) of Table 2, with
 512, 1024 and 512 kernels in conv3-5 (Table 3, "layers 3,4,5: 512,1024,512 maps").
 
+``norm`` keeps that normalisation after pool1 and pool2 (``local_response``, the default), puts batch norm after
+every conv, before its activation, instead (``batch``), or drops it (``none``); ``activation`` replaces the ReLUs
+and ``dropconnect`` makes layers 6 and 7 drop weights, as in ``alexnet``.
+
 With 1000 classes the network has 62,357,608 parameters, and 107,627,624 with ``wide=True``. FC6 takes
 exactly the 6x6 maps of pool5, which images of 207 to 238 pixels give; other sizes raise a ValueError.
 The paper also renormalises, during training, every conv filter whose RMS exceeds 0.1 back to 0.1
@@ -31,13 +35,21 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from models._activations import make_activation
 from models._base import ClassifierNet
+from models._init import DEFAULT_STD
+from models._norms import check_choice
 from models._registry import register_model
-from models.alexnet import check_dropout, check_flag, fully_connected_head, local_response_norm
+from models.alexnet import NORMS, check_dropout, fully_connected_head, local_response_norm
 
 # Section 3: "All weights are initialized to 10^-2 and biases are set to 0." Equal weights would keep every
 # filter of a layer the same, so 10^-2 is read as the standard deviation of a zero-mean normal, as in AlexNet.
 PAPER_INIT_STD = 0.01
+
+
+def check_flag(name: str, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 class ZFNet(ClassifierNet):
@@ -54,33 +66,42 @@ class ZFNet(ClassifierNet):
         in_channels: int = 3,
         dropout: float = 0.5,
         wide: bool = False,
+        activation: str = "relu",
+        norm: str = "local_response",
+        dropconnect: float = 0.0,
         init: str = "paper",
+        init_std: float = DEFAULT_STD,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         check_dropout(dropout)
         check_flag("wide", wide)
+        check_choice("norm", norm, NORMS, type(self).__name__)
         width3, width4, width5 = (512, 1024, 512) if wide else (384, 384, 256)  # Table 3 / Figure 3
-        self.features = nn.Sequential(
-            OrderedDict(
-                conv1=nn.Conv2d(in_channels, 96, kernel_size=7, stride=2, padding=1),  # 96x110x110
-                relu1=nn.ReLU(inplace=True),
-                pool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # 96x55x55
-                norm1=local_response_norm(),
-                conv2=nn.Conv2d(96, 256, kernel_size=5, stride=2),  # 256x26x26
-                relu2=nn.ReLU(inplace=True),
-                pool2=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # 256x13x13
-                norm2=local_response_norm(),
-                conv3=nn.Conv2d(256, width3, kernel_size=3, padding=1),  # 384x13x13
-                relu3=nn.ReLU(inplace=True),
-                conv4=nn.Conv2d(width3, width4, kernel_size=3, padding=1),  # 384x13x13
-                relu4=nn.ReLU(inplace=True),
-                conv5=nn.Conv2d(width4, width5, kernel_size=3, padding=1),  # 256x13x13
-                relu5=nn.ReLU(inplace=True),
-                pool5=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # 256x6x6
-            )
-        )
-        self.classifier = fully_connected_head(width5 * 6 * 6, num_classes, dropout)  # layers 6, 7 and output
-        self.init_weights(init)
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+
+        def conv(index: int, layer: nn.Conv2d) -> None:
+            layers[f"conv{index}"] = layer
+            if norm == "batch":
+                layers[f"bn{index}"] = nn.BatchNorm2d(layer.out_channels)
+            layers[f"act{index}"] = make_activation(activation, layer.out_channels, inplace=True)
+
+        def pool(index: int) -> None:  # Figure 3: contrast normalisation after the pools of layers 1 and 2
+            layers[f"pool{index}"] = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+            if norm == "local_response" and index in (1, 2):
+                layers[f"norm{index}"] = local_response_norm()
+
+        conv(1, nn.Conv2d(in_channels, 96, kernel_size=7, stride=2, padding=1))  # 96x110x110
+        pool(1)  # 96x55x55
+        conv(2, nn.Conv2d(96, 256, kernel_size=5, stride=2))  # 256x26x26
+        pool(2)  # 256x13x13
+        conv(3, nn.Conv2d(256, width3, kernel_size=3, padding=1))  # 384x13x13
+        conv(4, nn.Conv2d(width3, width4, kernel_size=3, padding=1))  # 384x13x13
+        conv(5, nn.Conv2d(width4, width5, kernel_size=3, padding=1))  # 256x13x13
+        pool(5)  # 256x6x6
+        self.features = nn.Sequential(layers)
+        # layers 6, 7 and output
+        self.classifier = fully_connected_head(width5 * 6 * 6, num_classes, dropout, activation, dropconnect)
+        self.init_weights(init, init_std)
 
     def _init_paper(self) -> None:
         # Section 3: weights 10^-2 (a standard deviation here, see PAPER_INIT_STD), biases 0.
@@ -100,7 +121,15 @@ class ZFNet(ClassifierNet):
 
 @register_model
 def zfnet(
-    num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, wide: bool = False, init: str = "paper"
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    wide: bool = False,
+    activation: str = "relu",
+    norm: str = "local_response",
+    dropconnect: float = 0.0,
+    init: str = "paper",
+    init_std: float = DEFAULT_STD,
 ) -> ZFNet:
     """ZFNet of Figure 3, 224x224 input (62,357,608 parameters for 1000 classes; 107,627,624 with ``wide``)."""
-    return ZFNet(num_classes=num_classes, in_channels=in_channels, dropout=dropout, wide=wide, init=init)
+    return ZFNet(num_classes, in_channels, dropout, wide, activation, norm, dropconnect, init, init_std)

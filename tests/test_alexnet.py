@@ -47,7 +47,8 @@ def forward_eval(model: torch.nn.Module, size: int, batch: int = 1) -> torch.Ten
         # conv1 34,944 + conv2 614,656 + conv3 885,120 + conv4 1,327,488 + conv5 884,992
         # + FC6 37,752,832 + FC7 16,781,312 + FC8 4,097,000
         ("alexnet", {}, 62_378_344),
-        ("alexnet", {"lrn": False}, 62_378_344),
+        ("alexnet", {"norm": "none"}, 62_378_344),  # LRN has no parameters
+        ("alexnet", {"norm": "batch"}, 62_378_344 + 2 * (96 + 256 + 384 + 384 + 256)),
         ("alexnet_tv", {}, 61_100_840),  # torchvision's num_params
         ("zfnet", {}, 62_357_608),  # AlexNet's count with conv1 14,208 (7x7) instead of 34,944 (11x11)
         # conv3 1,180,160 + conv4 4,719,616 + conv5 4,719,104 + FC6 75,501,568 (512x6x6 inputs)
@@ -79,12 +80,30 @@ def test_alexnet_stage_sizes_follow_figure_2() -> None:
 
 def test_alexnet_layer_order_follows_section_3_5() -> None:
     # ReLU after every conv; LRN after the ReLUs of conv1 and conv2; max-pools after them and after conv5.
-    conv_stack = ["conv3", "relu3", "conv4", "relu4", "conv5", "relu5", "pool5"]
-    with_lrn = ["conv1", "relu1", "norm1", "pool1", "conv2", "relu2", "norm2", "pool2", *conv_stack]
-    without_lrn = ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", *conv_stack]
-    assert [name for name, _ in build_on_meta("alexnet").features.named_children()] == with_lrn
-    assert [name for name, _ in build_on_meta("alexnet", lrn=False).features.named_children()] == without_lrn
-    assert [name for name, _ in build_on_meta("alexnet_tv").features.named_children()] == without_lrn
+    conv_stack = ["conv3", "act3", "conv4", "act4", "conv5", "act5", "pool5"]
+    with_lrn = ["conv1", "act1", "norm1", "pool1", "conv2", "act2", "norm2", "pool2", *conv_stack]
+    without_lrn = ["conv1", "act1", "pool1", "conv2", "act2", "pool2", *conv_stack]
+    with_bn = ["conv1", "bn1", "act1", "pool1", "conv2", "bn2", "act2", "pool2"]
+    with_bn += ["conv3", "bn3", "act3", "conv4", "bn4", "act4", "conv5", "bn5", "act5", "pool5"]
+
+    def layers(name: str, **options: object) -> list[str]:
+        return [layer for layer, _ in build_on_meta(name, **options).features.named_children()]
+
+    assert layers("alexnet") == layers("alexnet_tv", norm="local_response") == with_lrn
+    assert layers("alexnet", norm="none") == layers("alexnet_tv") == without_lrn
+    assert layers("alexnet", norm="batch") == layers("alexnet_tv", norm="batch") == with_bn
+    model = build_on_meta("alexnet")
+    assert all(isinstance(getattr(model.features, f"act{i}"), torch.nn.ReLU) for i in range(1, 6))
+    assert isinstance(model.features.norm1, torch.nn.LocalResponseNorm)
+
+
+def test_zfnet_normalises_after_pool1_and_pool2() -> None:
+    def layers(**options: object) -> list[str]:
+        return [layer for layer, _ in build_on_meta("zfnet", **options).features.named_children()]
+
+    assert layers()[:8] == ["conv1", "act1", "pool1", "norm1", "conv2", "act2", "pool2", "norm2"]
+    assert layers(norm="batch")[:8] == ["conv1", "bn1", "act1", "pool1", "conv2", "bn2", "act2", "pool2"]
+    assert "norm1" not in layers(norm="none") and "bn1" not in layers(norm="none")
 
 
 def test_alexnet_tv_stage_sizes() -> None:
@@ -244,7 +263,12 @@ def test_named_init_schemes_replace_the_paper_init(name: str) -> None:
         ("alexnet", {"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ("alexnet_tv", {"dropout": -0.1}, r"dropout must be in \[0, 1\), got -0.1"),
         ("zfnet", {"dropout": 2}, r"dropout must be in \[0, 1\), got 2"),
-        ("alexnet", {"lrn": "no"}, "lrn must be true or false, got 'no'"),
+        (
+            "alexnet",
+            {"norm": "group"},
+            "norm='group' is not available for AlexNet; accepted: local_response, batch, none",
+        ),
+        ("alexnet", {"dropconnect": 1.0}, r"dropconnect must be in \[0, 1\), got 1.0"),
         ("zfnet", {"wide": 1}, "wide must be true or false, got 1"),
         ("alexnet", {"init": "gaussian"}, "unknown init 'gaussian'; accepted: paper, torch, xavier_uniform"),
         ("zfnet", {"init": "he"}, "unknown init 'he'; accepted: paper, torch"),

@@ -62,3 +62,11 @@ def test_ten_crop_batches_average_the_softmax_over_the_crops() -> None:
     torch.testing.assert_close(log_probabilities.exp(), mean_probabilities)
     expected = -mean_probabilities[torch.arange(4), labels].log().mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_a_scheduler_may_watch_the_epoch_metrics_the_classifier_logs() -> None:
+    assert make_module(nn.Linear(4, 3)).monitorable_metrics() == [
+        "val/loss", "val/acc", "val/acc_best", "train/loss", "train/acc",
+    ]  # fmt: skip
+    module = Classifier(nn.Linear(4, 10), functools.partial(torch.optim.SGD, lr=0.1), num_classes=10)
+    assert {"val/acc_top5", "train/acc_top5"} <= set(module.monitorable_metrics())

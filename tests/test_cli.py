@@ -15,7 +15,10 @@ def error_lines(stderr: str) -> list[str]:
     ("args", "message"),
     [
         (["model=lenett5"], "error: unknown model 'lenett5'; did you mean lenet5? accepted: alexnet, alexnet_tv, "),
-        (["data=svhn"], "error: unknown data 'svhn'; accepted: adding, cifar10, cifar100, digits, fake, "),
+        (
+            ["data=svhn"],
+            "error: unknown data 'svhn'; accepted: adding, cifar10, cifar100, digits, digits_attributes, fake, ",
+        ),
         (
             ["optimizer.lrr=0.1"],
             "error: unknown optimizer setting 'lrr'; did you mean lr? accepted: lr, momentum, nesterov, weight_decay",

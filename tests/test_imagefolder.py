@@ -44,7 +44,7 @@ def _write_image(path: Path, mode: str, size: tuple[int, int], label: int, rng: 
     Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(path)
 
 
-def _write_tree(root: Path) -> Path:
+def write_tree(root: Path) -> Path:
     rng = np.random.default_rng(0)
     for split, count in (("train", TRAIN_PER_CLASS), ("val", TEST_PER_CLASS)):
         for name in ("zebra", "ant", "moose"):
@@ -58,7 +58,7 @@ def _write_tree(root: Path) -> Path:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    return _write_tree(tmp_path / "images")
+    return write_tree(tmp_path / "images")
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def _no_train(root: Path) -> Path:
 
 
 def _no_val(root: Path) -> Path:
-    shutil.rmtree(_write_tree(root) / "val")
+    shutil.rmtree(write_tree(root) / "val")
     return root
 
 
@@ -228,7 +228,7 @@ def _no_class_folders(root: Path) -> Path:
 
 
 def _empty_class(root: Path) -> Path:
-    _write_tree(root)
+    write_tree(root)
     (root / "train" / "yak").mkdir()
     (root / "train" / "yak" / "notes.txt").write_text("no images here")
     return root
@@ -368,3 +368,19 @@ def test_trains_through_the_train_entry_point(train_config, tree: Path) -> None:
         "data.val_size=3", "data.num_workers=0", "data.augment=cifar", "debug=fdr",
     )  # fmt: skip
     assert 0.0 <= train(cfg)["test/acc"] <= 1.0
+
+
+def test_the_train_script_stops_at_an_unreadable_image_in_one_line(bad_tree: tuple[Path, list[Path]], tmp_path) -> None:
+    from conftest import run_script
+
+    root, bad_files = bad_tree
+    args = [
+        "data=imagefolder", f"data.data_dir={root}", "data.num_classes=3", f"data.val_size={VAL}", "data.num_workers=0",
+        f"data.image_size={SIZE}", "data.batch_size=4", "model=resnet20", "trainer.max_epochs=1", "trainer=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    result = run_script("train.py", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot read image ") and any(str(path) in last for path in bad_files)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()  # what training wrote is kept

@@ -55,7 +55,7 @@ def test_wrong_input_shape_names_what_is_expected(shape: tuple[int, ...]) -> Non
 
 
 def test_unknown_options_name_the_accepted_ones() -> None:
-    with pytest.raises(ValueError, match="unknown activation 'gelu'; accepted: tanh, relu, sigmoid"):
+    with pytest.raises(ValueError, match="unknown activation 'gelu'; accepted: sigmoid, tanh, scaled_tanh, relu, "):
         create_model("lenet5", activation="gelu")
     with pytest.raises(ValueError, match="unknown pool 'min'; accepted: avg, max"):
         create_model("lenet5", pool="min")

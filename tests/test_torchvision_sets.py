@@ -61,7 +61,7 @@ def _pickle(path: Path, content: dict) -> None:
         pickle.dump(content, f)
 
 
-def _write_cifar(root: Path, module: type[TorchvisionDataModule]) -> dict[str, np.ndarray]:
+def write_cifar(root: Path, module: type[TorchvisionDataModule]) -> dict[str, np.ndarray]:
     classes = len(module.class_names_of_set)
     files = {
         "train_x": _pixels(N_TRAIN, (3, 32, 32), 3),
@@ -91,8 +91,8 @@ def _write_cifar(root: Path, module: type[TorchvisionDataModule]) -> dict[str, n
 SETS = {
     MNISTDataModule: lambda root: write_mnist_like(root, "MNIST"),
     FashionMNISTDataModule: lambda root: write_mnist_like(root, "FashionMNIST"),
-    CIFAR10DataModule: lambda root: _write_cifar(root, CIFAR10DataModule),
-    CIFAR100DataModule: lambda root: _write_cifar(root, CIFAR100DataModule),
+    CIFAR10DataModule: lambda root: write_cifar(root, CIFAR10DataModule),
+    CIFAR100DataModule: lambda root: write_cifar(root, CIFAR100DataModule),
 }
 
 

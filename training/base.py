@@ -1,25 +1,45 @@
-"""What every task's LightningModule shares: the network, its optimizer and scheduler."""
+"""What every task's LightningModule shares: the network, its optimizer, scheduler and regulariser."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import nn
 from torch.optim import Optimizer
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+from training.regularization import Regularizer, split_weights
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter] | Iterable[dict[str, Any]]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
+
+
+def configured_weight_decay(factory: OptimizerFactory) -> float:
+    """The ``weight_decay`` an optimizer partial will use: its own keyword, else the optimizer's default, else 0."""
+    keywords = getattr(factory, "keywords", {})
+    if "weight_decay" in keywords:
+        return keywords["weight_decay"]
+    try:
+        parameter = inspect.signature(getattr(factory, "func", factory)).parameters.get("weight_decay")
+    except (TypeError, ValueError):
+        return 0.0
+    return parameter.default if parameter is not None and isinstance(parameter.default, int | float) else 0.0
 
 
 class TrainingModule(pl.LightningModule):
     """Holds ``net`` and builds its optimizer and scheduler from partials (Hydra's ``_partial_: true``).
 
-    Subclasses define the loss and the metrics, and call ``save_hyperparameters`` with ``net``,
-    ``optimizer`` and ``scheduler`` ignored, so that the checkpoint keeps only plain data: the
-    ``run_config`` from which a checkpoint alone rebuilds model and data.
+    The optimizer's ``weight_decay`` applies to the weights only: biases and normalisation parameters form
+    a second parameter group without decay, unless ``decay_bias_and_norm`` (torch's own behaviour).
+    ``regularizer`` adds its penalty to the training loss (logged as ``train/reg_loss``) and applies its
+    constraint after every optimizer step. Subclasses define the loss and the metrics, add the penalty with
+    ``regularize``, list in ``monitorable_metrics`` what a scheduler may watch, and call
+    ``save_hyperparameters`` with ``net``, ``optimizer``, ``scheduler`` and ``regularizer`` ignored, so that
+    the checkpoint keeps only plain data: the ``run_config`` from which a checkpoint alone rebuilds model and data.
     """
 
     def __init__(
@@ -29,6 +49,8 @@ class TrainingModule(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
+        regularizer: Regularizer | None = None,
+        decay_bias_and_norm: bool = False,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
@@ -38,12 +60,37 @@ class TrainingModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
         self.scheduler_monitor = scheduler_monitor
+        self.regularizer = regularizer
+        self.decay_bias_and_norm = decay_bias_and_norm
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.net(x)
 
+    def monitorable_metrics(self) -> list[str]:
+        """The metrics logged once per epoch that a scheduler can watch (ReduceLROnPlateau's ``monitor``)."""
+        return ["train/loss", "val/loss"]
+
+    def regularize(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` plus the regulariser's penalty, which is logged as ``train/reg_loss``."""
+        if self.regularizer is None:
+            return loss
+        penalty = self.regularizer.penalty(split_weights(self)[0])
+        if penalty is None:
+            return loss
+        self.log("train/reg_loss", penalty, on_step=True, on_epoch=True)
+        return loss + penalty
+
+    def parameter_groups(self) -> list[nn.Parameter] | list[dict[str, Any]]:
+        """What the optimizer partial is called with: the parameters, split into decayed weights and the rest
+        (``weight_decay`` 0) when the optimizer decays and ``decay_bias_and_norm`` is off."""
+        if self.decay_bias_and_norm or not configured_weight_decay(self.optimizer_factory):
+            return list(self.parameters())
+        weights, others = split_weights(self)
+        groups = [{"params": weights, "name": "decay"}, {"params": others, "weight_decay": 0.0, "name": "no_decay"}]
+        return [group for group in groups if group["params"]]
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         return {
@@ -54,3 +101,14 @@ class TrainingModule(pl.LightningModule):
                 "monitor": self.scheduler_monitor,
             },
         }
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Optimizer | LightningOptimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.regularizer is not None:
+            self.regularizer.constrain(self)

@@ -1,24 +1,112 @@
-"""The LightningModule for classification (images or sequences): cross-entropy, top-1/top-5 accuracy."""
+"""The LightningModule for classification (images or sequences): cross-entropy or SVM loss, top-1/top-5 accuracy."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MetricCollection
+from torch.nn import functional as F
+from torchmetrics import MaxMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
+from training.regularization import Regularizer
 
 
-class Classifier(TrainingModule):
-    """Trains ``net`` with softmax cross-entropy and logs ``{train,val,test}/{loss,acc,acc_top5}``.
+class MulticlassHingeLoss(nn.Module):
+    """The multiclass SVM loss of the CS231n notes (Weston & Watkins 1999): the mean over examples of
+    ``sum_{j != y} max(0, s_j - s_y + 1) ** p``, hinge for ``p=1`` and squared hinge for ``p=2``.
 
-    A network that returns a tuple in training mode (GoogLeNet's auxiliary heads) has the losses of
-    the extra outputs added with ``aux_loss_weight``. ``run_config`` is the run's resolved
-    configuration, kept in the checkpoint so that a checkpoint alone rebuilds model and data.
+    ``torch.nn.MultiMarginLoss`` computes the same sum divided by the number of classes C; the notes'
+    form is that times C, so the loss (and its gradient) does not shrink as the classes grow.
     """
+
+    def __init__(self, p: int = 1) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.multi_margin_loss(scores, labels, p=self.p, margin=1.0) * scores.shape[-1]
+
+
+class ScoringModule(TrainingModule):
+    """What the classifiers share: a loss over the network's outputs (with GoogLeNet's auxiliary heads), one
+    metric collection per stage, ``{train,val,test}/loss`` and ``val/acc_best``.
+
+    Subclasses set ``criterion``, call ``_set_metrics`` with the metrics (one named ``acc``), and may change how
+    inputs are scored (``_scores``) and what the metrics are given (``_metric_inputs``).
+    """
+
+    criterion: nn.Module
+
+    def _set_metrics(self, metrics: dict[str, Metric]) -> None:
+        collection = MetricCollection(metrics)
+        self.train_metrics = collection.clone(prefix="train/")
+        self.val_metrics = collection.clone(prefix="val/")
+        self.test_metrics = collection.clone(prefix="test/")
+        self.val_acc_best = MaxMetric()
+
+    def monitorable_metrics(self) -> list[str]:
+        return ["val/loss", *self.val_metrics.keys(), "val/acc_best", "train/loss", *self.train_metrics.keys()]
+
+    def _scores(self, inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return self(inputs)
+
+    def _metric_inputs(self, scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return scores, targets
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss and the scores the metrics are computed from."""
+        inputs, targets = batch
+        outputs = self._scores(inputs)
+        if isinstance(outputs, tuple):
+            # Auxiliary classifiers (GoogLeNet in training mode return (logits, aux1, aux2)): Szegedy et al.
+            # 2015, Section 5, add their losses to the total with a discount weight of 0.3.
+            logits, *aux_logits = outputs
+            aux_loss = sum(self.criterion(aux, targets) for aux in aux_logits)
+            return self.criterion(logits, targets) + self.hparams.aux_loss_weight * aux_loss, logits
+        return self.criterion(outputs, targets), outputs
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, scores = self._shared_step(batch)
+        self.train_metrics(*self._metric_inputs(scores, batch[1]))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=True, on_epoch=True)
+        return self.regularize(loss)
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation before training must not count towards the best accuracy.
+        self.val_acc_best.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, scores = self._shared_step(batch)
+        self.val_metrics.update(*self._metric_inputs(scores, batch[1]))
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
+        self.log_dict(self.val_metrics, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, scores = self._shared_step(batch)
+        self.test_metrics.update(*self._metric_inputs(scores, batch[1]))
+        self.log("test/loss", loss, on_epoch=True)
+        self.log_dict(self.test_metrics, on_epoch=True)
+
+
+class Classifier(ScoringModule):
+    """Trains ``net`` with softmax cross-entropy (or ``loss: hinge | squared_hinge``, the multiclass SVM) and logs
+    ``{train,val,test}/{loss,acc,acc_top5}``.
+
+    ``label_smoothing`` mixes the one-hot target with the uniform distribution (Szegedy et al. 2016,
+    Section 7), cross-entropy only. A network that returns a tuple in training mode (GoogLeNet's auxiliary
+    heads) has the losses of the extra outputs added with ``aux_loss_weight``. ``run_config`` is the run's
+    resolved configuration, kept in the checkpoint so that a checkpoint alone rebuilds model and data.
+    """
+
+    targets = "classes"  # the labels it trains on: class indices (see ClassificationDataModule.targets)
 
     def __init__(
         self,
@@ -29,19 +117,30 @@ class Classifier(TrainingModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/acc",
         aux_loss_weight: float = 0.3,
+        loss: Literal["cross_entropy", "hinge", "squared_hinge"] = "cross_entropy",
+        label_smoothing: float = 0.0,
+        regularizer: Regularizer | None = None,
+        decay_bias_and_norm: bool = False,
         run_config: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, scheduler_interval, scheduler_monitor)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        self.criterion = nn.CrossEntropyLoss()
+        super().__init__(
+            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm
+        )
+        if loss not in ("cross_entropy", "hinge", "squared_hinge"):
+            raise ValueError(f"loss must be 'cross_entropy', 'hinge' or 'squared_hinge', got {loss!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if label_smoothing and loss != "cross_entropy":
+            raise ValueError(f"label_smoothing applies to cross_entropy only; with loss={loss} leave it at 0")
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer"], logger=False)
+        if loss == "cross_entropy":
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        else:
+            self.criterion = MulticlassHingeLoss(p=1 if loss == "hinge" else 2)
         metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
         if num_classes > 5:
             metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-        collection = MetricCollection(metrics)
-        self.train_metrics = collection.clone(prefix="train/")
-        self.val_metrics = collection.clone(prefix="val/")
-        self.test_metrics = collection.clone(prefix="test/")
-        self.val_acc_best = MaxMetric()
+        self._set_metrics(metrics)
 
     def forward_crops(self, crops: torch.Tensor) -> torch.Tensor:
         """Log of the softmax averaged over the K crops of each image (B, K, C, H, W).
@@ -54,40 +153,5 @@ class Classifier(TrainingModule):
         probabilities = self(crops.flatten(0, 1)).softmax(dim=-1).view(batch, num_crops, -1).mean(dim=1)
         return probabilities.log()
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = batch
-        outputs = self.forward_crops(images) if images.ndim == 5 else self(images)
-        if isinstance(outputs, tuple):
-            # Auxiliary classifiers (GoogLeNet in training mode return (logits, aux1, aux2)): Szegedy et al.
-            # 2015, Section 5, add their losses to the total with a discount weight of 0.3.
-            logits, *aux_logits = outputs
-            aux_loss = sum(self.criterion(aux, labels) for aux in aux_logits)
-            return self.criterion(logits, labels) + self.hparams.aux_loss_weight * aux_loss, logits
-        return self.criterion(outputs, labels), outputs
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, logits = self._shared_step(batch)
-        self.train_metrics(logits, batch[1])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=True, on_epoch=True)
-        return loss
-
-    def on_train_start(self) -> None:
-        # The sanity-check validation before training must not count towards the best accuracy.
-        self.val_acc_best.reset()
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, logits = self._shared_step(batch)
-        self.val_metrics.update(logits, batch[1])
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
-        self.log_dict(self.val_metrics, on_epoch=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self.val_acc_best(self.val_metrics["acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, logits = self._shared_step(batch)
-        self.test_metrics.update(logits, batch[1])
-        self.log("test/loss", loss, on_epoch=True)
-        self.log_dict(self.test_metrics, on_epoch=True)
+    def _scores(self, inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return self.forward_crops(inputs) if inputs.ndim == 5 else self(inputs)

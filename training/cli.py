@@ -14,8 +14,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from data.imagefolder import UnreadableImageError
 from models._registry import close_matches
 from training.config import UserError
+
+# Errors a user causes that surface while training runs, not while it is set up: one line each too.
+RUN_ERRORS = (UserError, UnreadableImageError)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -93,7 +97,7 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
     _check_keys(config_name, choices, keys, config_dir)
 
 
-def _exit_with(err: UserError) -> None:
+def _exit_with(err: Exception) -> None:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
 
@@ -131,7 +135,7 @@ def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     def app(cfg: DictConfig) -> Any:
         try:
             return task(cfg)
-        except UserError as err:
+        except RUN_ERRORS as err:
             _exit_with(err)
 
     app()

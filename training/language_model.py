@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric, MinMetric
 
 from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
+from training.regularization import Regularizer
 
 State = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -48,19 +49,26 @@ class LanguageModel(TrainingModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
+        regularizer: Regularizer | None = None,
+        decay_bias_and_norm: bool = False,
         run_config: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, scheduler_interval, scheduler_monitor)
+        super().__init__(
+            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm
+        )
         if not isinstance(vocab, str) or not vocab:
             raise ValueError(f"vocab must be the text's characters as a non-empty string, got {vocab!r}")
         vocab_size = getattr(net, "vocab_size", len(vocab))
         if vocab_size != len(vocab):
             raise ValueError(f"the model predicts {vocab_size} characters but the vocabulary has {len(vocab)}")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer"], logger=False)
         self.train_state: State | None = None  # carried from one training batch to the next
         self.eval_state: State | None = None  # the same within one validation or test loop
         self.val_loss = MeanMetric()
         self.val_loss_best = MinMetric()
+
+    def monitorable_metrics(self) -> list[str]:
+        return ["val/loss", "val/bpc", "val/perplexity", "val/loss_best", "train/loss"]
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], state: State | None) -> tuple[torch.Tensor, State]:
         inputs, targets = batch
@@ -74,7 +82,7 @@ class LanguageModel(TrainingModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, self.train_state = self._step(batch, self.train_state)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        return loss
+        return self.regularize(loss)
 
     def on_train_start(self) -> None:
         self.val_loss_best.reset()  # the sanity-check validation does not count

@@ -9,6 +9,7 @@ from torch import nn
 from torchmetrics import MeanSquaredError, MinMetric
 
 from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
+from training.regularization import Regularizer
 
 
 class Regressor(TrainingModule):
@@ -21,14 +22,21 @@ class Regressor(TrainingModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
+        regularizer: Regularizer | None = None,
+        decay_bias_and_norm: bool = False,
         run_config: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, scheduler_interval, scheduler_monitor)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        super().__init__(
+            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm
+        )
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer"], logger=False)
         self.criterion = nn.MSELoss()
         self.val_mse = MeanSquaredError()
         self.test_mse = MeanSquaredError()
         self.val_loss_best = MinMetric()
+
+    def monitorable_metrics(self) -> list[str]:
+        return ["val/loss", "val/loss_best", "train/loss"]
 
     def _predict(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = batch
@@ -37,7 +45,7 @@ class Regressor(TrainingModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.criterion(*self._predict(batch))
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        return loss
+        return self.regularize(loss)
 
     def on_train_start(self) -> None:
         self.val_loss_best.reset()  # the sanity-check validation does not count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -10,14 +11,18 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 from rich.console import Console
 from torch import nn
+from torchmetrics.functional.classification import multiclass_accuracy
 
 from data.base import ClassificationDataModule
 from models._pretrained import load_file
+from training.base import SchedulerFactory, TrainingModule
+from training.classifier import Classifier
 from training.config import UserError, instantiate
+from training.schedulers import with_warmup
 
 console = Console(soft_wrap=True)
 
@@ -51,6 +56,58 @@ def _try(key: str, factory: Any, argument: Any) -> Any:
         raise UserError(f"{key}: {err}") from err
 
 
+SCHEDULER_SETTINGS = ("interval", "monitor", "warmup")
+
+
+def build_scheduler(node: DictConfig | None) -> tuple[SchedulerFactory | None, dict[str, Any]]:
+    """The scheduler partial (behind its warmup) and the module's ``scheduler_interval``/``scheduler_monitor``.
+
+    The scheduler config holds the torch scheduler's arguments and Lightning's side of it: ``interval``
+    (epoch or step), ``monitor`` and ``warmup``; a config without ``_target_`` is a constant rate.
+    """
+    if not node:
+        return None, {}
+    interval, monitor, warmup = node.get("interval", "epoch"), node.get("monitor"), node.get("warmup", 0)
+    if interval not in ("epoch", "step"):
+        raise UserError(f"scheduler.interval: expected 'epoch' or 'step', got {interval!r}")
+    if monitor is not None and not isinstance(monitor, str):
+        raise UserError(f"scheduler.monitor: expected a metric name or null, got {monitor!r}")
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        raise UserError(f"scheduler.warmup: expected a number of {interval}s, 0 or more, got {warmup!r}")
+    schedule = None
+    if "_target_" in node:
+        arguments = OmegaConf.to_container(node, resolve=True)
+        schedule = instantiate(
+            OmegaConf.create({key: value for key, value in arguments.items() if key not in SCHEDULER_SETTINGS}),
+            "scheduler",
+        )
+    if warmup:
+        schedule = functools.partial(with_warmup, warmup=warmup, schedule=schedule)
+    if schedule is None:
+        return None, {}
+    return schedule, {"scheduler_interval": interval} | ({"scheduler_monitor": monitor} if monitor else {})
+
+
+def check_monitor(module: TrainingModule, monitor: str) -> None:
+    """Raise ``UserError`` when the scheduler watches a metric that ``module`` does not log."""
+    accepted = module.monitorable_metrics()
+    if monitor not in accepted:
+        raise UserError(
+            f"scheduler.monitor: {type(module).__name__} does not log {monitor!r}; accepted: {', '.join(accepted)}"
+        )
+
+
+def check_targets(module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
+    """Refuse a module that trains on other labels than the data has (class indices or multi-hot attributes)."""
+    wanted, given = getattr(module, "targets", None), getattr(datamodule, "targets", None)
+    if wanted and given and wanted != given:
+        kinds = {"classes": "class indices", "attributes": "multi-hot attributes"}
+        raise UserError(
+            f"module: {type(module).__name__} trains on {kinds[wanted]}, but {type(datamodule).__name__} gives "
+            f"{kinds[given]}; use module={'multilabel' if given == 'attributes' else 'classifier'}"
+        )
+
+
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """The DataModule and the LightningModule (with its network) that ``cfg`` describes."""
     datamodule = instantiate(cfg.data, "data")
@@ -62,11 +119,9 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     net = instantiate(cfg.model, "model")
     check_model_fits_data(net, datamodule)
     optimizer = instantiate(cfg.optimizer, "optimizer")
-    scheduler = instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
-    # The partials only run inside trainer.fit: try them now, while a mistake is cheap to report.
-    trial_optimizer = _try("optimizer", optimizer, net.parameters())
-    if scheduler is not None:
-        _try("scheduler", scheduler, trial_optimizer)
+    scheduler, module_arguments = build_scheduler(cfg.get("scheduler"))
+    if cfg.get("regularizer"):  # passed only when there is one, so that every module need not take it
+        module_arguments["regularizer"] = instantiate(cfg.regularizer, "regularizer")
     module = instantiate(
         cfg.module,
         "module",
@@ -76,7 +131,15 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
         optimizer=optimizer,
         scheduler=scheduler,
         run_config=OmegaConf.to_container(cfg, resolve=True),
+        **module_arguments,
     )
+    if "scheduler_monitor" in module_arguments:
+        check_monitor(module, module.scheduler_monitor)
+    check_targets(module, datamodule)
+    # The partials only run inside trainer.fit: try them now, while a mistake is cheap to report.
+    trial_optimizer = _try("optimizer", optimizer, module.parameter_groups())
+    if scheduler is not None:
+        _try("scheduler", scheduler, trial_optimizer)
     return datamodule, module
 
 
@@ -84,7 +147,7 @@ def _hparams(cfg: DictConfig) -> dict[str, Any]:
     """The run's choices for TensorBoard's HParams view: group names and their scalar settings."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     hparams: dict[str, Any] = {"seed": cfg.get("seed")}
-    for group in ("model", "data", "optimizer", "scheduler", "trainer"):
+    for group in ("model", "data", "optimizer", "scheduler", "regularizer", "trainer"):
         node = cfg.get(group) or {}
         hparams[group] = choices.get(group) or str(node.get("_target_", "none")).rsplit(".", 1)[-1]
         for key, value in node.items():
@@ -167,9 +230,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Rebuild model and data from the checkpoint alone, test, print and write the metrics as JSON."""
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+def _rebuild(cfg: DictConfig, path: str, checkpoint: dict[str, Any]) -> tuple[pl.LightningDataModule, TrainingModule]:
+    """Data and module from the checkpoint's run config (with the eval config's ``data`` overrides), its weights in."""
     run_cfg = OmegaConf.create(checkpoint["hyper_parameters"]["run_config"])
     if cfg.get("data"):
         run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
@@ -177,10 +239,128 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
-        raise UserError(f"{cfg.ckpt_path}: weights do not fit the model in its config: {err}") from err
+        raise UserError(f"{path}: weights do not fit the model in its config: {err}") from err
+    return datamodule, module
+
+
+# Data settings that change how one member sees the examples, not which examples: they may differ in an ensemble.
+PER_MEMBER_DATA_SETTINGS = (
+    "batch_size", "num_workers", "pin_memory", "fast_path", "augment", "image_size", "in_channels", "normalize",
+)  # fmt: skip
+
+
+def _check_same_data(paths: list[str], checkpoints: list[dict[str, Any]]) -> None:
+    """Raise ``UserError`` unless every member was trained on the same data set (and so the same classes)."""
+
+    def data_set(checkpoint: dict[str, Any]) -> dict[str, Any]:
+        data = checkpoint["hyper_parameters"]["run_config"].get("data") or {}
+        return {key: value for key, value in data.items() if key not in PER_MEMBER_DATA_SETTINGS}
+
+    first = data_set(checkpoints[0])
+    for path, checkpoint in zip(paths[1:], checkpoints[1:], strict=True):
+        other = data_set(checkpoint)
+        for key in dict.fromkeys([*first, *other]):
+            if first.get(key) != other.get(key):
+                raise UserError(
+                    f"ensemble members must share the data set: {paths[0]} has data.{key}={first.get(key)!r}, "
+                    f"{path} has data.{key}={other.get(key)!r}"
+                )
+
+
+class ProbabilityRecorder(pl.Callback):
+    """Keeps a classifier's class probabilities and the labels of every test batch, on the CPU.
+
+    The module's forward output during a test step is read with a forward hook, so nothing is computed
+    twice; with K crops per image (B, K, C, H, W) the softmax is averaged over the crops, as
+    ``Classifier.forward_crops`` does.
+    """
+
+    def __init__(self) -> None:
+        self.probabilities: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self._outputs: list[torch.Tensor] = []
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._hook = pl_module.register_forward_hook(lambda module, args, output: self._outputs.append(output))
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._hook.remove()
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
+    ) -> None:
+        if len(self._outputs) != 1:
+            raise RuntimeError(f"expected one forward pass per test batch, got {len(self._outputs)}")
+        logits, labels = self._outputs.pop(), batch[1]
+        probabilities = logits.float().softmax(dim=-1).view(len(labels), -1, logits.shape[-1]).mean(dim=1)
+        self.probabilities.append(probabilities.cpu())
+        self.labels.append(labels.cpu())
+
+
+def _ensemble_metrics(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Cross-entropy of the averaged probabilities (``test/loss``), top-1 and, past 5 classes, top-5 accuracy."""
+    num_classes = probabilities.shape[-1]
+    log_probabilities = probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
+    metrics = {
+        "test/loss": nn.functional.nll_loss(log_probabilities, labels),
+        "test/acc": multiclass_accuracy(probabilities, labels, num_classes, average="micro"),
+    }
+    if num_classes > 5:
+        metrics["test/acc_top5"] = multiclass_accuracy(probabilities, labels, num_classes, top_k=5, average="micro")
+    return {key: value.item() for key, value in metrics.items()}
+
+
+def ensemble_predictions(cfg: DictConfig, paths: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+    """Test each classifier in ``paths``: their class probabilities (members, examples, classes), the test
+    labels, and each member's test metrics; the members must share the data set."""
+    checkpoints = [load_checkpoint(path) for path in paths]  # every file is read before anything is built
+    _check_same_data(paths, checkpoints)
+    members, probabilities, labels = [], [], []
+    for path, checkpoint in zip(paths, checkpoints, strict=True):
+        datamodule, module = _rebuild(cfg, path, checkpoint)
+        if not isinstance(module, Classifier):
+            raise UserError(f"an ensemble averages class probabilities: {path} is a {type(module).__name__} checkpoint")
+        recorder = ProbabilityRecorder()
+        trainer = instantiate(cfg.trainer, "trainer", logger=False, callbacks=[recorder])
+        results = trainer.test(module, datamodule=datamodule)
+        members.append({**_finite(results[0]), "checkpoint": path})
+        probabilities.append(torch.cat(recorder.probabilities))
+        labels.append(torch.cat(recorder.labels))
+    for path, other in zip(paths[1:], labels[1:], strict=True):
+        if not torch.equal(labels[0], other):
+            raise UserError(f"ensemble members must share the test set: {path}'s test labels differ from {paths[0]}'s")
+    return torch.stack(probabilities), labels[0], members
+
+
+def evaluate_ensemble(cfg: DictConfig, paths: list[str]) -> dict[str, Any]:
+    """Test the classifiers in ``paths`` and their ensemble, the mean of their softmax outputs; print and write
+    the ensemble's metrics with each member's."""
+    probabilities, labels, members = ensemble_predictions(cfg, paths)
+    metrics = {**_ensemble_metrics(probabilities.mean(dim=0), labels), "checkpoints": paths, "members": members}
+    metrics_path = _write_metrics(Path(cfg.paths.output_dir), metrics)
+    console.rule("[bold]classicnets: ensemble evaluation")
+    console.print(f"{'test/acc':>8}  {'test/loss':>9}")
+    for member in members:
+        console.print(f"{member['test/acc']:8.4f}  {member['test/loss']:9.4f}  {member['checkpoint']}")
+    console.print(f"{metrics['test/acc']:8.4f}  {metrics['test/loss']:9.4f}  ensemble of {len(members)}")
+    console.print(f"  metrics written to {metrics_path}")
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Rebuild model and data from the checkpoint alone, test, print and write the metrics as JSON.
+
+    ``cfg.ckpt_path`` is one checkpoint, or a list of classifier checkpoints to test as an ensemble.
+    """
+    paths = [str(path) for path in cfg.ckpt_path] if isinstance(cfg.ckpt_path, ListConfig) else [str(cfg.ckpt_path)]
+    if not paths:
+        raise UserError("ckpt_path: give a checkpoint, or a list of them: ckpt_path=[a.ckpt,b.ckpt]")
+    if len(paths) > 1:
+        return evaluate_ensemble(cfg, paths)
+    datamodule, module = _rebuild(cfg, paths[0], load_checkpoint(paths[0]))
     trainer = instantiate(cfg.trainer, "trainer", logger=False, callbacks=[])
     results = trainer.test(module, datamodule=datamodule)
-    metrics = {**_finite(results[0]), "checkpoint": str(cfg.ckpt_path)}
+    metrics = {**_finite(results[0]), "checkpoint": paths[0]}
     metrics_path = _write_metrics(Path(cfg.paths.output_dir), metrics)
     console.rule("[bold]classicnets: evaluation")
     console.print(f"  metrics written to {metrics_path}")
