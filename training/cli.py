@@ -17,9 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from data.imagefolder import UnreadableImageError
 from models._registry import close_matches
 from training.config import UserError
+from training.guards import TrainingDiverged
 
 # Errors a user causes that surface while training runs, not while it is set up: one line each too.
-RUN_ERRORS = (UserError, UnreadableImageError)
+RUN_ERRORS = (UserError, UnreadableImageError, TrainingDiverged)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 

@@ -22,6 +22,7 @@ from models._pretrained import load_file
 from training.base import SchedulerFactory, TrainingModule
 from training.classifier import Classifier
 from training.config import UserError, instantiate
+from training.lr_finder import find_learning_rate
 from training.schedulers import with_warmup
 
 console = Console(soft_wrap=True)
@@ -181,12 +182,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = [instantiate(node, f"logger.{key}") for key, node in (cfg.get("logger") or {}).items() if node]
     trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("lr_find"):
+        lr = find_learning_rate(trainer, module, datamodule, output_dir / "lr_find.png")
+        if lr is not None:  # train as a run given optimizer.lr=<lr> would: same seed, fresh data and module
+            cfg.optimizer.lr = float(lr)
+            if cfg.get("seed") is not None:
+                pl.seed_everything(cfg.seed, workers=True)
+            datamodule, module = build(cfg)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     trainer.fit(module, datamodule=datamodule)
     fit_metrics = _finite(trainer.callback_metrics)
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    # read before testing: loading the best checkpoint restores the callback's state as it was then
+    last_path = checkpoint.last_model_path if checkpoint is not None else ""
     test_metrics: dict[str, float] = {}
     if cfg.get("test", True):
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
@@ -197,7 +207,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **test_metrics,
         **{key: value for key, value in fit_metrics.items() if key.endswith("_best")},
         "best_checkpoint": best_path or None,
-        "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint is not None else None,
+        "last_checkpoint": last_path or None,
         "tensorboard_dir": tensorboard.log_dir if tensorboard is not None else None,
         "output_dir": str(output_dir),
     }

@@ -1,0 +1,184 @@
+"""Guards around training, as Lightning callbacks (configs/guards/; docs/debugging.md).
+
+``InitialLossCheck`` compares a softmax classifier's first loss with ln C, the loss at chance; ``NanGuard``
+stops a run whose loss, gradients or weights stop being finite, before it writes such weights to a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, NoReturn
+
+import pytorch_lightning as pl
+import torch
+from rich.console import Console
+from torch import nn
+from torch.nn import functional as F
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
+
+console = Console(soft_wrap=True)
+
+
+class InitialLossWarning(UserWarning):
+    """The first training loss is far from the loss of a network at chance."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss, a gradient or a weight became NaN or infinite; the run stopped before saving it."""
+
+
+class InitialLossCheck(pl.Callback):
+    """Compare the first training batch's softmax cross-entropy with ln C, its value at chance.
+
+    The CS231n notes' first sanity check ("look for correct loss at chance performance"): small random weights
+    give near-zero logits, a uniform softmax and a loss of ln C (2.302 for 10 classes). A loss outside
+    ``[low, high] * ln C`` is reported as an ``InitialLossWarning``, a console line, and the scalars
+    ``sanity/initial_loss`` and ``sanity/expected_initial_loss`` in the loggers. Far above: the initial weights
+    are too large, or the model or data has a bug; far below: the network knows the labels before training,
+    which a fresh one cannot (labels leaking into the inputs).
+
+    The bounds, measured on the zoo: the papers' initialisations start within 1.2 ln C, except the deepest
+    ResNets (ResNet-110's He init, which trains well, reaches 2.1 ln C), while weights clearly too large,
+    N(0, 1) (``init=normal model.init_std=1``), start at 4.5 to 6 ln C; ``high=3`` lies between. Below
+    ``low=0.5`` a fresh network would be doing far better than chance.
+
+    The data loss alone is checked, as the notes ask (regularisation off for this check): the cross-entropy of
+    the network's logits on the first batch, read with a forward hook, without the regulariser's penalty,
+    label smoothing or auxiliary heads. Modules whose criterion is not ``nn.CrossEntropyLoss`` (multi-label,
+    regression, the SVM losses, language models) are skipped, and so are resumed runs and pretrained networks
+    (``model.pretrained``), which are not at chance.
+    """
+
+    def __init__(self, low: float = 0.5, high: float = 3.0) -> None:
+        if not 0.0 < low < 1.0 < high:
+            raise ValueError(f"expected 0 < low < 1 < high, got low={low}, high={high}")
+        self.low = low
+        self.high = high
+        self._hook: RemovableHandle | None = None
+        self._logits: torch.Tensor | None = None
+
+    @staticmethod
+    def applies_to(pl_module: pl.LightningModule) -> bool:
+        """Whether ``pl_module`` is a fresh softmax classifier (cross-entropy over its outputs)."""
+        run_config = getattr(pl_module, "hparams", {}).get("run_config") or {}
+        pretrained = (run_config.get("model") or {}).get("pretrained")
+        return isinstance(getattr(pl_module, "criterion", None), nn.CrossEntropyLoss) and not pretrained
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._logits = None
+        if trainer.global_step == 0 and self.applies_to(pl_module):
+            self._hook = pl_module.register_forward_hook(self._record)
+
+    def _record(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._logits is None:  # the first forward pass only (L-BFGS evaluates several per step)
+            self._logits = (output[0] if isinstance(output, tuple) else output).detach()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._hook is None:
+            return
+        self._hook.remove()
+        self._hook = None
+        logits, labels = self._logits, batch[1]
+        self._logits = None
+        if logits is None or logits.shape[:-1] != labels.shape:
+            return
+        loss = F.cross_entropy(logits.float(), labels).item()
+        expected = math.log(logits.shape[-1])
+        for logger in trainer.loggers:
+            logger.log_metrics({"sanity/initial_loss": loss, "sanity/expected_initial_loss": expected}, step=0)
+        if self.low * expected <= loss <= self.high * expected:
+            return
+        if loss > expected:
+            cause = (
+                "the initial weights are likely too large (a smaller init scale, e.g. model.init_std, or another "
+                "init), or the model, the loss or the data has a bug"
+            )
+        else:
+            cause = "the network predicts the labels before training: do the labels leak into the inputs?"
+        message = (
+            f"initial loss {loss:.4g} is far from ln({logits.shape[-1]}) = {expected:.4g}, the softmax loss at "
+            f"chance (accepted: {self.low:g} to {self.high:g} times it): {cause}. The check uses the data loss alone "
+            "(no regulariser)."
+        )
+        warnings.warn(message, InitialLossWarning, stacklevel=1)
+        console.print(f"[bold yellow]sanity check:[/] {message}")
+
+
+def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Whether every element of ``tensors`` (at least one) is finite, as a 0-d bool tensor on their device.
+
+    One fused 2-norm per tensor, as ``clip_grad_norm_`` computes: NaN or infinite when an element is, and also
+    when the norm overflows its dtype (elements past about 1e19 in float32), which means divergence as surely.
+    """
+    return torch.stack(torch._foreach_norm(tensors)).isfinite().all()
+
+
+class NanGuard(pl.Callback):
+    """Stop training with ``TrainingDiverged`` when the loss, a gradient or a weight becomes NaN or infinite.
+
+    Each step's losses (of every backward pass) and gradients are checked before the optimizer applies them,
+    so a non-finite gradient never reaches the weights; the weights and floating buffers (batch-norm
+    statistics) are checked after each step, for an update that overflows. Under a mixed-precision GradScaler,
+    which skips steps with infinite gradients by design, only the loss and the weights are checked.
+
+    The guard raises rather than setting ``trainer.should_stop``: a stop still lets ModelCheckpoint write
+    last.ckpt (and validate) with the broken weights, while an exception ends ``fit`` at once, so the
+    checkpoints written so far, last.ckpt included, stay the last good ones. The message names the step, the
+    last finite loss and the learning rate, and suggests a tenth of the configured one.
+
+    Each check is a fused reduction over the tensors and a host sync: two per step.
+    """
+
+    def __init__(self) -> None:
+        self._losses: list[torch.Tensor] = []
+        self._last_loss: torch.Tensor | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._losses = []
+        self._last_loss = None
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        self._losses.append(loss.detach())
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
+    ) -> None:
+        losses, self._losses = self._losses, []
+        gradients = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        checks = {"training loss": all_finite(losses)} if losses else {}
+        if gradients and getattr(trainer.precision_plugin, "scaler", None) is None:
+            checks["gradient norm"] = all_finite(gradients)
+        self._check(trainer, checks, optimizer, trainer.global_step + 1)
+        if losses:
+            self._last_loss = losses[-1]
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        state = [*pl_module.parameters(), *(buffer for buffer in pl_module.buffers() if buffer.is_floating_point())]
+        self._check(trainer, {"weight norm": all_finite(state)}, trainer.optimizers[0], trainer.global_step)
+
+    def _check(self, trainer: pl.Trainer, checks: dict[str, torch.Tensor], optimizer: Optimizer, step: int) -> None:
+        if not checks:
+            return
+        finite = torch.stack(list(checks.values())).tolist()  # one host sync for all of them
+        if not all(finite):
+            self._stop(trainer, next(name for name, ok in zip(checks, finite, strict=True) if not ok), optimizer, step)
+
+    def _stop(self, trainer: pl.Trainer, what: str, optimizer: Optimizer, step: int) -> NoReturn:
+        group = optimizer.param_groups[0]
+        lr = group["lr"]
+        configured = group.get("initial_lr", lr)  # a torch scheduler keeps the rate it started from here
+        last = f"{self._last_loss.item():.4g}" if self._last_loss is not None else "none (this was the first step)"
+        checkpoint = trainer.checkpoint_callback
+        kept = (checkpoint.last_model_path or checkpoint.best_model_path) if checkpoint is not None else ""
+        raise TrainingDiverged(
+            f"training diverged: a non-finite {what} at step {step} (epoch {trainer.current_epoch}); last finite "
+            f"loss {last}, learning rate {lr:.4g}. Try a lower learning rate, e.g. a tenth: "
+            f"optimizer.lr={configured / 10:.4g}. "
+            + (f"The checkpoints written before are kept: {kept}" if kept else "No checkpoint had been written.")
+        )
