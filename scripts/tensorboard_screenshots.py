@@ -3,9 +3,11 @@
     python scripts/tensorboard_screenshots.py logdir=<run>/tensorboard [out=docs/images] [chromium=/usr/bin/chromium]
 
 Starts ``tensorboard --logdir <logdir>`` on a free local port, opens its scalars and images dashboards in
-Chromium through Playwright, and saves ``tensorboard_scalars.png`` and ``tensorboard_filters.png`` in
-``out``. Needs the ``playwright`` Python package and a Chromium (Debian: ``apt-get install chromium``);
-neither is a dependency of the project.
+Chromium through Playwright, and saves ``tensorboard_scalars.png`` (losses, accuracies, learning rate),
+``tensorboard_filters.png`` (the first layer's filters, the confusion matrix, the misclassified examples) and
+``tensorboard_layer_stats.png`` (gradient norm, update-to-weight ratios, activation spreads) in ``out``.
+Needs the ``playwright`` Python package and a Chromium (Debian: ``apt-get install chromium``); neither is a
+dependency of the project.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ DEFAULTS = {"logdir": "", "out": "docs/images", "chromium": "/usr/bin/chromium"}
 PAGES = {
     "tensorboard_scalars.png": "#scalars&_smoothingWeight=0&tagFilter="
     + quote(r"^(train/(loss|acc)_epoch|val/(loss|acc)|lr-.*)$", safe=""),
-    "tensorboard_filters.png": "#images&tagFilter=filters",
+    "tensorboard_filters.png": "#images&tagFilter=" + quote(r"^(filters|val)/", safe=""),
+    "tensorboard_layer_stats.png": "#scalars&_smoothingWeight=0&tagFilter="
+    + quote(r"^(train/grad_norm|update_ratio/.*weight|activations/features\.act\d/std)$", safe=""),
 }
 WIDTH, HEIGHT = 1400, 900
 

@@ -29,5 +29,5 @@ def test_screenshots_of_a_real_run(train_config, tmp_path) -> None:
         "tensorboard_screenshots.py", f"logdir={summary['tensorboard_dir']}", f"out={out}", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    for name in ("tensorboard_scalars.png", "tensorboard_filters.png"):
+    for name in ("tensorboard_scalars.png", "tensorboard_filters.png", "tensorboard_layer_stats.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 10_000

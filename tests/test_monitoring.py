@@ -1,0 +1,250 @@
+"""The monitoring callbacks: what a short run writes to TensorBoard, and the computations behind it."""
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import compose_config, model_inputs, run_script
+from training.config import UserError
+from training.monitoring import (
+    ConfusionMatrix,
+    MisclassifiedImages,
+    dead_fraction,
+    display_images,
+    filter_grid,
+    histogram,
+    predicted_classes,
+)
+from training.tasks import build, train
+
+# LeNet-5 with ReLU: the modules hooked, the rectifiers among them, and the parameters
+LAYERS = [f"features.{name}" for name in ("c1", "act1", "c3", "act3", "c5", "act5", "f6", "act6")] + ["classifier"]
+RECTIFIERS = [f"features.act{index}" for index in (1, 3, 5, 6)]
+PARAMETERS = [f"{layer}.{kind}" for layer in ("features.c1", "features.c3", "features.c5", "features.f6", "classifier")
+              for kind in ("weight", "bias")]  # fmt: skip
+FAST = ["trainer.accelerator=cpu", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+def read_events(log_dir: str) -> EventAccumulator:
+    events = EventAccumulator(log_dir, size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> EventAccumulator:
+    """Two epochs of 6 batches of 32 digits, Lightning and the layer statistics logging every 2 steps."""
+    cfg = compose_config(
+        "train",
+        tmp_path_factory.mktemp("monitored"),
+        [
+            *FAST,
+            "activation=relu",
+            "trainer.max_epochs=2",
+            "+trainer.limit_train_batches=6",
+            "trainer.log_every_n_steps=2",
+            "callbacks.layer_stats.every_n_steps=2",
+        ],
+    )
+    return read_events(train(cfg)["tensorboard_dir"])
+
+
+def values(events: EventAccumulator, tag: str) -> list[float]:
+    return [event.value for event in events.Scalars(tag)]
+
+
+def test_speed_and_gradient_norm_scalars(events: EventAccumulator) -> None:
+    assert len(values(events, "time/epoch_seconds")) == 2
+    assert all(0 < seconds < 60 for seconds in values(events, "time/epoch_seconds"))
+    assert all(10 < rate < 1e6 for rate in values(events, "time/samples_per_second"))
+    norms = events.Scalars("train/grad_norm")
+    assert [event.step for event in norms] == [1, 3, 5, 7, 9, 11]  # the steps Lightning logs train/loss_step at
+    assert [event.step for event in events.Scalars("train/loss_step")] == [1, 3, 5, 7, 9, 11]
+    assert all(0 < event.value < 100 and math.isfinite(event.value) for event in norms)
+
+
+def test_layer_statistics_every_n_steps_from_the_first(events: EventAccumulator) -> None:
+    scalars = set(events.Tags()["scalars"])
+    for layer in LAYERS:
+        assert {f"activations/{layer}/mean", f"activations/{layer}/std"} <= scalars
+        assert [event.step for event in events.Scalars(f"activations/{layer}/mean")] == [0, 2, 4, 6, 8, 10]
+        assert all(value > 0 for value in values(events, f"activations/{layer}/std"))
+    # rectifiers only; after a ReLU the mean is positive
+    assert {tag for tag in scalars if tag.startswith("dead_fraction/")} == {f"dead_fraction/{a}" for a in RECTIFIERS}
+    for layer in RECTIFIERS:
+        assert all(0.0 <= value <= 1.0 for value in values(events, f"dead_fraction/{layer}"))
+        assert all(value > 0 for value in values(events, f"activations/{layer}/mean"))
+    assert {tag for tag in scalars if tag.startswith("update_ratio/")} == {f"update_ratio/{p}" for p in PARAMETERS}
+    for parameter in PARAMETERS:
+        ratios = values(events, f"update_ratio/{parameter}")
+        assert len(ratios) == 6 and all(1e-6 < ratio < 1 and math.isfinite(ratio) for ratio in ratios)
+
+
+def test_weight_gradient_and_activation_histograms(events: EventAccumulator) -> None:
+    tags = set(events.Tags()["histograms"])
+    expected = {f"weights/{p}" for p in PARAMETERS} | {f"gradients/{p}" for p in PARAMETERS}
+    assert tags == expected | {f"activations/{layer}" for layer in LAYERS}
+    conv1 = events.Histograms("weights/features.c1.weight")[0].histogram_value
+    assert conv1.num == 6 * 1 * 5 * 5 and sum(conv1.bucket) == conv1.num  # every weight, in the buckets
+    assert conv1.min < 0 < conv1.max and conv1.bucket_limit[-1] == pytest.approx(conv1.max)
+    act1 = events.Histograms("activations/features.act1")[0].histogram_value
+    assert act1.num == 32 * 6 * 28 * 28 and act1.min == 0.0  # the whole batch's ReLU outputs
+    assert len(events.Histograms("gradients/classifier.bias")) == 6
+
+
+def test_filter_grid_confusion_matrix_and_misclassified_images(events: EventAccumulator) -> None:
+    images = set(events.Tags()["images"])
+    assert images == {"filters/features.c1", "val/confusion_matrix", "val/misclassified"}
+    filters = events.Images("filters/features.c1")
+    assert [event.step for event in filters] == [0, 6, 12]  # at the start and after each epoch
+    # six 5x5 filters enlarged 7 times to 35x35, in one row with 1-pixel borders
+    assert (filters[0].width, filters[0].height) == (6 * 36 + 1, 36 + 1)
+    assert filters[0].encoded_image_string != filters[-1].encoded_image_string  # they learnt
+    for tag in ("val/confusion_matrix", "val/misclassified"):
+        assert [event.step for event in events.Images(tag)] == [6, 12]  # not the sanity check
+        assert min(events.Images(tag)[0].width, events.Images(tag)[0].height) > 200
+
+
+def test_hparams_entry_holds_the_choices_and_final_metrics(events: EventAccumulator) -> None:
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    for choice in (b"lenet5", b"digits", b"optimizer/lr", b"data/batch_size"):
+        assert choice in start
+    final = {tag: values(events, tag)[-1] for tag in events.Tags()["scalars"] if tag.startswith("hp/")}
+    assert {"hp/val/acc_best", "hp/test/acc", "hp/test/loss"} <= set(final)
+    # twelve steps: near chance still, the loss near ln 10
+    assert 0 <= final["hp/test/acc"] <= 1 and 0 < final["hp/test/loss"] < 3 * math.log(10)
+
+
+@pytest.fixture
+def validated(
+    tmp_path: Path,
+) -> tuple[pl.LightningDataModule, pl.LightningModule, ConfusionMatrix, MisclassifiedImages]:
+    """An untrained LeNet-5 validated on the digits with the two classifier callbacks."""
+    datamodule, module = build(compose_config("train", tmp_path, FAST))
+    matrix, misclassified = ConfusionMatrix(), MisclassifiedImages(max_images=5)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=TensorBoardLogger(tmp_path, name="tb"),
+        callbacks=[matrix, misclassified],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.validate(module, datamodule=datamodule)
+    return datamodule, module, matrix, misclassified
+
+
+def test_confusion_matrix_counts_every_validation_example_as_predicted(validated) -> None:
+    datamodule, module, matrix, misclassified = validated
+    images, labels = model_inputs(datamodule, "val")
+    with torch.no_grad():
+        predictions = module.eval()(images).argmax(dim=-1)
+    counts = matrix.matrix.compute()
+    assert counts.sum() == len(datamodule.val_set) == len(labels) == 180
+    expected = torch.bincount(labels * 10 + predictions, minlength=100).view(10, 10)
+    assert torch.equal(counts.cpu(), expected)
+    wrong = (predictions != labels).nonzero().squeeze(1)[:5]
+    assert misclassified.true == labels[wrong].tolist() and misclassified.predicted == predictions[wrong].tolist()
+    assert len(misclassified.images) == 5 and all(image.shape == (1, 32, 32) for image in misclassified.images)
+
+
+def test_predicted_classes_average_the_softmax_over_crops() -> None:
+    logits = torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
+    assert predicted_classes(logits, 4).tolist() == [1, 0, 1, 0]
+    # two examples of two crops: softmax means (0.62, 0.38) and (0.48, 0.52); mean logits would say (1.0, 0.5)
+    assert predicted_classes(logits, 2).tolist() == [0, 1]
+
+
+def test_filter_grid_scales_each_filter_and_shows_channels() -> None:
+    weight = torch.randn(6, 1, 5, 5) * torch.arange(1, 7).view(6, 1, 1, 1)
+    grid = filter_grid(weight)
+    assert grid.shape == (3, 37, 6 * 36 + 1)
+    first = grid[0, 1:36, 1:36]
+    assert first.min() == 0.0 and first.max() == 1.0
+    assert filter_grid(torch.randn(16, 3, 3, 3)).shape == (3, 2 * 34 + 1, 8 * 34 + 1)  # RGB, 8 to a row
+    assert filter_grid(torch.randn(2, 4, 3, 3)).shape == (3, 2 * 34 + 1, 4 * 34 + 1)  # a row of 4 channels each
+
+
+def test_display_images_scale_each_input_and_show_sequences_and_crops() -> None:
+    images = display_images(torch.randn(2, 3, 8, 8) * 5 + 3)
+    assert images.shape == (2, 3, 8, 8)
+    assert images.amin(dim=(1, 2, 3)).tolist() == [0, 0] and images.amax(dim=(1, 2, 3)).tolist() == [1, 1]
+    assert display_images(torch.randn(2, 4, 8, 8)).shape == (2, 1, 8, 8)  # the first channel in grey
+    assert display_images(torch.randn(2, 28, 14)).shape == (2, 1, 28, 14)  # a sequence of 28 steps
+    crops = torch.randn(2, 10, 3, 8, 8)
+    assert torch.equal(display_images(crops), display_images(crops[:, 0]))
+
+
+def test_histogram_of_finite_values() -> None:
+    result = histogram(torch.tensor([[0.0, 1.0], [1.0, 4.0]]), bins=4)
+    assert (result.min, result.max, result.num, result.sum, result.sum_squares) == (0, 4, 4, 6, 18)
+    # an empty bucket up to the least value, then [0, 1), [1, 2), [2, 3), [3, 4] each under its right limit
+    assert list(result.bucket_limit) == [0.0, 1.0, 2.0, 3.0, 4.0] and list(result.bucket) == [0, 1, 2, 0, 1]
+    with_nan = histogram(torch.tensor([1.0, float("nan"), float("inf"), 3.0]), bins=2)
+    assert with_nan.num == 2 and list(with_nan.bucket) == [0, 1, 1]
+    assert list(histogram(torch.zeros(3), bins=2).bucket_limit) == [-0.5, 0.0, 0.5]
+    assert histogram(torch.tensor([float("nan")])) is None
+
+
+def test_dead_fraction_counts_channels_never_positive() -> None:
+    outputs = torch.zeros(4, 3, 2, 2)
+    outputs[2, 1, 0, 1] = 0.5  # channel 1 fires once, channel 2 never, channel 0 is negative
+    outputs[:, 0] = -1.0
+    outputs[:, 2] = 0.0
+    assert dead_fraction(outputs).item() == pytest.approx(2 / 3)
+    assert dead_fraction(torch.tensor([[1.0, 0.0], [0.0, 0.0]])).item() == 0.5
+
+
+SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "trainer.log_every_n_steps=1",
+         "callbacks.layer_stats.every_n_steps=1"]  # fmt: skip
+
+
+def test_nothing_breaks_without_a_logger(train_config) -> None:
+    # Lightning's LearningRateMonitor refuses to run without a logger; the monitoring callbacks do nothing
+    summary = train(train_config("logger=none", "callbacks.learning_rate=null", *SHORT))
+    assert summary["tensorboard_dir"] is None and not list(Path(summary["output_dir"]).rglob("events.out.*"))
+
+
+def test_csv_gets_the_scalars_logged_through_lightning(train_config) -> None:
+    summary = train(train_config("logger=csv", *SHORT))
+    with open(Path(summary["output_dir"]) / "csv" / "metrics.csv") as file:
+        columns = set(next(csv.reader(file)))
+    assert {"train/grad_norm", "time/epoch_seconds", "time/samples_per_second"} <= columns
+
+
+def test_a_regressor_without_conv_layers_gets_the_statistics_that_apply(train_config) -> None:
+    assert train(train_config("experiment=gru_adding", "debug=fdr"))["test/loss"] >= 0  # no logger at all
+    cfg = train_config(
+        "experiment=gru_adding", "data.seq_len=10", "data.train_size=100", "data.val_size=50", "data.test_size=50",
+        "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "callbacks.layer_stats.every_n_steps=1",
+    )  # fmt: skip
+    events = read_events(train(cfg)["tensorboard_dir"])
+    assert not events.Tags()["images"]  # no filters, no confusion matrix
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/grad_norm", "time/samples_per_second"} <= scalars
+    assert {"activations/rnn/std", "activations/head/std", "update_ratio/rnn.weight_hh_l0"} <= scalars
+    assert {"activations/rnn", "weights/rnn.weight_hh_l0", "gradients/head.weight"} <= set(events.Tags()["histograms"])
+    hidden = events.Histograms("activations/rnn")[0].histogram_value  # the GRU's hidden states
+    assert hidden.num == 50 * 10 * 128 and -1 <= hidden.min < hidden.max <= 1
+
+
+def test_a_bad_setting_is_named(train_config) -> None:
+    with pytest.raises(UserError, match=r"callbacks.layer_stats: every_n_steps must be a positive integer, got 0"):
+        train(train_config("callbacks.layer_stats.every_n_steps=0", "debug=fdr"))
+
+
+@pytest.mark.slow
+def test_benchmark_script_compares_both_sides(tmp_path: Path) -> None:
+    result = run_script("benchmark_monitoring.py", "epochs=2", "rounds=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("| LeNet-5")]
+    assert len(row.split("|")) == 9 and row.count("%") == 2
+    bad = run_script("benchmark_monitoring.py", "rounds=0", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: expected key=positive integer")
+    bad = run_script("benchmark_monitoring.py", "epochs=1", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: epochs: the first epoch is not timed")

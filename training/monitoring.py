@@ -1,0 +1,475 @@
+"""Callbacks that babysit the learning process (CS231n notes, "Neural Networks Part 3") in TensorBoard.
+
+Each is its own key in ``configs/callbacks/default.yaml`` (``callbacks.<key>=null`` switches it off):
+
+* ``speed`` (``EpochSpeed``): ``time/epoch_seconds`` and ``time/samples_per_second``, once per epoch;
+* ``grad_norm`` (``GradientNorm``): ``train/grad_norm``, the global gradient norm before clipping;
+* ``layer_stats`` (``LayerStatistics``): every ``every_n_steps`` steps, per layer ``activations/<layer>/{mean,std}``
+  and histogram ``activations/<layer>``, ``dead_fraction/<layer>`` after rectifiers, and per parameter tensor
+  histograms ``weights/<param>``, ``gradients/<param>`` and the scalar ``update_ratio/<param>``;
+* ``filters`` (``FilterImages``): ``filters/<layer>``, the first conv layer's filters as an image grid;
+* ``confusion_matrix`` (``ConfusionMatrix``) and ``misclassified`` (``MisclassifiedImages``): classifiers only,
+  ``val/confusion_matrix`` and ``val/misclassified`` figures after every validation.
+
+The scalars of ``speed`` and ``grad_norm`` go to every logger (CSV too); the rest is written to the TensorBoard
+logger's writer and is skipped when the run has none (``logger=csv``, ``logger=none``, ``debug=fdr``). Nothing is
+computed on the steps and epochs that log nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from matplotlib.figure import Figure
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.data import extract_batch_size
+from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
+from torch import nn
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
+from torch.utils.tensorboard import SummaryWriter
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.utils import make_grid
+
+from models._activations import ChannelMaxout, ScaledTanh
+from models.rnn import RecurrentNet
+from training.classifier import Classifier
+
+# recurrent layers count with their output sequence of hidden states
+LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.RNNBase, RecurrentNet)
+# units after these are dead when their output is never positive over a batch: exactly zero for ReLU and ReLU6,
+# stuck on the flat or saturating negative side for the others
+RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU)
+ACTIVATIONS = (*RECTIFIERS, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, ScaledTanh, ChannelMaxout)
+# tf.summary.histogram's default. Every byte sent to TensorBoard costs about 0.1 us of CPU (without TensorFlow, its
+# writer checksums the records in pure Python): 30 bins keep a histogram near 500 bytes.
+HISTOGRAM_BINS = 30
+ANNOTATED_CLASSES = 20  # confusion matrices up to this many classes show their counts and class names
+
+
+def tensorboard(trainer: pl.Trainer) -> SummaryWriter | None:
+    """The run's TensorBoard writer, or None when it logs elsewhere or nowhere."""
+    return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+def _net(pl_module: pl.LightningModule) -> nn.Module:
+    return pl_module.net if isinstance(getattr(pl_module, "net", None), nn.Module) else pl_module
+
+
+def _log_metrics(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+    """Write to every logger directly, as Lightning's ``LearningRateMonitor`` does: through ``LightningModule.log``
+    a metric would join the bookkeeping that Lightning goes through on every step."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def _clock(pl_module: pl.LightningModule) -> float:
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
+    return time.perf_counter()
+
+
+def _positive_int(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class EpochSpeed(pl.Callback):
+    """``time/epoch_seconds``, the wall time of each training epoch with the validation at its end, and
+    ``time/samples_per_second``, the training examples per second of the epoch's training part.
+
+    Lightning's ``ThroughputMonitor`` logs per step, warns without a FLOP count and synchronises the GPU after every
+    batch; this reads the clock at the ends of the epoch and of its validation only.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._samples, self._validation_seconds = 0, 0.0
+        self._start = _clock(pl_module)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._samples += extract_batch_size(batch)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validation_start = _clock(pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validation_seconds += _clock(pl_module) - self._validation_start
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seconds = _clock(pl_module) - self._start
+        training_seconds = seconds - self._validation_seconds
+        rate = {"time/samples_per_second": self._samples / training_seconds} if training_seconds > 0 else {}
+        _log_metrics(trainer, {"time/epoch_seconds": seconds, **rate})
+
+
+class GradientNorm(pl.Callback):
+    """``train/grad_norm``: the 2-norm of all gradients as one vector, before ``gradient_clip_val`` clips it, on the
+    steps Lightning logs ``train/loss_step`` at (every ``trainer.log_every_n_steps``) and computed on those only."""
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
+    ) -> None:
+        every = trainer.log_every_n_steps
+        if not every or (trainer.global_step + 1) % every:
+            return
+        norms = [torch.linalg.vector_norm(p.grad.float()) for p in pl_module.parameters() if p.grad is not None]
+        if norms:
+            _log_metrics(trainer, {"train/grad_norm": torch.linalg.vector_norm(torch.stack(norms)).item()})
+
+
+def histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> HistogramProto | None:
+    """TensorBoard's histogram of the finite values of a tensor (None if it has none), in ``bins`` equal bins
+    between the least and the greatest; computed with torch where the tensor lives (``add_histogram`` copies it to
+    NumPy in float64 first)."""
+    values = values.detach().flatten().float()
+    low, high, total, squares = torch.stack([*torch.aminmax(values), values.sum(), values.dot(values)]).tolist()
+    if not math.isfinite(total + squares):  # some values are nan or infinite
+        values = values[torch.isfinite(values)]
+        if not values.numel():
+            return None
+        low, high, total, squares = torch.stack([*torch.aminmax(values), values.sum(), values.dot(values)]).tolist()
+    start, end = (low, high) if high > low else (low - 0.5, high + 0.5)  # NumPy's range for one distinct value
+    counts = torch.histc(values, bins=bins, min=start, max=end)
+    return HistogramProto(
+        min=low,
+        max=high,
+        num=values.numel(),
+        sum=total,
+        sum_squares=squares,
+        # TensorBoard reads each count with the limit on its right: an empty bucket up to ``start`` comes first
+        bucket_limit=[start + (end - start) * index / bins for index in range(bins + 1)],
+        bucket=[0.0, *counts.tolist()],
+    )
+
+
+def dead_fraction(outputs: torch.Tensor) -> torch.Tensor:
+    """The fraction of units whose output is never positive in the batch (N, C, ...): a unit is a channel of a
+    feature map, or a feature of a vector (dim 1 both)."""
+    alive = outputs.gt(0).transpose(0, 1).reshape(outputs.shape[1], -1).any(dim=1)
+    return 1 - alive.float().mean()
+
+
+class LayerStatistics(pl.Callback):
+    """Every ``every_n_steps`` optimizer steps (from step 0), the statistics the notes watch per layer.
+
+    * ``activations/<layer>/mean``, ``activations/<layer>/std`` and the histogram ``activations/<layer>``: the
+      outputs of the network's conv, linear, recurrent (the hidden states) and activation modules on the training
+      batch;
+    * ``dead_fraction/<layer>``: after ReLU-family activations, the fraction of units (channels of a feature map,
+      features of a vector: dim 1) whose output is never positive anywhere in the batch;
+    * histograms ``weights/<param>`` and ``gradients/<param>``, before the update and before any clipping;
+    * ``update_ratio/<param>``: ``||w_after - w_before|| / ||w_before||``, the step the optimizer took relative to
+      the weights (around 1e-3 is healthy, the notes say); tensors that are all zero are left out.
+
+    The forward hooks exist during the logging steps only, so the other steps pay nothing. A logging step's values
+    go to TensorBoard as one event: one by one, they would wait in turn for the writer's queue of ten.
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        _positive_int("every_n_steps", every_n_steps)
+        self.every_n_steps = every_n_steps
+        self._writer: SummaryWriter | None = None
+        self._handles: list[RemovableHandle] = []
+        self._values: dict[str, Summary.Value] = {}  # by tag: a later forward pass of the step replaces its values
+        self._before: dict[str, torch.Tensor] = {}
+
+    def _scalar(self, tag: str, value: float) -> None:
+        self._values[tag] = Summary.Value(tag=tag, simple_value=value)
+
+    def _histogram(self, tag: str, values: torch.Tensor) -> None:
+        if (proto := histogram(values)) is not None:
+            self._values[tag] = Summary.Value(tag=tag, histo=proto)
+
+    def _hook(self, name: str, rectifier: bool) -> Any:
+        def record(module: nn.Module, args: Any, output: Any) -> None:
+            if isinstance(output, tuple):  # a recurrent layer's (outputs, final state)
+                output = output[0]
+            if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+                return
+            values = output.detach().float()
+            stats = [values.mean(), values.std(), *([dead_fraction(values)] if rectifier and values.dim() > 1 else [])]
+            # computed now: an in-place activation after this layer overwrites its output
+            mean, std, *dead = torch.stack(stats).tolist()
+            self._scalar(f"activations/{name}/mean", mean)
+            self._scalar(f"activations/{name}/std", std)
+            if dead:
+                self._scalar(f"dead_fraction/{name}", dead[0])
+            self._histogram(f"activations/{name}", values)
+
+        return record
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # with accumulated gradients the hooks stay on from the step's first batch to its last
+        if self._handles or trainer.global_step % self.every_n_steps or (writer := tensorboard(trainer)) is None:
+            return
+        self._writer, self._step = writer, trainer.global_step
+        for name, module in _net(pl_module).named_modules():
+            if isinstance(module, LAYERS + ACTIVATIONS):
+                self._handles.append(module.register_forward_hook(self._hook(name, isinstance(module, RECTIFIERS))))
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
+    ) -> None:
+        if self._writer is None or self._before:  # an optimizer may evaluate its closure more than once per step
+            return
+        for name, parameter in _net(pl_module).named_parameters():
+            if parameter.requires_grad:
+                self._before[name] = parameter.detach().clone()
+                self._histogram(f"weights/{name}", parameter)
+                if parameter.grad is not None:
+                    self._histogram(f"gradients/{name}", parameter.grad)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._writer is None or not self._before:  # not a logging step, or gradients still accumulate
+            return
+        for handle in self._handles:
+            handle.remove()
+        parameters = dict(_net(pl_module).named_parameters())
+        for name, before in self._before.items():
+            change = torch.linalg.vector_norm(parameters[name].detach() - before)
+            ratio = (change / torch.linalg.vector_norm(before)).item()
+            if math.isfinite(ratio):  # not for a tensor of zeros
+                self._scalar(f"update_ratio/{name}", ratio)
+        self._writer.file_writer.add_summary(Summary(value=list(self._values.values())), self._step)
+        self._writer, self._handles, self._values, self._before = None, [], {}, {}
+
+
+def filter_grid(weight: torch.Tensor, tile: int = 32) -> torch.Tensor:
+    """A conv layer's filters (out, in, kh, kw) as a (3, H, W) image grid, each filter scaled to [0, 1] on its own
+    and enlarged (nearest neighbour) to about ``tile`` pixels a side.
+
+    Filters over three input channels are RGB tiles, eight to a row; otherwise every input channel is a grey tile,
+    one filter to a row (a one-channel layer's filters eight to a row).
+    """
+    filters = weight.detach().float().cpu()
+    low = filters.amin(dim=(1, 2, 3), keepdim=True)
+    high = filters.amax(dim=(1, 2, 3), keepdim=True)
+    filters = (filters - low) / (high - low).clamp_min(torch.finfo(filters.dtype).tiny)
+    scale = max(1, math.ceil(tile / max(filters.shape[-2:])))
+    filters = filters.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    channels = filters.shape[1]
+    if channels == 3:
+        return make_grid(filters, nrow=8, padding=1, pad_value=1.0)
+    return make_grid(filters.flatten(0, 1).unsqueeze(1), nrow=channels if channels > 1 else 8, padding=1, pad_value=1.0)
+
+
+class FilterImages(pl.Callback):
+    """``filters/<layer>``: the first 2-d conv layer's filters (``filter_grid``) when training starts and after every
+    epoch. Networks without one (the recurrent models) log nothing."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log(trainer, pl_module)
+
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        first = next(((n, m) for n, m in _net(pl_module).named_modules() if isinstance(m, nn.Conv2d)), None)
+        if writer is not None and first is not None:
+            writer.add_image(f"filters/{first[0]}", filter_grid(first[1].weight), trainer.global_step)
+
+
+def predicted_classes(logits: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The class of each of ``batch_size`` examples from the network's outputs; with K crops per example
+    (``batch_size * K`` rows) the class of the softmax averaged over the crops, as ``Classifier.forward_crops``."""
+    scores = logits.reshape(batch_size, -1, logits.shape[-1])
+    return (scores[:, 0] if scores.shape[1] == 1 else scores.softmax(dim=-1).mean(dim=1)).argmax(dim=-1)
+
+
+class _ValidationPredictions(pl.Callback):
+    """Reads a ``Classifier``'s outputs during validation (not the sanity check) with a forward hook, and passes each
+    batch's inputs, labels and predicted classes to ``_update``; ``_write`` logs when the validation ends. Other
+    modules (regression, language models, multi-label) and runs without TensorBoard are skipped."""
+
+    _writer: SummaryWriter | None = None
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        active = isinstance(pl_module, Classifier) and not trainer.sanity_checking
+        self._writer = tensorboard(trainer) if active else None
+        if self._writer is None:
+            return
+        self._logits: torch.Tensor | None = None
+        self._hook = pl_module.register_forward_hook(self._keep)
+        names = getattr(trainer.datamodule, "class_names", None)
+        self._class_names = list(names) if names else [str(c) for c in range(pl_module.hparams.num_classes)]
+        self._reset(pl_module)
+
+    def _keep(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._logits = (output[0] if isinstance(output, tuple) else output).detach()
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._writer is None or self._logits is None:
+            return
+        inputs, labels = batch
+        self._update(inputs, labels, predicted_classes(self._logits, len(labels)))
+        self._logits = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._writer is None:
+            return
+        self._hook.remove()
+        self._write(self._writer, trainer.global_step)
+
+    def _reset(self, pl_module: pl.LightningModule) -> None:
+        raise NotImplementedError
+
+    def _update(self, inputs: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _write(self, writer: SummaryWriter, step: int) -> None:
+        raise NotImplementedError
+
+
+def add_figure(writer: SummaryWriter, tag: str, draw: Callable[[], Figure], step: int) -> None:
+    """``writer.add_figure(tag, draw(), step)`` with Python's cyclic garbage collector paused.
+
+    A matplotlib figure is tens of thousands of objects in reference cycles. Drawn while the collector runs, they
+    live through its young collections into the oldest generation, and their garbage is only found by a full
+    collection of every object of the process (a third of a second in a training run, every few figures); drawn
+    with it paused, they are still the youngest when the figure is dropped, and the next young collection frees them.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        writer.add_figure(tag, draw(), step)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def confusion_matrix_figure(matrix: torch.Tensor, class_names: list[str]) -> Figure:
+    """The counts of a confusion matrix (rows: true class, columns: predicted), each cell coloured by its share of
+    the row, so that classes of any size compare. Past ``ANNOTATED_CLASSES`` classes the counts and the class names
+    are left out, which would not be readable.
+
+    Drawn here rather than with ``MulticlassConfusionMatrix.plot``, whose layout takes twice as long.
+    """
+    classes = len(class_names)
+    annotated = classes <= ANNOTATED_CLASSES
+    side = min(1 + 0.4 * classes, 10)  # inches of the matrix itself
+    margin = 0.8 + (0.07 * max(map(len, class_names)) if annotated else 0)  # room for the axis and class names
+    figure = Figure(figsize=(side + margin, side + margin), dpi=80)
+    figure.subplots_adjust(left=margin / (side + margin), bottom=margin / (side + margin), right=0.98, top=0.92)
+    axes = figure.add_subplot()
+    shares = matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1)
+    axes.imshow(shares.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    right = int(matrix.trace())
+    axes.set_title(f"{right} of {int(matrix.sum())} validation examples right", fontsize=10)
+    if annotated:
+        axes.set_xticks(range(classes), class_names, rotation=90, fontsize=8)
+        axes.set_yticks(range(classes), class_names, fontsize=8)
+        for row, (counts, row_shares) in enumerate(zip(matrix.tolist(), shares.tolist(), strict=True)):
+            for column, (count, share) in enumerate(zip(counts, row_shares, strict=True)):
+                if count:  # empty cells stay blank: easier to read, and quicker to draw
+                    color = "white" if share > 0.5 else "black"
+                    axes.text(column, row, str(count), ha="center", va="center", fontsize=8, color=color)
+    return figure
+
+
+class ConfusionMatrix(_ValidationPredictions):
+    """``val/confusion_matrix``: the validation set's confusion matrix (``MulticlassConfusionMatrix``) as a figure
+    after every validation; ``matrix`` keeps the last validation's counts."""
+
+    def _reset(self, pl_module: pl.LightningModule) -> None:
+        self.matrix = MulticlassConfusionMatrix(pl_module.hparams.num_classes).to(pl_module.device)
+
+    def _update(self, inputs: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor) -> None:
+        self.matrix.update(predictions, labels)
+
+    def _write(self, writer: SummaryWriter, step: int) -> None:
+        draw = partial(confusion_matrix_figure, self.matrix.compute().cpu(), self._class_names)
+        add_figure(writer, "val/confusion_matrix", draw, step)
+
+
+def display_images(inputs: torch.Tensor) -> torch.Tensor:
+    """Network inputs as images (N, 1 or 3, H, W) in [0, 1], each min-max scaled on its own (which undoes any
+    normalisation up to contrast): 3-channel inputs as RGB, others by their first channel in grey, sequences
+    (N, T, F) as T x F grey images, vectors as 1 x F strips, K crops (N, K, C, H, W) by their first."""
+    images = inputs.detach().float()
+    if images.dim() == 5:
+        images = images[:, 0]
+    while images.dim() < 4:
+        images = images.unsqueeze(1)
+    if images.shape[1] != 3:
+        images = images[:, :1]
+    low = images.amin(dim=(1, 2, 3), keepdim=True)
+    high = images.amax(dim=(1, 2, 3), keepdim=True)
+    return (images - low) / (high - low).clamp_min(torch.finfo(images.dtype).tiny)
+
+
+def misclassified_figure(
+    images: torch.Tensor, predicted: list[int], true: list[int], class_names: list[str], columns: int = 8
+) -> Figure:
+    """A grid of images (N, 1 or 3, H, W) in [0, 1], each under its predicted class and its true one.
+
+    One axes holds the whole grid (``make_grid``) and the labels go in the padding above each image: many small
+    axes would take several times as long to draw.
+    """
+    columns = min(columns, len(images))
+    height, width = images.shape[-2:]
+    padding = max(2, math.ceil(0.4 * width))  # room for two lines of labels above each image
+    grid = make_grid(images, nrow=columns, padding=padding, pad_value=1.0)
+    inches_per_pixel = 1.2 / width  # each image 1.2 inches wide
+    figure = Figure(figsize=(grid.shape[2] * inches_per_pixel, grid.shape[1] * inches_per_pixel), dpi=80)
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    axes.set_axis_off()
+    for index, (guess, label) in enumerate(zip(predicted, true, strict=True)):
+        row, column = divmod(index, columns)
+        x, y = column * (width + padding) + padding, row * (height + padding) + padding
+        axes.text(x, y - 1, f"{class_names[guess]}\ntrue: {class_names[label]}", fontsize=8, va="bottom")
+    return figure
+
+
+class MisclassifiedImages(_ValidationPredictions):
+    """``val/misclassified``: the first ``max_images`` validation examples the classifier gets wrong (the same ones
+    from epoch to epoch while it keeps getting them wrong), labelled with the predicted and the true class."""
+
+    def __init__(self, max_images: int = 16) -> None:
+        _positive_int("max_images", max_images)
+        self.max_images = max_images
+
+    def _reset(self, pl_module: pl.LightningModule) -> None:
+        self.images: list[torch.Tensor] = []
+        self.predicted: list[int] = []
+        self.true: list[int] = []
+
+    def _update(self, inputs: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor) -> None:
+        room = self.max_images - len(self.true)
+        if room <= 0:
+            return
+        wrong = (predictions != labels).nonzero().squeeze(1)[:room]
+        if wrong.numel():
+            self.images.extend(display_images(inputs[wrong]).cpu())
+            self.predicted.extend(predictions[wrong].tolist())
+            self.true.extend(labels[wrong].tolist())
+
+    def _write(self, writer: SummaryWriter, step: int) -> None:
+        if self.true:
+            draw = partial(misclassified_figure, torch.stack(self.images), self.predicted, self.true, self._class_names)
+            add_figure(writer, "val/misclassified", draw, step)
