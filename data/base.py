@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 MAX_AUTO_WORKERS = 8
 
@@ -20,6 +21,23 @@ def available_cpus() -> int:
 def default_num_workers() -> int:
     """DataLoader worker processes when none are given: one per available core, at most 8."""
     return min(available_cpus(), MAX_AUTO_WORKERS)
+
+
+def evaluation_sampler(datamodule: pl.LightningDataModule, dataset: Sized) -> DistributedSampler | None:
+    """In a distributed run, this process's share of an evaluation set, every example in exactly one share; None in
+    a single process.
+
+    Lightning would otherwise give each process a ``DistributedSampler``, which pads the shares to one length with
+    repeated examples, so that metrics summed over the processes count those twice. Unpadded, the shares differ by
+    at most one example, and the processes by at most one batch: evaluation runs no collective operation per batch,
+    and the metrics sync once, at the end (torchmetrics, ``self.log(..., sync_dist=True)``).
+    """
+    trainer = datamodule.trainer
+    if trainer is None or trainer.world_size < 2:
+        return None
+    return UnrepeatedDistributedSampler(
+        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+    )
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -90,6 +108,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else evaluation_sampler(self, dataset),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from data.augment import PRESETS, SIZING_PRESETS, eval_transform, train_transform
-from data.base import ClassificationDataModule
+from data.base import ClassificationDataModule, evaluation_sampler
 from data.batch_augment import batch_augmentation
 from data.normalize import NORMALIZATIONS, Normalizer, build_normalizer, cached_statistics, compute_statistics
 
@@ -169,10 +169,12 @@ class InMemoryDataModule(ClassificationDataModule):
             raise RuntimeError(f"{type(self).__name__}.setup() must run before its data loaders are used")
         device = self._data_device()
         dataset.images, dataset.labels = dataset.images.to(device), dataset.labels.to(device)
+        indices = range(len(dataset))  # Lightning shards them over the processes of a distributed run
         return DataLoader(
-            range(len(dataset)),
+            indices,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else evaluation_sampler(self, indices),
             collate_fn=GatherBatch(dataset),
             pin_memory=self.pin_memory and device.type == "cpu",
         )

@@ -6,7 +6,7 @@ from models._activations import ACTIVATIONS, make_activation
 from models._base import ClassifierNet
 from models._init import INIT_SCHEMES, init_weights
 from models._norms import NORMS
-from models._pretrained import load_torchvision_weights
+from models._pretrained import ClassCountMismatch, load_pretrained, load_torchvision_weights, read_weights
 from models._registry import create_model, get_model_builder, list_models, register_model
 from models.lenet import LeNet5
 
@@ -14,6 +14,7 @@ __all__ = [
     "ACTIVATIONS",
     "INIT_SCHEMES",
     "NORMS",
+    "ClassCountMismatch",
     "ClassifierNet",
     "LeNet5",
     "alexnet",
@@ -25,8 +26,10 @@ __all__ = [
     "init_weights",
     "lenet",
     "list_models",
+    "load_pretrained",
     "load_torchvision_weights",
     "make_activation",
+    "read_weights",
     "register_model",
     "resnet",
     "rnn",

@@ -70,6 +70,11 @@ class ClassifierNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.get_submodule(self.classifier_path)
 
+    def get_classifiers(self) -> list[nn.Module]:
+        """Every layer that outputs class scores: the final one and any auxiliary heads' (GoogLeNet's), the layers
+        that ``reset_classifier`` replaces and that fine-tuning trains as new."""
+        return [self.get_classifier()]
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final layer with a freshly initialised one for ``num_classes`` classes."""
         old = self.get_classifier()

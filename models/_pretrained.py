@@ -1,49 +1,161 @@
-"""Loading torchvision's weights into the zoo's modules.
+"""Loading pretrained weights into the zoo's modules: ours, or torchvision's.
 
-A family whose parameter names differ from torchvision's implements
+``load_pretrained(model, source, name)`` takes a weights file, a state dict, or ``"torchvision"`` for
+torchvision's default ImageNet weights. A file is told apart by its content, not its suffix: a training
+checkpoint of ``scripts/train.py`` (its ``net.`` weights), or a state dict saved with ``torch.save`` or
+safetensors. A family whose parameter names differ from torchvision's implements
 ``convert_torchvision_state_dict(state_dict) -> state_dict`` on its model class, renaming keys
 explicitly; the others load as they are. Nothing is loaded unless every key and shape fits.
+
+Files are read with ``torch.load(weights_only=True)`` or safetensors: tensors and plain data, never code.
 """
 
 from __future__ import annotations
 
+import pickle
+import pickletools
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+import torchvision
 from torch import nn
+
+from models._base import ClassifierNet
+
+# our registered name -> torchvision's, for the networks whose torchvision weights load into ours
+TORCHVISION_NAMES = {
+    "alexnet_tv": "alexnet",
+    "googlenet_tv": "googlenet",
+    **{name: name for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")},
+    **{f"vgg{depth}{bn}": f"vgg{depth}{bn}" for depth in (11, 13, 16, 19) for bn in ("", "_bn")},
+    **{f"densenet{depth}": f"densenet{depth}" for depth in (121, 161, 169, 201)},
+    "squeezenet1_0": "squeezenet1_0",
+    "squeezenet1_1": "squeezenet1_1",
+}
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip archive
+PICKLE_PROTO = b"\x80"  # the first byte of a pickle of protocol 2 or later (torch.save's legacy format)
+GLOBAL_OPCODES = ("GLOBAL", "STACK_GLOBAL", "INST")  # a pickle that names a Python object to import
+
+
+def _first_sentence(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text.split(". ")[0].rstrip(".") if text else type(err).__name__
+
+
+def _pickled_globals(path: Path) -> list[str] | None:
+    """The Python objects the first pickle in ``path`` would import, read without running it (``pickletools``);
+    None when the file does not start with a well-formed pickle."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        with path.open("rb") as file:
+            for opcode, argument, _ in pickletools.genops(file):
+                if isinstance(argument, str):
+                    strings.append(argument)
+                if opcode.name == "STACK_GLOBAL":
+                    names.append(".".join(strings[-2:]))
+                elif opcode.name in GLOBAL_OPCODES:
+                    names.append(str(argument).replace(" ", "."))
+    except Exception:
+        return None
+    return names
+
+
+def _unreadable(path: Path, kind: str, err: Exception) -> ValueError:
+    """Why ``torch.load(weights_only=True)`` refused ``path``: code in it, a damaged file, or not a PyTorch file."""
+    with path.open("rb") as file:
+        head = file.read(4)
+    imports = re.findall(r"GLOBAL (\S+)", str(err))
+    if not imports and not head.startswith(ZIP_MAGIC):
+        imports = _pickled_globals(path) or []
+    if imports:
+        return ValueError(
+            f"{path} holds code or objects other than tensors and plain data; refusing to load it (weights_only=True): "
+            f"it asks for {', '.join(dict.fromkeys(imports))}. Only load checkpoints you trust; to use one you trust, "
+            "load it yourself with torch.load(weights_only=False) and save its state_dict again"
+        )
+    if not head:
+        return ValueError(f"{path} is not a readable PyTorch {kind}: it is empty")
+    if head.startswith(PICKLE_PROTO) and isinstance(err, pickle.UnpicklingError):
+        return ValueError(f"{path} is not a readable PyTorch {kind}: a pickle that torch.load cannot read as weights")
+    if head.startswith((ZIP_MAGIC, PICKLE_PROTO)):
+        return ValueError(f"{path} is truncated or damaged ({_first_sentence(err)}); save or copy it again")
+    return ValueError(f"{path} is not a readable PyTorch {kind}: neither a torch.save file nor a safetensors file")
 
 
 def load_file(path: str | Path, kind: str) -> Any:
     """What a ``torch.save`` file at ``path`` holds, read with ``weights_only=True``: tensors and plain data,
     never code. A missing file raises ``FileNotFoundError``, anything else unreadable ``ValueError``; both
-    messages name the file and ``kind`` ("weights file", "checkpoint")."""
+    messages name the file and ``kind`` ("weights file", "checkpoint"), and the latter tells a file that holds
+    code (refused) from a truncated one and from one that is not a PyTorch file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{kind} not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a pickle of another protocol than torch.save's: refused below if it fails
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} is not a readable PyTorch {kind}: {reason}") from err
+        raise _unreadable(path, kind, err) from err
+
+
+def _is_safetensors(head: bytes) -> bool:
+    """Whether a file starts as safetensors does: the length of its JSON header (8 bytes, little-endian), then ``{``."""
+    return len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 2**27
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The state dict in the weights file ``path`` and, for a training checkpoint, the name of the model it trained.
+
+    Told apart by content: a checkpoint of ``scripts/train.py`` (its ``net.`` weights, renamed as the network
+    names them), a state dict saved with ``torch.save`` (``.pt``/``.pth``, possibly under ``"state_dict"``) or a
+    safetensors file. ``FileNotFoundError`` for a missing file, ``ValueError`` naming it for anything unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    with path.open("rb") as file:
+        head = file.read(16)
+    if _is_safetensors(head):
+        try:
+            content: Any = safetensors.torch.load_file(path, device="cpu")
+        except Exception as err:
+            raise ValueError(f"{path} is truncated or damaged (safetensors: {_first_sentence(err)})") from err
+    else:
+        content = load_file(path, "checkpoint or weights file")
+    trained_as = None
+    is_checkpoint = isinstance(content, Mapping) and "state_dict" in content
+    if is_checkpoint:
+        run_config = (content.get("hyper_parameters") or {}).get("run_config") or {}
+        trained_as = (run_config.get("model") or {}).get("name")
+        content = content["state_dict"]
+    if not (
+        isinstance(content, Mapping)
+        and content
+        and all(isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in content.items())
+    ):
+        what = f"a {type(content).__name__}" if not isinstance(content, Mapping) else "a dict of other things"
+        raise ValueError(f"{path} is not a checkpoint or weights file: it holds {what}, not a state dict of tensors")
+    net = {key.removeprefix("net."): value for key, value in content.items() if key.startswith("net.")}
+    if net and (is_checkpoint or len(net) == len(content)):  # a LightningModule's state dict: the network's part
+        return net, trained_as
+    return dict(content), trained_as
 
 
 def read_state_dict(source: Mapping[str, torch.Tensor] | str | Path) -> dict[str, torch.Tensor]:
-    """A state dict given as a mapping or as a ``.pth``/``.pt`` file (read with ``weights_only=True``)."""
+    """A state dict given as a mapping or as a weights file (see ``read_weights``)."""
     if isinstance(source, Mapping):
         return dict(source)
-    path = Path(source)
-    state_dict = load_file(path, "weights file")
-    if isinstance(state_dict, Mapping) and "state_dict" in state_dict:
-        state_dict = state_dict["state_dict"]
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict")
-    return dict(state_dict)
+    return read_weights(source)[0]
 
 
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise ``ValueError`` listing missing and unexpected keys and shape mismatches, if any."""
+def state_dict_problems(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
+    """The missing and unexpected keys and the shape mismatches of ``state_dict`` against ``model``; "" if none."""
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
@@ -52,13 +164,18 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
         for key, value in expected.items()
         if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)
     ]
-    problems = [
+    return "; ".join(
         f"{label} ({len(items)}): {', '.join(items[:8])}{', ...' if len(items) > 8 else ''}"
         for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
         if items
-    ]
+    )
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise ``ValueError`` listing missing and unexpected keys and shape mismatches, if any."""
+    problems = state_dict_problems(model, state_dict)
     if problems:
-        raise ValueError(f"weights do not fit {type(model).__name__}; nothing was loaded. " + "; ".join(problems))
+        raise ValueError(f"weights do not fit {type(model).__name__}; nothing was loaded. {problems}")
 
 
 def load_torchvision_weights(model: nn.Module, source: Mapping[str, torch.Tensor] | str | Path) -> nn.Module:
@@ -69,4 +186,101 @@ def load_torchvision_weights(model: nn.Module, source: Mapping[str, torch.Tensor
         state_dict = convert(state_dict)
     check_state_dict(model, state_dict)
     model.load_state_dict(state_dict)
+    return model
+
+
+class ClassCountMismatch(ValueError):
+    """Pretrained weights whose classifier has another number of classes than the model."""
+
+    def __init__(self, origin: str, name: str, loaded: int, wanted: int) -> None:
+        self.origin, self.name, self.loaded, self.wanted = origin, name, loaded, wanted
+        super().__init__(
+            f"{origin} has a classifier for {loaded} classes, {name} here {wanted}; nothing was loaded. Build it with "
+            f"num_classes={loaded}, or load with reset_classifier=True to load the rest and start a new classifier"
+        )
+
+
+def torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """torchvision's default ImageNet weights for our model ``name``, downloaded (or read from torch.hub's cache)."""
+    if name not in TORCHVISION_NAMES:
+        raise ValueError(
+            f"torchvision has no weights for {name}; pretrained='torchvision' takes {', '.join(TORCHVISION_NAMES)}. "
+            f"For {name}, pass a weights file or checkpoint"
+        )
+    torchvision_name = TORCHVISION_NAMES[name]
+    weights = torchvision.models.get_model_weights(torchvision_name).DEFAULT
+    try:
+        return weights.get_state_dict(map_location="cpu", progress=True, check_hash=True, weights_only=True)
+    except (OSError, RuntimeError) as err:
+        reason = getattr(err, "reason", None) or _first_sentence(err)
+        raise ValueError(
+            f"could not download torchvision's {torchvision_name} weights ({reason}); download them on a machine "
+            f"with internet and pass the file: model.pretrained=<path> (the file: {weights.url})"
+        ) from err
+
+
+def _in_our_names(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` as it is, or renamed from torchvision's names where that fits ``model`` better."""
+    keys = set(model.state_dict())
+    convert = getattr(model, "convert_torchvision_state_dict", None)
+    if set(state_dict) == keys or convert is None:
+        return state_dict
+    converted = convert(state_dict)
+    return converted if len(keys & set(converted)) > len(keys & set(state_dict)) else state_dict
+
+
+def _classifier_keys(model: ClassifierNet, state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], int | None]:
+    """The keys whose tensors are per class (the classifier's, the auxiliary heads') when ``state_dict`` has
+    another number of classes than ``model``, and its number of classes (None when it has no such classifier)."""
+    key = next(f"{model.classifier_path}.{name}" for name in model.get_classifier().state_dict())
+    if key not in state_dict or state_dict[key].ndim == 0:
+        return [], None
+    loaded, wanted = state_dict[key].shape[0], model.num_classes
+    if loaded == wanted:
+        return [], loaded
+    keys = [
+        name
+        for name, value in model.state_dict().items()
+        if name in state_dict and value.shape[:1] == (wanted,) and state_dict[name].shape == (loaded, *value.shape[1:])
+    ]
+    return keys, loaded
+
+
+def load_pretrained(
+    model: ClassifierNet,
+    source: str | Path | Mapping[str, torch.Tensor],
+    name: str,
+    reset_classifier: bool = False,
+) -> ClassifierNet:
+    """Load pretrained weights into ``model``, the zoo's model registered as ``name``; return it.
+
+    ``source`` is a weights file (see ``read_weights``; ours or torchvision's), a state dict, or ``"torchvision"``
+    for torchvision's default ImageNet weights. When their classifier has another number of classes than
+    ``model``, ``reset_classifier`` loads everything else and gives the model a new classifier
+    (``model.reset_classifier``); without it that raises ``ClassCountMismatch``. Any other misfit raises
+    ``ValueError`` naming the source, the model and the keys; nothing is loaded then.
+    """
+    trained_as = None
+    if isinstance(source, Mapping):
+        state_dict, origin = dict(source), "the state dict"
+    elif isinstance(source, str | Path) and str(source) == "torchvision":
+        state_dict, origin = torchvision_state_dict(name), f"torchvision's {TORCHVISION_NAMES[name]} weights"
+    elif isinstance(source, str | Path):
+        (state_dict, trained_as), origin = read_weights(source), str(source)
+    else:
+        raise TypeError(f"pretrained takes a file path or 'torchvision', got {source!r}")
+    state_dict = _in_our_names(model, state_dict)
+    classifier_keys, loaded_classes = _classifier_keys(model, state_dict)
+    expected = model.state_dict()
+    problems = state_dict_problems(model, {**state_dict, **{key: expected[key] for key in classifier_keys}})
+    if problems:
+        origin += f" (a checkpoint of {trained_as})" if trained_as and trained_as != name else ""
+        raise ValueError(f"{origin} does not fit {name} ({type(model).__name__}); nothing was loaded. {problems}")
+    if classifier_keys and not reset_classifier:
+        raise ClassCountMismatch(origin, name, loaded_classes, model.num_classes)
+    model.load_state_dict(
+        {key: value for key, value in state_dict.items() if key not in classifier_keys}, strict=not classifier_keys
+    )
+    if classifier_keys:
+        model.reset_classifier(model.num_classes)
     return model

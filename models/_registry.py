@@ -5,12 +5,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from models._pretrained import load_torchvision_weights
+from models._pretrained import load_pretrained
 
 _MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -48,10 +49,15 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, pretrained: str | Path | None = None, **kwargs: object) -> nn.Module:
+def create_model(
+    name: str, pretrained: str | Path | Mapping[str, torch.Tensor] | None = None, **kwargs: object
+) -> nn.Module:
     """Build the registered model ``name`` with the builder's keyword arguments (``num_classes``, ...).
 
-    ``pretrained`` names a torchvision weights file to load into it (see ``load_torchvision_weights``).
+    ``pretrained`` loads weights into it (see ``load_pretrained``): a file (a checkpoint of ``scripts/train.py``,
+    a state dict saved with ``torch.save`` or safetensors, ours or torchvision's), a state dict, or
+    ``"torchvision"`` for torchvision's default ImageNet weights. They must fit the model whole, the classifier's
+    number of classes included.
     """
     builder = get_model_builder(name)
     accepted = inspect.signature(builder).parameters
@@ -60,5 +66,5 @@ def create_model(name: str, pretrained: str | Path | None = None, **kwargs: obje
         raise TypeError(f"{name} takes no argument {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}")
     model = builder(**kwargs)
     if pretrained is not None:
-        load_torchvision_weights(model, pretrained)
+        load_pretrained(model, pretrained, name)
     return model

@@ -281,6 +281,9 @@ class GoogLeNet(ClassifierNet):
         logits = self.forward_head(features)
         return (logits, aux1, aux2) if with_aux else logits
 
+    def get_classifiers(self) -> list[nn.Module]:
+        return [self.get_classifier(), *(aux.classifier for aux in (self.aux1, self.aux2) if aux is not None)]
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final layer, and the aux heads' final layers, for ``num_classes`` classes."""
         super().reset_classifier(num_classes)

@@ -20,7 +20,6 @@ import gc
 import logging
 import platform
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,31 +34,10 @@ from data.base import available_cpus
 from training.cli import CONFIG_DIR, parse_int_options, run_plain
 from training.config import instantiate
 from training.tasks import build
+from training.timing import Clock, median
 
 DEFAULTS = {"epochs": 5, "rounds": 11, "resnet_batches": 0}
 RESNET_BATCH, RESNET_VAL = 128, 128
-
-
-class Clock(pl.Callback):
-    """Seconds and steps of the training parts of the epochs after the first, and seconds of those whole epochs.
-
-    The first epoch is left out on both sides: it pays for first allocations and lazily initialised libraries.
-    """
-
-    def __init__(self) -> None:
-        self.training_seconds, self.epoch_seconds, self.steps = 0.0, 0.0, 0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start, self._first_step = time.perf_counter(), trainer.global_step
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking and trainer.current_epoch > 0:
-            self.training_seconds += time.perf_counter() - self._start
-            self.steps += trainer.global_step - self._first_step
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch > 0:
-            self.epoch_seconds += time.perf_counter() - self._start
 
 
 def fit(overrides: list[str], monitored: bool, log_dir: Path) -> tuple[float, float]:
@@ -86,10 +64,6 @@ def fit(overrides: list[str], monitored: bool, log_dir: Path) -> tuple[float, fl
     gc.collect()  # the earlier fits' garbage, which a full collection inside this fit's timing would sweep
     trainer.fit(module, datamodule=datamodule)
     return 1000 * clock.training_seconds / clock.steps, clock.epoch_seconds / (trainer.current_epoch - 1)
-
-
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
 
 
 def main(args: list[str]) -> None:

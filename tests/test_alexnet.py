@@ -321,5 +321,6 @@ def test_config_lists_every_option_with_its_default(name: str) -> None:
         "name": name,
         "num_classes": "${data.num_classes}",
         "in_channels": "${data.in_channels}",
+        "pretrained": None,
         **knobs,
     }

@@ -153,7 +153,11 @@ def test_unknown_group_options_are_caught_before_hydra_runs(args: list[str], mes
     [
         (["optimizer.lrr=0.1"], r"unknown optimizer setting 'lrr'; did you mean lr\? accepted: lr, momentum, nesterov"),
         (["optimizer=adam", "optimizer.momentum=0.9"], r"unknown optimizer setting 'momentum'; accepted: lr, betas"),
-        (["sed=1"], r"unknown setting 'sed'; did you mean seed.* accepted: task_name, seed, test, lr_find, data"),
+        (
+            ["sed=1"],
+            r"unknown setting 'sed'; did you mean seed.* accepted: task_name, seed, test, lr_find, optimized_metric, "
+            r"channels_last, compile, data",
+        ),
         (["trainer.max_epoch=3"], r"unknown trainer setting 'max_epoch'; did you mean max_epochs\? accepted"),
     ],
 )

@@ -220,6 +220,7 @@ def test_bad_options_name_the_accepted_values() -> None:
 def test_config_lists_every_knob_with_its_default(name: str) -> None:
     config = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")
     parameters = inspect.signature(get_model_builder(name)).parameters
-    assert config.name == name and set(config) == {"_target_", "name", *parameters}
+    assert config.name == name and set(config) == {"_target_", "name", "pretrained", *parameters}
+    assert config.pretrained is None
     knobs = [key for key in parameters if key not in ("num_classes", "in_channels")]
     assert {key: config[key] for key in knobs} == {key: parameters[key].default for key in knobs}

@@ -211,5 +211,5 @@ def test_config_names_the_model_and_its_defaults(name: str) -> None:
     config = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
     assert config._target_ == "models.create_model" and config.name == name
     defaults = {key: p.default for key, p in inspect.signature(get_model_builder(name)).parameters.items()}
-    assert set(config) - {"_target_", "name"} == set(defaults)
+    assert set(config) - {"_target_", "name", "pretrained"} == set(defaults) and config.pretrained is None
     assert all(config[key] == defaults[key] for key in defaults if key not in ("num_classes", "in_channels"))

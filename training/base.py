@@ -12,22 +12,29 @@ from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import nn
 from torch.optim import Optimizer
 
+from training.finetune import FineTuning
 from training.regularization import Regularizer, split_weights
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter] | Iterable[dict[str, Any]]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
 
 
-def configured_weight_decay(factory: OptimizerFactory) -> float:
-    """The ``weight_decay`` an optimizer partial will use: its own keyword, else the optimizer's default, else 0."""
+def configured_value(factory: OptimizerFactory, name: str) -> float:
+    """The value of ``name`` (``lr``, ``weight_decay``) an optimizer partial will use: its own keyword, else the
+    optimizer's default, else 0."""
     keywords = getattr(factory, "keywords", {})
-    if "weight_decay" in keywords:
-        return keywords["weight_decay"]
+    if name in keywords:
+        return keywords[name]
     try:
-        parameter = inspect.signature(getattr(factory, "func", factory)).parameters.get("weight_decay")
+        parameter = inspect.signature(getattr(factory, "func", factory)).parameters.get(name)
     except (TypeError, ValueError):
         return 0.0
     return parameter.default if parameter is not None and isinstance(parameter.default, int | float) else 0.0
+
+
+def configured_weight_decay(factory: OptimizerFactory) -> float:
+    """The ``weight_decay`` an optimizer partial will use: its own keyword, else the optimizer's default, else 0."""
+    return configured_value(factory, "weight_decay")
 
 
 class TrainingModule(pl.LightningModule):
@@ -40,6 +47,9 @@ class TrainingModule(pl.LightningModule):
     ``regularize``, list in ``monitorable_metrics`` what a scheduler may watch, and call
     ``save_hyperparameters`` with ``net``, ``optimizer``, ``scheduler`` and ``regularizer`` ignored, so that
     the checkpoint keeps only plain data: the ``run_config`` from which a checkpoint alone rebuilds model and data.
+    ``finetune`` (``training.finetune.FineTuning``, ignored too) is how ``net``, pretrained, was partly frozen:
+    frozen parameters are left out of the optimizer, frozen batch norms stay in eval mode, and the layers outside
+    the classifier train at ``finetune.backbone_lr_scale`` times the learning rate.
     """
 
     def __init__(
@@ -51,6 +61,7 @@ class TrainingModule(pl.LightningModule):
         scheduler_monitor: str = "val/loss",
         regularizer: Regularizer | None = None,
         decay_bias_and_norm: bool = False,
+        finetune: FineTuning | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
@@ -62,6 +73,21 @@ class TrainingModule(pl.LightningModule):
         self.scheduler_monitor = scheduler_monitor
         self.regularizer = regularizer
         self.decay_bias_and_norm = decay_bias_and_norm
+        self.finetune = finetune
+
+    def train(self, mode: bool = True) -> TrainingModule:
+        """Set training (or eval) mode; the batch norms that ``finetune`` froze stay in eval mode."""
+        super().train(mode)
+        if mode and self.finetune is not None:
+            for norm in self.finetune.frozen_norms(self.net):
+                norm.eval()
+        return self
+
+    def on_train_start(self) -> None:
+        # Lightning leaves each layer in the mode it finds it (the validation loop restores them as they were):
+        # the frozen batch norms go into eval mode once, here, after its check that warns of layers in eval mode.
+        if self.finetune is not None:
+            self.train()
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.net(x)
@@ -81,13 +107,20 @@ class TrainingModule(pl.LightningModule):
         return loss + penalty
 
     def parameter_groups(self) -> list[nn.Parameter] | list[dict[str, Any]]:
-        """What the optimizer partial is called with: the parameters, split into decayed weights and the rest
-        (``weight_decay`` 0) when the optimizer decays and ``decay_bias_and_norm`` is off."""
+        """What the optimizer partial is called with: the trainable parameters (frozen ones left out), split into
+        decayed weights and the rest (``weight_decay`` 0) when the optimizer decays and ``decay_bias_and_norm`` is
+        off, and each of those into the classifier's and the backbone's when ``finetune`` scales the backbone's
+        learning rate."""
+        trainable = [parameter for parameter in self.parameters() if parameter.requires_grad]
         if self.decay_bias_and_norm or not configured_weight_decay(self.optimizer_factory):
-            return list(self.parameters())
-        weights, others = split_weights(self)
-        groups = [{"params": weights, "name": "decay"}, {"params": others, "weight_decay": 0.0, "name": "no_decay"}]
-        return [group for group in groups if group["params"]]
+            groups = [{"params": trainable}]
+        else:
+            weights, others = split_weights(self)
+            groups = [{"params": weights, "name": "decay"}, {"params": others, "weight_decay": 0.0, "name": "no_decay"}]
+        if self.finetune is not None:
+            groups = self.finetune.scale_backbone(self.net, groups, configured_value(self.optimizer_factory, "lr"))
+        groups = [group for group in groups if group["params"]]
+        return groups[0]["params"] if len(groups) == 1 and "name" not in groups[0] else groups
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameter_groups())

@@ -7,10 +7,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MaxMetric, Metric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
+from training.finetune import FineTuning
 from training.regularization import Regularizer
 
 
@@ -43,8 +44,10 @@ class ScoringModule(TrainingModule):
     def _set_metrics(self, metrics: dict[str, Metric]) -> None:
         collection = MetricCollection(metrics)
         self.train_metrics = collection.clone(prefix="train/")
+        self.train_batch_metrics = collection.clone(prefix="train/")  # one batch's, on the steps the loggers write
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
 
     def monitorable_metrics(self) -> list[str]:
@@ -68,32 +71,66 @@ class ScoringModule(TrainingModule):
             return self.criterion(logits, targets) + self.hparams.aux_loss_weight * aux_loss, logits
         return self.criterion(outputs, targets), outputs
 
+    # Each self.log call costs Lightning's bookkeeping about 0.5 ms, as much as a LeNet-5 training step computes
+    # (docs/benchmarks.md). So the loss and the metrics accumulate in torchmetrics objects on every batch (which
+    # synchronise across processes when computed) and are logged only where they are read: a training batch's
+    # values (train/loss_step, train/acc_step, ...) on the steps whose values the loggers write, every
+    # trainer.log_every_n_steps, and on an epoch's last batch; the epoch values (train/loss_epoch, val/loss,
+    # val/acc, ...) once at the end of the epoch.
+
+    def _log_this_step(self) -> bool:
+        trainer = self.trainer
+        return trainer._logger_connector.should_update_logs or trainer.is_last_batch or bool(trainer.fast_dev_run)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, scores = self._shared_step(batch)
-        self.train_metrics(*self._metric_inputs(scores, batch[1]))
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=True, on_epoch=True)
+        metric_inputs = self._metric_inputs(scores, batch[1])
+        self.train_metrics.update(*metric_inputs)
+        self.train_loss.update(loss.detach(), weight=len(batch[1]))
+        if self._log_this_step():
+            self.train_batch_metrics.reset()
+            values = self.train_batch_metrics(*metric_inputs)
+            self.log("train/loss_step", loss, prog_bar=True)
+            self.log_dict({f"{key}_step": value for key, value in values.items()})
         return self.regularize(loss)
 
+    def on_train_epoch_end(self) -> None:
+        values = {"train/loss": self.train_loss.compute(), **self.train_metrics.compute()}
+        self.log("train/loss_epoch", values["train/loss"], prog_bar=True, sync_dist=True)
+        self.log_dict({f"{key}_epoch": value for key, value in values.items() if key != "train/loss"}, sync_dist=True)
+        self.log_dict(values, logger=False, sync_dist=True)  # under the names a scheduler may monitor
+        self.train_loss.reset()
+        self.train_metrics.reset()
+
     def on_train_start(self) -> None:
+        super().on_train_start()
         # The sanity-check validation before training must not count towards the best accuracy.
         self.val_acc_best.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, scores = self._shared_step(batch)
         self.val_metrics.update(*self._metric_inputs(scores, batch[1]))
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
-        self.log_dict(self.val_metrics, on_epoch=True)
+        self.val_loss.update(loss, weight=len(batch[1]))
 
     def on_validation_epoch_end(self) -> None:
-        self.val_acc_best(self.val_metrics["acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        # computed over the whole validation set: every process's share under DDP (data.base.evaluation_sampler)
+        loss, values = self.val_loss.compute(), self.val_metrics.compute()
+        self.val_acc_best(values["val/acc"])
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log_dict(values, sync_dist=True)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+        self.val_loss.reset()
+        self.val_metrics.reset()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, scores = self._shared_step(batch)
         self.test_metrics.update(*self._metric_inputs(scores, batch[1]))
-        self.log("test/loss", loss, on_epoch=True)
-        self.log_dict(self.test_metrics, on_epoch=True)
+        self.test_loss.update(loss, weight=len(batch[1]))
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict({"test/loss": self.test_loss.compute(), **self.test_metrics.compute()}, sync_dist=True)
+        self.test_loss.reset()
+        self.test_metrics.reset()
 
 
 class Classifier(ScoringModule):
@@ -121,10 +158,11 @@ class Classifier(ScoringModule):
         label_smoothing: float = 0.0,
         regularizer: Regularizer | None = None,
         decay_bias_and_norm: bool = False,
+        finetune: FineTuning | None = None,
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm
+            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm, finetune
         )
         if loss not in ("cross_entropy", "hinge", "squared_hinge"):
             raise ValueError(f"loss must be 'cross_entropy', 'hinge' or 'squared_hinge', got {loss!r}")
@@ -132,7 +170,7 @@ class Classifier(ScoringModule):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if label_smoothing and loss != "cross_entropy":
             raise ValueError(f"label_smoothing applies to cross_entropy only; with loss={loss} leave it at 0")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer", "finetune"], logger=False)
         if loss == "cross_entropy":
             self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -11,13 +12,16 @@ from typing import Any
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from data.imagefolder import UnreadableImageError
 from models._registry import close_matches
 from training.config import UserError
 from training.guards import TrainingDiverged
+from training.sweeps import check_multirun_strategy, metric_value
 
 # Errors a user causes that surface while training runs, not while it is set up: one line each too.
 RUN_ERRORS = (UserError, UnreadableImageError, TrainingDiverged)
@@ -60,6 +64,13 @@ def _check_keys(config_name: str, choices: list[str], keys: list[str], config_di
         settings = [str(k) for k in node.keys()]  # noqa: SIM118 (`in node` is False for a ??? value)
         if leaf not in settings:
             where = f"{parent} setting" if parent else "setting"
+            if not settings and parent and (config_dir / parent).is_dir():  # an option without settings, e.g. none
+                having = sorted(p.stem for p in (config_dir / parent).glob("*.yaml") if leaf in OmegaConf.load(p))
+                if having:
+                    raise UserError(
+                        f"{key} is a setting of {', '.join(f'{parent}={option}' for option in having)}, not of the "
+                        f"chosen {parent}; choose one of them first, e.g. {parent}={having[0]} {key}=..."
+                    )
             raise _unknown(where, leaf, [k for k in settings if not k.startswith("_")]) from None
 
 
@@ -123,20 +134,34 @@ def run_plain(main: Callable[[list[str]], None], *user_errors: type[Exception]) 
         _exit_with(err)
 
 
+def _in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     """Run ``task`` as the Hydra app ``configs/<config_name>.yaml`` with the command line's overrides."""
     # An upstream deprecation inside Lightning 2.6 that users can do nothing about.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    try:
-        check_overrides(sys.argv[1:], config_name)
-    except UserError as err:
-        _exit_with(err)
+    # Lightning's DDP launcher starts the other processes of a run (LOCAL_RANK 1, 2, ...) with this command and
+    # the run's own directory, checked already by the first process
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        try:
+            check_overrides(sys.argv[1:], config_name)
+        except UserError as err:
+            _exit_with(err)
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
     def app(cfg: DictConfig) -> Any:
         try:
-            return task(cfg)
+            if _in_sweep() and cfg.get("trainer"):
+                check_multirun_strategy(cfg.trainer, str(HydraConfig.get().launcher.get("_target_", "")))
+            result = task(cfg)
+            metric = cfg.get("optimized_metric")
+            return metric_value(result, metric) if metric else result  # what a sweeper optimises
         except RUN_ERRORS as err:
+            if isinstance(err, TrainingDiverged) and _in_sweep():
+                print(f"error: {err}", file=sys.stderr)  # this trial only: the sweep goes on
+                return None  # the Optuna sweeper records a failed trial
             _exit_with(err)
 
     app()

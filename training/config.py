@@ -116,7 +116,7 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
             builder = models.get_model_builder(node.get("name"))
         except ValueError as err:
             raise UserError(f"{key}: {err}") from None
-        check_arguments(builder, node, key, skip=("name",))
+        check_arguments(builder, node, key, skip=("name", "pretrained"))
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except hydra.errors.InstantiationException as err:

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric, MinMetric
 
 from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
+from training.finetune import FineTuning
 from training.regularization import Regularizer
 
 State = torch.Tensor | tuple[torch.Tensor, ...]
@@ -51,17 +52,18 @@ class LanguageModel(TrainingModule):
         scheduler_monitor: str = "val/loss",
         regularizer: Regularizer | None = None,
         decay_bias_and_norm: bool = False,
+        finetune: FineTuning | None = None,
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm
+            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm, finetune
         )
         if not isinstance(vocab, str) or not vocab:
             raise ValueError(f"vocab must be the text's characters as a non-empty string, got {vocab!r}")
         vocab_size = getattr(net, "vocab_size", len(vocab))
         if vocab_size != len(vocab):
             raise ValueError(f"the model predicts {vocab_size} characters but the vocabulary has {len(vocab)}")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer", "finetune"], logger=False)
         self.train_state: State | None = None  # carried from one training batch to the next
         self.eval_state: State | None = None  # the same within one validation or test loop
         self.val_loss = MeanMetric()
@@ -85,6 +87,7 @@ class LanguageModel(TrainingModule):
         return self.regularize(loss)
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         self.val_loss_best.reset()  # the sanity-check validation does not count
 
     def on_validation_epoch_start(self) -> None:

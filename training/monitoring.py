@@ -54,8 +54,16 @@ HISTOGRAM_BINS = 30
 ANNOTATED_CLASSES = 20  # confusion matrices up to this many classes show their counts and class names
 
 
+def logs_to_tensorboard(trainer: pl.Trainer) -> bool:
+    """Whether the run has a TensorBoard logger (in every process of a distributed run)."""
+    return any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)
+
+
 def tensorboard(trainer: pl.Trainer) -> SummaryWriter | None:
-    """The run's TensorBoard writer, or None when it logs elsewhere or nowhere."""
+    """The run's TensorBoard writer, or None when it logs elsewhere or nowhere, and in the processes of a
+    distributed run other than the first, which write no events."""
+    if not trainer.is_global_zero:
+        return None
     return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
@@ -206,7 +214,7 @@ class LayerStatistics(pl.Callback):
                 self._scalar(f"dead_fraction/{name}", dead[0])
             self._histogram(f"activations/{name}", values)
 
-        return record
+        return torch.compiler.disable(record)  # under compile=true: run as it is, not traced into the graph
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -294,15 +302,20 @@ def predicted_classes(logits: torch.Tensor, batch_size: int) -> torch.Tensor:
 class _ValidationPredictions(pl.Callback):
     """Reads a ``Classifier``'s outputs during validation (not the sanity check) with a forward hook, and passes each
     batch's inputs, labels and predicted classes to ``_update``; ``_write`` logs when the validation ends. Other
-    modules (regression, language models, multi-label) and runs without TensorBoard are skipped."""
+    modules (regression, language models, multi-label) and runs without TensorBoard are skipped. In a distributed
+    run every process reads its share of the validation set and ``_write`` runs in each (for metrics that sync
+    over the processes) with the writer in the first process only, None in the others."""
 
+    _active = False
     _writer: SummaryWriter | None = None
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        active = isinstance(pl_module, Classifier) and not trainer.sanity_checking
-        self._writer = tensorboard(trainer) if active else None
-        if self._writer is None:
+        self._active = (
+            isinstance(pl_module, Classifier) and not trainer.sanity_checking and logs_to_tensorboard(trainer)
+        )
+        if not self._active:
             return
+        self._writer = tensorboard(trainer)
         self._logits: torch.Tensor | None = None
         self._hook = pl_module.register_forward_hook(self._keep)
         names = getattr(trainer.datamodule, "class_names", None)
@@ -310,7 +323,9 @@ class _ValidationPredictions(pl.Callback):
         self._reset(pl_module)
 
     def _keep(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._logits = (output[0] if isinstance(output, tuple) else output).detach()
+        logits = output[0] if isinstance(output, tuple) else output
+        if isinstance(logits, torch.Tensor):  # under DDP the module is also called for the step, which returns None
+            self._logits = logits.detach()
 
     def on_validation_batch_end(
         self,
@@ -321,14 +336,14 @@ class _ValidationPredictions(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._writer is None or self._logits is None:
+        if not self._active or self._logits is None:
             return
         inputs, labels = batch
         self._update(inputs, labels, predicted_classes(self._logits, len(labels)))
         self._logits = None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._writer is None:
+        if not self._active:
             return
         self._hook.remove()
         self._write(self._writer, trainer.global_step)
@@ -339,7 +354,7 @@ class _ValidationPredictions(pl.Callback):
     def _update(self, inputs: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def _write(self, writer: SummaryWriter, step: int) -> None:
+    def _write(self, writer: SummaryWriter | None, step: int) -> None:
         raise NotImplementedError
 
 
@@ -401,9 +416,11 @@ class ConfusionMatrix(_ValidationPredictions):
     def _update(self, inputs: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor) -> None:
         self.matrix.update(predictions, labels)
 
-    def _write(self, writer: SummaryWriter, step: int) -> None:
-        draw = partial(confusion_matrix_figure, self.matrix.compute().cpu(), self._class_names)
-        add_figure(writer, "val/confusion_matrix", draw, step)
+    def _write(self, writer: SummaryWriter | None, step: int) -> None:
+        matrix = self.matrix.compute().cpu()  # summed over the processes of a distributed run, in each of them
+        if writer is not None:
+            draw = partial(confusion_matrix_figure, matrix, self._class_names)
+            add_figure(writer, "val/confusion_matrix", draw, step)
 
 
 def display_images(inputs: torch.Tensor) -> torch.Tensor:
@@ -469,7 +486,7 @@ class MisclassifiedImages(_ValidationPredictions):
             self.predicted.extend(predictions[wrong].tolist())
             self.true.extend(labels[wrong].tolist())
 
-    def _write(self, writer: SummaryWriter, step: int) -> None:
-        if self.true:
+    def _write(self, writer: SummaryWriter | None, step: int) -> None:
+        if writer is not None and self.true:
             draw = partial(misclassified_figure, torch.stack(self.images), self.predicted, self.true, self._class_names)
             add_figure(writer, "val/misclassified", draw, step)

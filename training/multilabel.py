@@ -10,6 +10,7 @@ from torchmetrics.classification import MultilabelAccuracy, MultilabelExactMatch
 
 from training.base import OptimizerFactory, SchedulerFactory
 from training.classifier import ScoringModule
+from training.finetune import FineTuning
 from training.regularization import Regularizer
 
 
@@ -38,14 +39,15 @@ class MultiLabelClassifier(ScoringModule):
         aux_loss_weight: float = 0.3,
         regularizer: Regularizer | None = None,
         decay_bias_and_norm: bool = False,
+        finetune: FineTuning | None = None,
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm
+            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm, finetune
         )
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer", "finetune"], logger=False)
         self.criterion = nn.BCEWithLogitsLoss()
         self._set_metrics(
             {

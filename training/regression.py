@@ -9,6 +9,7 @@ from torch import nn
 from torchmetrics import MeanSquaredError, MinMetric
 
 from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
+from training.finetune import FineTuning
 from training.regularization import Regularizer
 
 
@@ -24,12 +25,13 @@ class Regressor(TrainingModule):
         scheduler_monitor: str = "val/loss",
         regularizer: Regularizer | None = None,
         decay_bias_and_norm: bool = False,
+        finetune: FineTuning | None = None,
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm
+            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm, finetune
         )
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer", "finetune"], logger=False)
         self.criterion = nn.MSELoss()
         self.val_mse = MeanSquaredError()
         self.test_mse = MeanSquaredError()
@@ -48,6 +50,7 @@ class Regressor(TrainingModule):
         return self.regularize(loss)
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         self.val_loss_best.reset()  # the sanity-check validation does not count
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

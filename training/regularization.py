@@ -86,7 +86,7 @@ class MaxNorm(Regularizer):
     Srivastava et al. 2014 (dropout), Section 5.1: "constraining the norm of the incoming weight vector at
     each hidden unit to be upper bounded by a fixed constant c", typically 3 or 4. A unit is a row of a
     ``Linear`` weight, and an output filter (all its input channels and taps) of a convolution. Biases,
-    recurrent and normalisation parameters are left alone.
+    recurrent and normalisation parameters are left alone, and so are frozen layers (fine-tuning's).
     """
 
     def __init__(self, max_norm: float) -> None:
@@ -97,5 +97,5 @@ class MaxNorm(Regularizer):
     @torch.no_grad()
     def constrain(self, module: nn.Module) -> None:
         for layer in module.modules():
-            if isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            if isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d) and layer.weight.requires_grad:
                 layer.weight.renorm_(p=2, dim=0, maxnorm=self.max_norm)

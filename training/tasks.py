@@ -18,12 +18,14 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from data.base import ClassificationDataModule
-from models._pretrained import load_file
+from models._pretrained import ClassCountMismatch, load_file, load_pretrained
 from training.base import SchedulerFactory, TrainingModule
 from training.classifier import Classifier
 from training.config import UserError, instantiate
+from training.finetune import FineTuning
 from training.lr_finder import find_learning_rate
 from training.schedulers import with_warmup
+from training.speed import SpeedSwitches
 
 console = Console(soft_wrap=True)
 
@@ -109,6 +111,28 @@ def check_targets(module: pl.LightningModule, datamodule: pl.LightningDataModule
         )
 
 
+def build_net(cfg: DictConfig, finetune: FineTuning | None = None) -> nn.Module:
+    """The network of ``cfg.model``, with the weights of ``model.pretrained`` if it names any and the layers that
+    ``finetune`` freezes frozen. A pretrained classifier for another number of classes is replaced by a new one
+    when fine-tuning, and is an error otherwise."""
+    pretrained = cfg.model.get("pretrained")
+    net = instantiate(cfg.model, "model", **({"pretrained": None} if pretrained is not None else {}))
+    if pretrained is not None:
+        try:
+            load_pretrained(net, pretrained, cfg.model.name, reset_classifier=finetune is not None)
+        except ClassCountMismatch as err:
+            raise UserError(
+                f"model.pretrained: {err.origin} has a classifier for {err.loaded} classes, but the model has "
+                f"{err.wanted} (data.num_classes={err.wanted}); to train a new classifier on the pretrained network, "
+                "choose finetune=fixed_features (the classifier alone) or finetune=full (every layer)"
+            ) from err
+        except (FileNotFoundError, TypeError, ValueError) as err:
+            raise UserError(f"model.pretrained: {err}") from err
+    if finetune is not None:
+        _try("finetune", finetune.freeze_layers, net)
+    return net
+
+
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """The DataModule and the LightningModule (with its network) that ``cfg`` describes."""
     datamodule = instantiate(cfg.data, "data")
@@ -117,12 +141,15 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
         datamodule.setup("fit")
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"data: {err}") from err
-    net = instantiate(cfg.model, "model")
+    finetune = instantiate(cfg.finetune, "finetune") if cfg.get("finetune") else None
+    net = build_net(cfg, finetune)
     check_model_fits_data(net, datamodule)
     optimizer = instantiate(cfg.optimizer, "optimizer")
     scheduler, module_arguments = build_scheduler(cfg.get("scheduler"))
     if cfg.get("regularizer"):  # passed only when there is one, so that every module need not take it
         module_arguments["regularizer"] = instantiate(cfg.regularizer, "regularizer")
+    if finetune is not None:
+        module_arguments["finetune"] = finetune
     module = instantiate(
         cfg.module,
         "module",
@@ -148,12 +175,19 @@ def _hparams(cfg: DictConfig) -> dict[str, Any]:
     """The run's choices for TensorBoard's HParams view: group names and their scalar settings."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     hparams: dict[str, Any] = {"seed": cfg.get("seed")}
-    for group in ("model", "data", "optimizer", "scheduler", "regularizer", "trainer"):
+    for group in ("model", "data", "optimizer", "scheduler", "regularizer", "finetune", "trainer"):
         node = cfg.get(group) or {}
         hparams[group] = choices.get(group) or str(node.get("_target_", "none")).rsplit(".", 1)[-1]
         for key, value in node.items():
             if not str(key).startswith("_") and isinstance(value, int | float | str | bool):
                 hparams[f"{group}/{key}"] = value
+    # and every other setting given on the command line, such as the keys a sweep varies
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    for override in overrides:
+        key = str(override).partition("=")[0].lstrip("+~")
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, int | float | str | bool):
+            hparams.setdefault(key.replace(".", "/"), value)
     return hparams
 
 
@@ -179,6 +213,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule, module = build(cfg)
     callbacks = [instantiate(node, f"callbacks.{key}") for key, node in (cfg.get("callbacks") or {}).items() if node]
+    if cfg.get("channels_last") or cfg.get("compile"):
+        callbacks.append(SpeedSwitches(channels_last=bool(cfg.channels_last), compile=bool(cfg.compile)))
     loggers = [instantiate(node, f"logger.{key}") for key, node in (cfg.get("logger") or {}).items() if node]
     trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -189,7 +225,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if cfg.get("seed") is not None:
                 pl.seed_everything(cfg.seed, workers=True)
             datamodule, module = build(cfg)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    if trainer.is_global_zero:  # the other processes of a distributed run write nothing themselves
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     trainer.fit(module, datamodule=datamodule)
     fit_metrics = _finite(trainer.callback_metrics)
@@ -197,6 +234,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     # read before testing: loading the best checkpoint restores the callback's state as it was then
     last_path = checkpoint.last_model_path if checkpoint is not None else ""
+    if checkpoint is not None and checkpoint.save_last and not last_path:  # ddp_spawn hands back the best path only
+        last = Path(checkpoint.dirpath or "") / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+        last_path = str(last) if last.is_file() else ""
     test_metrics: dict[str, float] = {}
     if cfg.get("test", True):
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
@@ -215,6 +255,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tensorboard.log_hyperparams(
             _hparams(cfg), {f"hp/{key}": value for key, value in {**fit_metrics, **test_metrics}.items()}
         )
+        tensorboard.finalize("success")  # written now: the next job of a multirun runs in this same process
+    if not trainer.is_global_zero:
+        return summary
     metrics_path = _write_metrics(output_dir, summary)
 
     console.rule("[bold]classicnets: training finished")
@@ -243,6 +286,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def _rebuild(cfg: DictConfig, path: str, checkpoint: dict[str, Any]) -> tuple[pl.LightningDataModule, TrainingModule]:
     """Data and module from the checkpoint's run config (with the eval config's ``data`` overrides), its weights in."""
     run_cfg = OmegaConf.create(checkpoint["hyper_parameters"]["run_config"])
+    if run_cfg.model.get("pretrained") is not None:  # the checkpoint's weights replace them: the file may be gone
+        run_cfg.model.pretrained = None
     if cfg.get("data"):
         run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
     datamodule, module = build(run_cfg)

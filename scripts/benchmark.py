@@ -1,0 +1,346 @@
+"""Speed against references, each comparison measured side by side in one run (sides alternating, median ratios).
+
+    python scripts/benchmark.py [parts=a,b,c] [models=<names>] [device=cpu] [precision=32|bf16] [channels_last=false]
+                                [batch=8] [image_size=64] [steps=10] [epochs=4] [rounds=5] [data_batches=50]
+                                [data_batch=128] [workers=<one per CPU core>]
+
+(a) Every model of the zoo that torchvision also has (models=: a comma-separated subset), ours against torchvision's
+    with the same weights: a training step (forward, cross-entropy over every output, backward, SGD step) and
+    inference, in images/s, on random ``batch`` x 3 x ``image_size`` x ``image_size`` inputs with 10 classes. The
+    two sides take turns one step at a time (the first alternating), each step timed on its own: ``steps`` steps of
+    each side, or as many as fill 1 s a side (at most 200); the ratio is the median of the pairs' ratios, so a
+    slow moment of the machine falls on both sides of a pair. ``device=cuda precision=bf16 channels_last=true
+    batch=256 image_size=224 models=resnet50`` is the GPU setting (autocast to bfloat16, weights and inputs
+    channels-last).
+(b) LeNet-5 on the bundled digits: the default run's epoch (the composed default config, the Lightning Trainer with
+    the default callbacks, guards and TensorBoard logger, as scripts/train.py builds it) and Lightning without
+    callbacks, logger or checkpoints (the setting of Lightning's own parity benchmark), each against a minimal
+    PyTorch loop over the same tensors with the same network, optimizer, scheduler and whole-batch augmentation
+    (training and a validation pass counting correct answers). ``epochs`` per fit, the first left out; ``rounds``
+    rounds of one fit of each side.
+(c) The in-memory fast path against per-image DataLoader loading (scripts/benchmark_data.py's measurement), ``rounds``
+    rounds.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torchvision
+from benchmark_data import compare_paths
+from hydra import compose, initialize_config_dir
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
+from torch import nn
+from torch.nn import functional as F
+
+import models
+from data.base import available_cpus, default_num_workers
+from models._pretrained import TORCHVISION_NAMES
+from training.cli import CONFIG_DIR, parse_int_options, run_plain
+from training.config import UserError, instantiate
+from training.tasks import build
+from training.timing import Clock, alternate, median, median_ratio, synchronize
+
+INTEGERS = {
+    "batch": 8, "image_size": 64, "steps": 10, "epochs": 4, "rounds": 5, "data_batches": 50, "data_batch": 128,
+    "workers": default_num_workers(),
+}  # fmt: skip
+CHOICES = {"parts": "a,b,c", "models": ",".join(TORCHVISION_NAMES), "device": "cpu", "precision": "32"}
+SWITCHES = {"channels_last": "false"}
+NUM_CLASSES = 10
+MIN_SECONDS = 1.0  # each side's timed steps in (a) last at least this long
+MAX_STEPS = 200
+
+
+def parse_options(args: list[str]) -> dict[str, Any]:
+    """The integer options (``parse_int_options``), the comma lists and words, and the true/false switches."""
+    words = {**CHOICES, **SWITCHES}
+    options: dict[str, Any] = dict(words)
+    numbers = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in words:
+            options[key] = value
+        else:
+            numbers.append(arg)
+    options |= parse_int_options(numbers, INTEGERS)
+    for key in SWITCHES:
+        if options[key] not in ("true", "false"):
+            raise ValueError(f"{key}: expected true or false, got {options[key]!r}")
+        options[key] = options[key] == "true"
+    for key in ("parts", "models"):
+        options[key] = [item for item in options[key].split(",") if item]
+    unknown = [part for part in options["parts"] if part not in ("a", "b", "c")]
+    if unknown or not options["parts"]:
+        raise ValueError(f"parts: a comma-separated subset of a,b,c, got {','.join(options['parts'])!r}")
+    unshared = [name for name in options["models"] if name not in TORCHVISION_NAMES]
+    if unshared:
+        raise ValueError(f"models: {', '.join(unshared)} not in torchvision; shared: {', '.join(TORCHVISION_NAMES)}")
+    if options["precision"] not in ("32", "bf16"):
+        raise ValueError(f"precision: expected 32 or bf16, got {options['precision']!r}")
+    try:
+        options["device"] = torch.device(options["device"])
+    except RuntimeError as err:
+        raise ValueError(f"device: {err}") from None
+    if options["device"].type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda: no CUDA device is available here")
+    return options
+
+
+# (a) ours against torchvision's ------------------------------------------------------------------------------------
+
+
+def model_pair(name: str, options: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
+    """Our ``name`` and torchvision's same network, with the same weights, on the device (channels-last if asked)."""
+    torch.manual_seed(0)
+    extra = {"init_weights": True} if TORCHVISION_NAMES[name] == "googlenet" else {}  # as ours initialises
+    theirs = torchvision.models.get_model(TORCHVISION_NAMES[name], weights=None, num_classes=NUM_CLASSES, **extra)
+    ours = models.load_torchvision_weights(models.create_model(name, num_classes=NUM_CLASSES), theirs.state_dict())
+    memory_format = torch.channels_last if options["channels_last"] else torch.preserve_format
+    return ours.to(options["device"], memory_format=memory_format), theirs.to(
+        options["device"], memory_format=memory_format
+    )
+
+
+def _outputs(result: Any) -> tuple[torch.Tensor, ...]:
+    """The logits and the auxiliary heads' logits (GoogLeNet in training mode), ours a tuple, torchvision's a
+    namedtuple."""
+    return tuple(result) if isinstance(result, tuple) else (result,)
+
+
+class Workload:
+    """Training steps and inference passes of one network on one fixed batch, each call timing ``steps`` of them."""
+
+    def __init__(self, net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, precision: str) -> None:
+        self.net, self.inputs, self.labels = net, inputs, labels
+        self.optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        bf16 = precision == "bf16"
+        self.autocast = functools.partial(torch.autocast, inputs.device.type, torch.bfloat16) if bf16 else nullcontext
+
+    def train_step(self) -> None:
+        with self.autocast():
+            loss = sum(F.cross_entropy(logits.float(), self.labels) for logits in _outputs(self.net(self.inputs)))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def infer_step(self) -> None:
+        with torch.inference_mode(), self.autocast():
+            self.net(self.inputs)
+
+    def seconds(self, training: bool) -> float:
+        """Seconds of one training step or inference pass."""
+        self.net.train(training)
+        synchronize(self.inputs.device)
+        start = time.perf_counter()
+        if training:
+            self.train_step()
+        else:
+            self.infer_step()
+        synchronize(self.inputs.device)
+        return time.perf_counter() - start
+
+
+def compare_steps(sides: dict[str, Workload], training: bool, minimum: int) -> tuple[dict[str, float], float]:
+    """Each side's images/s (the median step) and the median of the step pairs' ``ours / tv`` throughput ratios,
+    after a warm-up step each; ``minimum`` pairs, or as many as fill ``MIN_SECONDS`` a side."""
+    longest = max(workload.seconds(training) for workload in sides.values())
+    steps = max(minimum, min(MAX_STEPS, math.ceil(MIN_SECONDS / longest)))
+    seconds = alternate({name: functools.partial(w.seconds, training) for name, w in sides.items()}, steps)
+    batch = len(sides["ours"].inputs)
+    return {name: batch / median(times) for name, times in seconds.items()}, median_ratio(
+        seconds["tv"], seconds["ours"]
+    )
+
+
+def compare_with_torchvision(options: dict[str, Any]) -> None:
+    device, batch, size = options["device"], options["batch"], options["image_size"]
+    print(
+        f"\n(a) ours / torchvision's: batch {batch}, {size}x{size}x3, {NUM_CLASSES} classes, {device}, precision "
+        f"{options['precision']}, channels_last {options['channels_last']}; the sides' steps in turn, at least "
+        f"{options['steps']} a side (more to fill {MIN_SECONDS:g} s); images/s of the median step, ratio the median "
+        "of the step pairs'\n"
+    )
+    print(
+        "| model | train img/s ours | torchvision | ours/tv | infer img/s ours | torchvision | ours/tv | max abs diff |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(batch, 3, size, size, generator=generator).to(device)
+    labels = torch.randint(0, NUM_CLASSES, (batch,), generator=generator).to(device)
+    if options["channels_last"]:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    within = 0
+    for name in options["models"]:
+        ours, theirs = model_pair(name, options)
+        with torch.inference_mode():  # the same network: the same outputs
+            difference = (ours.eval()(inputs) - theirs.eval()(inputs)).abs().max().item()
+        sides = {
+            side: Workload(net, inputs, labels, options["precision"]) for side, net in (("ours", ours), ("tv", theirs))
+        }
+        cells = [name]
+        ratios = []
+        for training in (True, False):
+            rates, ratio = compare_steps(sides, training, options["steps"])
+            ratios.append(ratio)
+            cells += [f"{rates['ours']:,.1f}", f"{rates['tv']:,.1f}", f"{ratio:.3f}"]
+        within += all(0.97 <= ratio <= 1.03 for ratio in ratios)
+        print(f"| {' | '.join(cells)} | {difference:.1e} |", flush=True)
+        del ours, theirs, sides
+    print(f"\nwithin 0.97-1.03x of torchvision in both training and inference: {within} of {len(options['models'])}")
+
+
+# (b) the framework's overhead --------------------------------------------------------------------------------------
+
+
+def compose_default(log_dir: Path, epochs: int) -> Any:
+    """The default run's composed config (as scripts/train.py composes it), writing into ``log_dir``."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose(
+            "train",
+            overrides=[f"paths.output_dir={log_dir}", "trainer.accelerator=cpu", f"trainer.max_epochs={epochs}"],
+        )
+
+
+def lightning_epoch(log_dir: Path, epochs: int, bare: bool) -> float:
+    """Seconds per epoch (training and validation) of a Lightning fit of the default run, after its first epoch.
+
+    With ``bare`` the Trainer has no callbacks, logger or checkpoints; else it has the default run's, the progress
+    bar drawing into /dev/null and the model summary (printed once before the first epoch) left out.
+    """
+    cfg = compose_default(log_dir, epochs)
+    pl.seed_everything(cfg.seed, verbose=False)
+    datamodule, module = build(cfg)
+    clock = Clock()
+    if bare:
+        callbacks, loggers, switches = [clock], False, {"enable_checkpointing": False, "enable_progress_bar": False}
+    else:
+        callbacks = [
+            instantiate(node, f"callbacks.{key}")
+            for key, node in cfg.callbacks.items()
+            if node and key != "model_summary"
+        ]
+        for callback in callbacks:
+            if isinstance(callback, pl.callbacks.RichProgressBar):
+                callback._console_kwargs = {"file": open(os.devnull, "w")}  # noqa: SIM115 (closed with the process)
+        callbacks.append(clock)
+        loggers, switches = [instantiate(node, f"logger.{key}") for key, node in cfg.logger.items() if node], {}
+    trainer = instantiate(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, enable_model_summary=False, **switches
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return clock.epoch_seconds / (epochs - 1)
+
+
+def minimal_epoch(log_dir: Path, epochs: int) -> float:
+    """Seconds per epoch, after the first, of a hand-written loop over the default run's data, network and
+    optimizer: for each batch the whole-batch augmentation, forward, cross-entropy, backward and step; then the
+    validation batches' correct answers; then the scheduler's step."""
+    cfg = compose_default(log_dir, epochs)
+    pl.seed_everything(cfg.seed, verbose=False)
+    datamodule, module = build(cfg)
+    net = module.net
+    optimizer = module.optimizer_factory(module.parameter_groups())
+    scheduler = module.scheduler_factory(optimizer) if module.scheduler_factory else None
+    train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        net.train()
+        for images, labels in train_loader:
+            loss = F.cross_entropy(net(datamodule.batch_transform(images, train=True)), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        net.eval()
+        correct = torch.zeros((), dtype=torch.long)
+        with torch.no_grad():
+            for images, labels in val_loader:
+                correct += (net(datamodule.batch_transform(images, train=False)).argmax(dim=1) == labels).sum()
+        correct.item()
+        if scheduler is not None:
+            scheduler.step()
+        seconds.append(time.perf_counter() - start)
+    return sum(seconds[1:]) / (epochs - 1)
+
+
+def compare_with_minimal_loop(options: dict[str, Any]) -> None:
+    epochs, rounds = options["epochs"], options["rounds"]
+    if epochs < 2:
+        raise ValueError("epochs: the first epoch is not timed; give 2 or more")
+    print(
+        f"\n(b) LeNet-5 on the bundled digits (batch 32, 40 training and 6 validation batches an epoch): s/epoch, "
+        f"{epochs} epochs a fit, the first left out; {rounds} rounds, the median of the rounds' ratios\n"
+    )
+    print("| Lightning side | s/epoch Lightning | minimal loop | Lightning / minimal |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(10**6))
+
+        def fresh() -> Path:
+            return Path(tmp) / str(next(counter))
+
+        for label, bare in (
+            ("the default run (callbacks, guards, TensorBoard, checkpoints)", False),
+            ("bare Trainer", True),
+        ):
+            times = alternate(
+                {
+                    "lightning": lambda bare=bare: lightning_epoch(fresh(), epochs, bare),
+                    "minimal": lambda: minimal_epoch(fresh(), epochs),
+                },
+                rounds,
+            )
+            ratio = median_ratio(times["lightning"], times["minimal"])
+            print(
+                f"| {label} | {median(times['lightning']):.3f} | {median(times['minimal']):.3f} | {ratio:.2f}x |",
+                flush=True,
+            )
+
+
+# (c) data loading --------------------------------------------------------------------------------------------------
+
+
+def compare_data_paths(options: dict[str, Any]) -> None:
+    print(
+        f"\n(c) CIFAR-shaped data through the cifar preset, batch {options['data_batch']}, {options['data_batches']} "
+        f"batches a round, {options['rounds']} rounds; per-image path with {options['workers']} DataLoader workers\n"
+    )
+    results = compare_paths(options["data_batches"], options["data_batch"], options["rounds"], options["workers"])
+    print("| per-image samples/s | fast path samples/s | fast / per-image |")
+    print("|---|---|---|")
+    print(f"| {results['per-image']:,.0f} | {results['fast path']:,.0f} | {results['fast path / per-image']:.1f}x |")
+
+
+def main(args: list[str]) -> None:
+    options = parse_options(args)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)  # tables, not each fit's banner
+    warnings.filterwarnings("ignore", category=PossibleUserWarning)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    print(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"{platform.processor() or platform.machine()}, {available_cpus()} CPU cores, {torch.get_num_threads()} threads"
+        + (f", {torch.cuda.get_device_name(options['device'])}" if options["device"].type == "cuda" else "")
+    )
+    parts: dict[str, Callable[[dict[str, Any]], None]] = {
+        "a": compare_with_torchvision, "b": compare_with_minimal_loop, "c": compare_data_paths,
+    }  # fmt: skip
+    for part in options["parts"]:
+        parts[part](options)
+
+
+if __name__ == "__main__":
+    run_plain(main, ValueError)

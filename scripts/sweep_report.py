@@ -1,0 +1,52 @@
+"""One table of every trial of a sweep, best first.
+
+    python scripts/sweep_report.py <multirun dir> [metric=<name>] [mode=max|min]
+
+Works on the basic sweeper's grids (``-m optimizer.lr=0.1,0.01``) and on Optuna searches (``hparams_search=...``):
+each row is a job with its overrides, the metrics of its metrics.json and its wall time. The trials are sorted by
+``metric`` (default: the sweep's ``optimized_metric``; job order when there is none), best first: ``mode=max`` or
+``min`` (default: the Optuna sweeper's direction for its own metric, else ``min`` for a loss or an error and ``max``
+for the rest). The table is printed and written to ``sweep_report.md`` and ``sweep_report.csv`` in the directory.
+"""
+
+from __future__ import annotations
+
+from training.cli import run_plain
+from training.config import UserError
+from training.sweeps import read_sweep, sort_direction, sweep_table
+
+USAGE = "usage: python scripts/sweep_report.py <multirun dir> [metric=<name>] [mode=max|min]"
+MODES = {"max": "maximize", "min": "minimize"}
+
+
+def main(args: list[str]) -> None:
+    directories = [arg for arg in args if "=" not in arg]
+    options = dict(arg.split("=", 1) for arg in args if "=" in arg)
+    unknown = set(options) - {"metric", "mode"}
+    if len(directories) != 1 or unknown:
+        raise UserError(f"{'unknown option ' + ', '.join(sorted(unknown)) + '; ' if unknown else ''}{USAGE}")
+    if options.get("mode", "max") not in MODES:
+        raise UserError(f"mode: expected max or min, got {options['mode']!r}")
+    sweep = read_sweep(directories[0])
+    metric = options.get("metric") or sweep.optimized_metric
+    direction = MODES[options["mode"]] if "mode" in options else None
+    if metric is not None:
+        available = {name for trial in sweep.trials for name in trial.metrics}
+        if metric not in available:
+            raise UserError(f"metric: no trial has {metric!r}; available: {', '.join(sorted(available)) or 'none'}")
+        direction = direction or sort_direction(sweep, metric)
+    markdown, table_csv = sweep_table(sweep, metric, direction)
+    finished = sum(1 for trial in sweep.trials if trial.metrics)
+    order = f"best first by {metric} ({direction})" if metric else "in job order (no metric: give metric=<name>)"
+    print(f"{sweep.directory}: {len(sweep.trials)} trials ({finished} with metrics), {sweep.sweeper}, {order}")
+    if sweep.optuna_best:
+        print(f"Optuna's best: {sweep.optuna_best.get('best_value')} with {sweep.optuna_best.get('best_params')}")
+    print()
+    print(markdown, end="")
+    (sweep.directory / "sweep_report.md").write_text(markdown)
+    (sweep.directory / "sweep_report.csv").write_text(table_csv)
+    print(f"\nwritten: {sweep.directory / 'sweep_report.md'}, {sweep.directory / 'sweep_report.csv'}")
+
+
+if __name__ == "__main__":
+    run_plain(main)

@@ -1,0 +1,43 @@
+"""scripts/benchmark.py with tiny settings: the shape of its tables (the timings belong in docs/benchmarks.md)."""
+
+from pathlib import Path
+
+from conftest import run_script
+
+
+def tables(output: str) -> list[list[list[str]]]:
+    """The markdown tables of the output, each a list of rows of cells (the separator rows left out)."""
+    found: list[list[list[str]]] = []
+    previous_was_row = False
+    for line in output.splitlines():
+        is_row = line.startswith("|")
+        if is_row and not line.startswith("|---"):
+            if not previous_was_row:
+                found.append([])
+            found[-1].append([cell.strip() for cell in line.strip("|").split("|")])
+        previous_was_row = is_row
+    return found
+
+
+def test_benchmark_prints_one_table_per_part(tmp_path: Path) -> None:
+    result = run_script(
+        "benchmark.py", "parts=a,b,c", "models=resnet18", "batch=2", "steps=2", "epochs=2", "rounds=1",
+        "data_batches=2", "data_batch=16", "workers=1", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    vs_torchvision, vs_minimal, data_paths = tables(result.stdout)
+    assert vs_torchvision[0][:4] == ["model", "train img/s ours", "torchvision", "ours/tv"]
+    assert [row[0] for row in vs_torchvision[1:]] == ["resnet18"]
+    assert float(vs_torchvision[1][-1]) == 0.0  # the same weights give the same outputs
+    assert all(float(cell.replace(",", "")) > 0 for cell in vs_torchvision[1][1:7])
+    assert vs_minimal[0] == ["Lightning side", "s/epoch Lightning", "minimal loop", "Lightning / minimal"]
+    assert len(vs_minimal) == 3 and all(row[3].endswith("x") for row in vs_minimal[1:])
+    assert data_paths[0] == ["per-image samples/s", "fast path samples/s", "fast / per-image"]
+    assert len(data_paths) == 2
+    assert "within 0.97-1.03x of torchvision in both training and inference:" in result.stdout
+
+
+def test_benchmark_rejects_a_model_torchvision_does_not_have(tmp_path: Path) -> None:
+    result = run_script("benchmark.py", "models=lenet5", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: models: lenet5 not in torchvision; shared: alexnet_tv, googlenet_tv, ")
