@@ -3,6 +3,7 @@ keyword arguments."""
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from pathlib import Path
 
@@ -11,9 +12,13 @@ import safetensors.torch
 import torch
 import torchvision
 
-import hubconf
 import models
 from conftest import ROOT
+
+# read as torch.hub reads it: from the repository's top level, which is not on the import path of pytest
+_spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
+hubconf = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hubconf)
 
 
 def hub_load(name: str, **kwargs: object) -> torch.nn.Module:
