@@ -13,6 +13,7 @@ Two ways to feed a model from the same tensors, with the same augmentation seman
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -22,6 +23,7 @@ from data.augment import PRESETS, SIZING_PRESETS, eval_transform, train_transfor
 from data.base import ClassificationDataModule, evaluation_sampler
 from data.batch_augment import batch_augmentation
 from data.normalize import NORMALIZATIONS, Normalizer, build_normalizer, cached_statistics, compute_statistics
+from data.resumable import ResumableDataLoader, ResumableSampler
 
 STATISTICS_CHUNK = 1000  # images per step when computing normalisation statistics
 
@@ -97,6 +99,8 @@ class InMemoryDataModule(ClassificationDataModule):
         self.fast_path = bool(fast_path)
         self.normalizer: Normalizer | None = None
         self.batch_transforms: dict[bool, v2.Compose] = {}
+        self.train_loader: ResumableDataLoader | None = None
+        self._resume_order: dict[str, int] | None = None
 
     def _read_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Images (N, C, H, W) and labels of the ``train``, ``val`` and ``test`` splits."""
@@ -170,14 +174,48 @@ class InMemoryDataModule(ClassificationDataModule):
         device = self._data_device()
         dataset.images, dataset.labels = dataset.images.to(device), dataset.labels.to(device)
         indices = range(len(dataset))  # Lightning shards them over the processes of a distributed run
-        return DataLoader(
+        arguments = {
+            "batch_size": self.batch_size,
+            "collate_fn": GatherBatch(dataset),
+            "pin_memory": self.pin_memory and device.type == "cpu",
+        }
+        if not shuffle:
+            return DataLoader(indices, sampler=evaluation_sampler(self, indices), **arguments)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            return DataLoader(indices, shuffle=True, **arguments)  # Lightning gives each process a DistributedSampler
+        # one process: an order that a resumed run continues; the iterator's base seed (for workers, which the fast
+        # path has none of) from a generator of its own, so that starting an epoch draws nothing from the global
+        # random state
+        self.train_loader = ResumableDataLoader(
             indices,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            sampler=None if shuffle else evaluation_sampler(self, indices),
-            collate_fn=GatherBatch(dataset),
-            pin_memory=self.pin_memory and device.type == "cpu",
+            sampler=ResumableSampler(len(dataset)),
+            generator=torch.Generator(),
+            progress=self._progress,
+            **arguments,
         )
+        if self._resume_order:
+            self.train_loader.load_state_dict(self._resume_order)
+            self._resume_order = None
+        return self.train_loader
+
+    def _progress(self) -> tuple[int, int]:
+        """Where training stands, as (epoch, examples of it whose step has run); after an epoch's last batch, the
+        next epoch's start."""
+        trainer = self.trainer
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch:
+            return trainer.current_epoch + 1, 0
+        return trainer.current_epoch, progress.current.processed * self.batch_size
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training order's state (the train loader's), kept with the DataModule's as well: Lightning restores
+        a stateful loader only when it resumes in the middle of an epoch, but a DataModule from every checkpoint,
+        so that a run resumed at an epoch's end also goes on with the order's seed and the next epoch."""
+        state = self.train_loader.state_dict() if self.train_loader is not None else {}
+        return {"train_order": state} if state else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_order = state_dict.get("train_order")
 
     def batch_transform(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         """The fast path's work on a gathered batch: to float, augment (training only), resize, normalise."""

@@ -11,7 +11,7 @@ Both sides log to TensorBoard as the default run does; checkpoints, progress bar
 A step's time is the epoch's training part (data, forward, backward, update and the per-step logging) over its
 steps; an epoch's adds the validation and the once-an-epoch figures and images. Both leave the first epoch out,
 which pays on both sides for first allocations and lazily initialised libraries, so ``epochs`` must be 2 or more;
-with 5, the layer statistics of the 4 epochs timed (160 steps) are those of steps 50, 100 and 150.
+with 5, the layer statistics of the 4 epochs timed (160 steps) are those of step 100.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ import torch
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import nn
 from torch.optim import Optimizer
+from torchmetrics import MaxMetric, MinMetric
 
+from data.normalize import Normalizer
 from training.finetune import FineTuning
 from training.regularization import Regularizer, split_weights
 
@@ -74,6 +76,7 @@ class TrainingModule(pl.LightningModule):
         self.regularizer = regularizer
         self.decay_bias_and_norm = decay_bias_and_norm
         self.finetune = finetune
+        self._restored_best: dict[str, dict[str, torch.Tensor]] | None = None  # from a checkpoint, until training
 
     def train(self, mode: bool = True) -> TrainingModule:
         """Set training (or eval) mode; the batch norms that ``finetune`` froze stay in eval mode."""
@@ -88,6 +91,36 @@ class TrainingModule(pl.LightningModule):
         # the frozen batch norms go into eval mode once, here, after its check that warns of layers in eval mode.
         if self.finetune is not None:
             self.train()
+        # The sanity-check validation does not count towards the best values; a resumed run goes on from its
+        # checkpoint's.
+        restored = self._restored_best or {}
+        for name, metric in self._best_metrics().items():
+            metric.reset()
+            for state, value in restored.get(name, {}).items():
+                setattr(metric, state, value.to(metric.device))
+        self._restored_best = None
+
+    def _best_metrics(self) -> dict[str, MaxMetric | MinMetric]:
+        """The running best values of validation metrics (``val_acc_best``, ``val_loss_best``), by attribute name."""
+        return {name: child for name, child in self.named_children() if isinstance(child, MaxMetric | MinMetric)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep what the weights and the run config leave out: the running best validation values (for resuming),
+        and the data set's class names and input normalisation (for ``training.inference.load_model``)."""
+        checkpoint["best_metrics"] = {
+            name: {state: value.detach().cpu() for state, value in metric.metric_state.items()}
+            for name, metric in self._best_metrics().items()
+        }
+        datamodule = self.trainer.datamodule
+        class_names = getattr(datamodule, "class_names", None)
+        if class_names is not None:
+            checkpoint["class_names"] = [str(name) for name in class_names]
+        normalizer = getattr(datamodule, "normalizer", None)
+        if isinstance(normalizer, Normalizer):
+            checkpoint["normalizer"] = {name: value.cpu() for name, value in normalizer.state_dict().items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored_best = checkpoint.get("best_metrics")
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.net(x)

@@ -102,11 +102,6 @@ class ScoringModule(TrainingModule):
         self.train_loss.reset()
         self.train_metrics.reset()
 
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        # The sanity-check validation before training must not count towards the best accuracy.
-        self.val_acc_best.reset()
-
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, scores = self._shared_step(batch)
         self.val_metrics.update(*self._metric_inputs(scores, batch[1]))

@@ -21,6 +21,7 @@ from data.imagefolder import UnreadableImageError
 from models._registry import close_matches
 from training.config import UserError
 from training.guards import TrainingDiverged
+from training.interrupt import TrainingInterrupted, resume_command
 from training.sweeps import check_multirun_strategy, metric_value
 
 # Errors a user causes that surface while training runs, not while it is set up: one line each too.
@@ -77,7 +78,7 @@ def _check_keys(config_name: str, choices: list[str], keys: list[str], config_di
 def check_overrides(args: Sequence[str], config_name: str = "train", config_dir: Path = CONFIG_DIR) -> None:
     """Raise ``UserError`` before Hydra writes anything for a config-group choice that does not exist
     (``model=lenett5``), a key the config does not have (``optimizer.lrr=0.1``; add new keys with
-    ``+``), or a ``hydra.run.dir`` that already holds a run."""
+    ``+``), a ``hydra.run.dir`` that already holds a run, or a run directory that cannot be written."""
     try:
         overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
     except Exception:
@@ -107,6 +108,37 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
         if values:
             choices.append(f"{key}={values[0]}")
     _check_keys(config_name, choices, keys, config_dir)
+    _check_output_dir(config_name, list(args), config_dir)
+
+
+def _check_output_dir(config_name: str, args: list[str], config_dir: Path) -> None:
+    """Raise ``UserError`` when Hydra could not create the run's directory: a file in its path, or a place that
+    cannot be written (a read-only file system, a directory without write permission)."""
+    multirun = "-m" in args or "--multirun" in args
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+            overrides = [arg for arg in args if not arg.startswith("-")]
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        directory = Path(OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir"))
+    except Exception:
+        return  # Hydra reports composition errors itself
+    finally:
+        GlobalHydra.instance().clear()
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if not existing.is_dir():
+        raise UserError(
+            f"cannot write the run's directory {directory}: {existing} is a file, not a directory; "
+            f"choose another {key} or paths.log_dir"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(
+            f"cannot write the run's directory {directory}: {existing} is not writable; "
+            f"choose another {key} or paths.log_dir"
+        )
 
 
 def _exit_with(err: Exception) -> None:
@@ -163,5 +195,9 @@ def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
                 print(f"error: {err}", file=sys.stderr)  # this trial only: the sweep goes on
                 return None  # the Optuna sweeper records a failed trial
             _exit_with(err)
+        except TrainingInterrupted as stop:  # SIGTERM or SIGINT: not an error, but the run did not finish
+            resume = f"; resume with: {resume_command(stop.checkpoint, sys.argv)}" if stop.checkpoint else ""
+            print(f"{stop}{resume}", file=sys.stderr)
+            sys.exit(stop.exit_code)
 
     app()

@@ -86,10 +86,6 @@ class LanguageModel(TrainingModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return self.regularize(loss)
 
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        self.val_loss_best.reset()  # the sanity-check validation does not count
-
     def on_validation_epoch_start(self) -> None:
         self.eval_state = None
 

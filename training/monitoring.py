@@ -101,6 +101,9 @@ class EpochSpeed(pl.Callback):
         self._samples, self._validation_seconds = 0, 0.0
         self._start = _clock(pl_module)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.on_train_epoch_start(trainer, pl_module)  # a run resumed mid-epoch starts no epoch: time its rest
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -183,7 +186,7 @@ class LayerStatistics(pl.Callback):
     go to TensorBoard as one event: one by one, they would wait in turn for the writer's queue of ten.
     """
 
-    def __init__(self, every_n_steps: int = 50) -> None:
+    def __init__(self, every_n_steps: int = 100) -> None:
         _positive_int("every_n_steps", every_n_steps)
         self.every_n_steps = every_n_steps
         self._writer: SummaryWriter | None = None

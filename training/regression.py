@@ -49,10 +49,6 @@ class Regressor(TrainingModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return self.regularize(loss)
 
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        self.val_loss_best.reset()  # the sanity-check validation does not count
-
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.val_mse.update(*self._predict(batch))
         self.log("val/loss", self.val_mse, on_epoch=True, prog_bar=True)

@@ -13,6 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from rich.console import Console
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
@@ -23,7 +24,9 @@ from training.base import SchedulerFactory, TrainingModule
 from training.classifier import Classifier
 from training.config import UserError, instantiate
 from training.finetune import FineTuning
+from training.interrupt import StopOnSignal, interrupted
 from training.lr_finder import find_learning_rate
+from training.resume import RandomState, check_resumable, resume_path
 from training.schedulers import with_warmup
 from training.speed import SpeedSwitches
 
@@ -202,22 +205,49 @@ def _write_metrics(output_dir: Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
+def out_of_memory(cfg: DictConfig, trainer: pl.Trainer) -> UserError:
+    """The one-line error for a device that ran out of memory: the batch size, and what to change."""
+    batch_size = cfg.data.get("batch_size")
+    smaller = (
+        f"a smaller batch, e.g. data.batch_size={batch_size // 2}, "
+        if isinstance(batch_size, int) and batch_size > 1
+        else ""
+    )
+    return UserError(
+        f"out of memory on {trainer.strategy.root_device} with data.batch_size={batch_size}: choose {smaller}"
+        "or less memory per example (trainer.precision=bf16-mixed, a smaller model or input); Lightning's "
+        "batch-size finder gives the largest batch that fits: docs/reliability.md#out-of-memory"
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, validate, test the best checkpoint; print and return the test metrics and where things are."""
     output_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
     if checkpoint_dir.exists() and any(checkpoint_dir.iterdir()):
         raise UserError(f"{output_dir} already holds checkpoints of an earlier run; nothing was changed")
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot write the run's directory {output_dir}: {err.strerror or err}") from err
+    seed = cfg.get("seed")  # numpy's range; Lightning's seed_everything would fail with a traceback
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32):
+        raise UserError(f"seed: expected an integer from 0 to {2**32 - 1}, or null, got {seed!r}")
+    resume = resume_path(cfg)  # a run to go on with (docs/checkpoints.md): checked before anything is built
+    if resume is not None:
+        check_resumable(cfg, resume, load_checkpoint(resume))
+    if seed is not None:
+        pl.seed_everything(seed, workers=True)
 
     datamodule, module = build(cfg)
     callbacks = [instantiate(node, f"callbacks.{key}") for key, node in (cfg.get("callbacks") or {}).items() if node]
     if cfg.get("channels_last") or cfg.get("compile"):
         callbacks.append(SpeedSwitches(channels_last=bool(cfg.channels_last), compile=bool(cfg.compile)))
+    stopper = StopOnSignal()  # SIGTERM and SIGINT stop at a step boundary, with a checkpoint (docs/reliability.md)
+    callbacks.append(stopper)
+    callbacks.append(RandomState())  # checkpoints keep the random states, which a resumed run restores
     loggers = [instantiate(node, f"logger.{key}") for key, node in (cfg.get("logger") or {}).items() if node]
     trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
-    output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("lr_find"):
         lr = find_learning_rate(trainer, module, datamodule, output_dir / "lr_find.png")
         if lr is not None:  # train as a run given optimizer.lr=<lr> would: same seed, fresh data and module
@@ -228,7 +258,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:  # the other processes of a distributed run write nothing themselves
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:
+        raise interrupted(trainer, stopper) from None
+    except torch.OutOfMemoryError as err:
+        raise out_of_memory(cfg, trainer) from err
     fit_metrics = _finite(trainer.callback_metrics)
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
@@ -250,6 +285,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "last_checkpoint": last_path or None,
         "tensorboard_dir": tensorboard.log_dir if tensorboard is not None else None,
         "output_dir": str(output_dir),
+        "resumed_from": str(resume) if resume is not None else None,
     }
     if tensorboard is not None:
         tensorboard.log_hyperparams(
@@ -264,6 +300,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for key, value in test_metrics.items():
         console.print(f"{key:>16}  {value:.4f}")
     console.print(f"      checkpoint  {summary['best_checkpoint'] or summary['last_checkpoint']}")
+    if resume is not None:
+        console.print(f"    resumed from  {resume}")
     console.print(f"         metrics  {metrics_path}")
     if tensorboard is not None:
         console.print(f"     tensorboard  tensorboard --logdir {tensorboard.log_dir}")

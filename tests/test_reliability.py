@@ -1,0 +1,431 @@
+"""Reliability: crash-safe checkpoint files, a last.ckpt that is always the newest state, a clean stop on SIGTERM
+and SIGINT, reproducible runs, and one clear line for a device out of memory (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import ROOT, compose_config, run_script
+from models.lenet import LeNet5
+from training import checkpoint_io
+from training.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, atomic_save
+from training.checkpointing import ModelCheckpoint
+from training.config import UserError
+from training.interrupt import StopOnSignal, resume_command
+from training.tasks import load_checkpoint, train
+
+FAST = ["trainer.accelerator=cpu", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk with ``room`` bytes free: the write that passes it stores what fits, then fails as a full
+    disk does (or raises ``error``)."""
+
+    def __init__(self, descriptor: int, room: int, error: BaseException) -> None:
+        super().__init__(descriptor, "wb")
+        self.room = room
+        self.error = error
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            super().write(bytes(data[: self.room]))
+            self.room = 0
+            raise self.error
+        self.room -= len(data)
+        return super().write(data)
+
+
+def fill_disk(monkeypatch: pytest.MonkeyPatch, room: int, error: BaseException | None = None) -> None:
+    """Make every checkpoint write from now on run out of space after ``room`` bytes."""
+    error = error or OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(
+        checkpoint_io, "open", lambda descriptor, mode: FullDisk(descriptor, room, error), raising=False
+    )
+
+
+def checkpoint_of(step: int) -> dict:
+    return {"global_step": step, "state_dict": {"w": torch.full((50_000,), float(step))}}
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir() if path.name.endswith(".tmp"))
+
+
+def test_a_save_is_a_complete_regular_file_with_the_usual_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    atomic_save(checkpoint_of(1), path)
+    atomic_save(checkpoint_of(2), path)
+    assert path.is_file() and not path.is_symlink()
+    assert torch.load(path, weights_only=True)["global_step"] == 2
+    (tmp_path / "plain").write_bytes(b"")
+    assert path.stat().st_mode == (tmp_path / "plain").stat().st_mode
+    assert leftovers(path.parent) == []
+
+
+def test_a_disk_full_half_way_through_a_save_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.ckpt"
+    atomic_save(checkpoint_of(1), path)
+    before = path.read_bytes()
+    fill_disk(monkeypatch, room=len(before) // 2)  # the new file stops half-way
+    with pytest.raises(CheckpointWriteError) as error:
+        atomic_save(checkpoint_of(2), path)
+    assert str(error.value) == (
+        f"could not write checkpoint {path}: No space left on device; the previous checkpoint is kept"
+    )
+    assert isinstance(error.value, UserError)  # the scripts end in this one line
+    assert path.read_bytes() == before and torch.load(path, weights_only=True)["global_step"] == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_an_interrupted_save_keeps_the_previous_checkpoint_and_goes_on_interrupting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.ckpt"
+    atomic_save(checkpoint_of(1), path)
+    fill_disk(monkeypatch, room=1000, error=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save(checkpoint_of(2), path)
+    assert torch.load(path, weights_only=True)["global_step"] == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_a_save_where_a_file_is_in_the_way_says_so(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("")
+    path = blocker / "last.ckpt"
+    with pytest.raises(CheckpointWriteError) as error:
+        atomic_save(checkpoint_of(1), path)
+    assert str(error.value) == (
+        f"could not write checkpoint {path}: {blocker} is not a directory; earlier checkpoints are untouched"
+    )
+
+
+def test_a_save_killed_mid_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL while the new file is being written: the old one is untouched (a stray .tmp file may remain)."""
+    path = tmp_path / "last.ckpt"
+    child = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from training.checkpoint_io import atomic_save
+
+class Slow:  # pickled while the temporary file is open: the process is killed in the middle of the save
+    def __reduce__(self):
+        time.sleep(120)
+        return int, (0,)
+
+atomic_save({{"global_step": 1}}, {str(path)!r})
+atomic_save({{"global_step": 2, "slow": Slow()}}, {str(path)!r})
+"""
+    process = subprocess.Popen([sys.executable, "-c", child])
+    try:
+        for _ in range(600):
+            if leftovers(tmp_path):
+                break
+            time.sleep(0.1)
+        assert leftovers(tmp_path), "the second save never started"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert torch.load(path, weights_only=True) == {"global_step": 1}
+
+
+def test_the_trainer_config_writes_checkpoints_through_the_atomic_io(train_config) -> None:
+    from training.config import instantiate
+
+    trainer = instantiate(train_config().trainer, "trainer", logger=False)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def record_saves(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every checkpoint the trainer writes from now on, as (file name, global step)."""
+    saves: list[tuple[str, int]] = []
+    original = AtomicCheckpointIO.save_checkpoint
+
+    def save(self: AtomicCheckpointIO, checkpoint: dict, path: str, **options: object) -> None:
+        saves.append((Path(path).name, checkpoint["global_step"]))
+        original(self, checkpoint, path, **options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save)
+    return saves
+
+
+@pytest.mark.parametrize(
+    ("batches", "epochs", "expected"),
+    [
+        (  # periodic saves inside epochs, and a last.ckpt at each epoch's end although the best stays epoch 0's
+            7,
+            3,
+            [("last.ckpt", 5), ("best-epoch000.ckpt", 7), ("last.ckpt", 7), ("last.ckpt", 10), ("last.ckpt", 14),
+             ("last.ckpt", 15), ("last.ckpt", 20), ("last.ckpt", 21)],
+        ),
+        (  # a periodic save on the epoch's last step does not take the place of the epoch's best checkpoint
+            5,
+            2,
+            [("last.ckpt", 5), ("best-epoch000.ckpt", 5), ("last.ckpt", 5), ("last.ckpt", 10), ("last.ckpt", 10)],
+        ),
+    ],
+)  # fmt: skip
+def test_last_ckpt_is_written_every_n_steps_and_at_every_epoch_end(
+    train_config, monkeypatch: pytest.MonkeyPatch, batches: int, epochs: int, expected: list
+) -> None:
+    saves = record_saves(monkeypatch)
+    cfg = train_config(
+        f"+trainer.limit_train_batches={batches}", f"trainer.max_epochs={epochs}", "test=false",
+        "callbacks.model_checkpoint.last_every_n_train_steps=5",
+        # the "best" is the lowest epoch: only epoch 0's checkpoint is a top-k one, as after a run stops improving
+        "callbacks.model_checkpoint.monitor=epoch",
+    )  # fmt: skip
+    summary = train(cfg)
+    assert saves == expected
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    assert summary["last_checkpoint"] == str(checkpoints / "last.ckpt")
+    assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == batches * epochs
+
+
+def test_save_last_link_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"save_last=.link. makes last\.ckpt a link"):
+        ModelCheckpoint(save_last="link")
+
+
+def test_a_full_disk_during_training_ends_in_one_line_and_keeps_the_last_good_checkpoint(
+    train_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = train_config(
+        "+trainer.limit_train_batches=5",
+        "trainer.max_epochs=3",
+        "test=false",
+        "callbacks.model_checkpoint.monitor=epoch",
+    )
+    saves = record_saves(monkeypatch)
+    original = AtomicCheckpointIO.save_checkpoint
+
+    def save_until_the_disk_fills(self: AtomicCheckpointIO, checkpoint: dict, path: str, **options: object) -> None:
+        if checkpoint["global_step"] > 5:
+            fill_disk(monkeypatch, room=4096)
+        original(self, checkpoint, path, **options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save_until_the_disk_fills)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointWriteError) as error:
+        train(cfg)
+    assert (
+        str(error.value)
+        == f"could not write checkpoint {last}: No space left on device; the previous checkpoint is kept"
+    )
+    assert saves == [("best-epoch000.ckpt", 5), ("last.ckpt", 5), ("last.ckpt", 10)]  # the last one failed
+    assert load_checkpoint(last)["global_step"] == 5
+    assert leftovers(last.parent) == []
+
+
+def test_out_of_memory_names_the_batch_size_and_the_finder(train_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    forward = LeNet5.forward
+
+    def forward_out_of_memory(self: LeNet5, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # training steps, not the shape check before them
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return forward(self, x)
+
+    monkeypatch.setattr(LeNet5, "forward", forward_out_of_memory)
+    with pytest.raises(UserError) as error:
+        train(train_config("trainer.max_epochs=1"))
+    assert str(error.value) == (
+        "out of memory on cpu with data.batch_size=32: choose a smaller batch, e.g. data.batch_size=16, or less "
+        "memory per example (trainer.precision=bf16-mixed, a smaller model or input); Lightning's batch-size finder "
+        "gives the largest batch that fits: docs/reliability.md#out-of-memory"
+    )
+
+
+def trained_weights(tmp_path: Path, name: str, *overrides: str) -> tuple[dict, dict]:
+    """Weights of a short deterministic run's last.ckpt, and its metrics."""
+    settings = ["trainer.deterministic=true", "trainer.max_epochs=2", "+trainer.limit_train_batches=6"]
+    summary = train(compose_config("train", tmp_path / name, [*FAST, *settings, *overrides]))
+    weights = torch.load(summary["last_checkpoint"], weights_only=True)["state_dict"]
+    return weights, {key: value for key, value in summary.items() if key.startswith(("test/", "val/"))}
+
+
+def same_weights(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_the_same_seed_gives_the_same_weights_and_metrics_and_another_seed_does_not(tmp_path: Path) -> None:
+    weights, metrics = trained_weights(tmp_path, "a", "seed=7")
+    again, metrics_again = trained_weights(tmp_path, "b", "seed=7")
+    other, _ = trained_weights(tmp_path, "c", "seed=8")
+    assert same_weights(weights, again)
+    assert metrics == metrics_again and "test/acc" in metrics
+    assert not same_weights(weights, other)
+
+
+class TinyClassifier(pl.LightningModule):
+    """Softmax regression that sends itself ``signum`` at batch 2 (as a scheduler or Ctrl+C would)."""
+
+    def __init__(self, signum: int | None = None) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.signum = signum
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if batch_idx == 2 and self.signum is not None:
+            os.kill(os.getpid(), self.signum)
+        return nn.functional.cross_entropy(self.linear(batch[0]), batch[1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def tiny_fit(tmp_path: Path, signum: int | None) -> tuple[pl.Trainer, StopOnSignal, ModelCheckpoint]:
+    stopper, checkpoint = StopOnSignal(), ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[stopper, checkpoint], plugins=[AtomicCheckpointIO()], default_root_dir=tmp_path,
+    )  # fmt: skip
+    data = TensorDataset(torch.randn(64, 4), torch.randint(0, 3, (64,)))
+    trainer.fit(TinyClassifier(signum), DataLoader(data, batch_size=8))
+    return trainer, stopper, checkpoint
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_training_at_the_step_boundary_with_a_checkpoint(tmp_path: Path, signum: int) -> None:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    with pytest.raises(SIGTERMException):
+        tiny_fit(tmp_path, signum)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 3  # the step of the batch that got the signal was finished, no more
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # Lightning restored the handlers
+
+
+def test_without_a_signal_the_handlers_change_nothing(tmp_path: Path) -> None:
+    trainer, stopper, _ = tiny_fit(tmp_path, None)
+    assert trainer.global_step == 8 and stopper.received is None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_resume_command_repeats_the_overrides_with_the_checkpoint() -> None:
+    argv = ["scripts/train.py", "model=resnet20", "hydra.run.dir=/old", "ckpt_path=/a.ckpt", "optimizer.lr=0.1"]
+    assert resume_command("/runs/x y/last.ckpt", argv) == (
+        "python scripts/train.py model=resnet20 optimizer.lr=0.1 'ckpt_path=/runs/x y/last.ckpt'"
+    )
+
+
+def start_args(run_dir: Path, *overrides: str) -> list[str]:
+    return [
+        *FAST, "trainer.max_epochs=50", "callbacks.model_checkpoint.last_every_n_train_steps=5",
+        f"hydra.run.dir={run_dir}", *overrides,
+    ]  # fmt: skip
+
+
+def start_training(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    """``scripts/train.py`` in a process of its own, a long run that writes last.ckpt every 5 steps."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    command = [sys.executable, str(ROOT / "scripts" / "train.py"), *start_args(run_dir, *overrides)]
+    return subprocess.Popen(
+        command, cwd=run_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_the_script_stops_on_a_signal_with_a_checkpoint_and_the_resume_command(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    run_dir = tmp_path / "run"
+    process = start_training(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        wait_for(last, process)  # the periodic save of step 5: training is under way, mid-epoch
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == code, stderr
+    name = signal.Signals(signum).name
+    [line] = [line for line in stderr.splitlines() if line.startswith("stopped by")]
+    found = re.fullmatch(
+        rf"stopped by {name} at step (\d+) \(epoch 0\); checkpoint saved: {re.escape(str(last))}; resume with: "
+        rf"python \S+/scripts/train\.py (.*) ckpt_path={re.escape(str(last))}",
+        line,
+    )
+    assert found, line
+    assert found[2].split() == [arg for arg in start_args(run_dir) if not arg.startswith("hydra.run.dir=")]
+    assert "Traceback" not in stderr
+    checkpoint = load_checkpoint(last)
+    assert checkpoint["global_step"] == int(found[1]) >= 5
+    [order] = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]  # mid-epoch, to resume there
+    assert order["epoch"] == 0 and order["position"] == 32 * checkpoint["global_step"]
+
+
+# An uninterrupted run and the same run stopped mid-epoch and resumed from its last.ckpt (written every 7 steps and
+# on SIGTERM) must end with the same weights, bit for bit: the resumed run goes on with the same batches, in the same
+# order, with the same augmentation and the same random states.
+EXACT = ["trainer.max_epochs=2", "test=false", "callbacks.model_checkpoint.last_every_n_train_steps=7"]
+
+
+def final_weights(run_dir: Path) -> dict:
+    return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+
+
+def run_to_the_end(run_dir: Path, *overrides: str) -> None:
+    result = run_script("train.py", *FAST, *EXACT, f"hydra.run.dir={run_dir}", *overrides, cwd=run_dir.parent)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run_to_the_end(run_dir)
+    return final_weights(run_dir)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(
+    tmp_path: Path, uninterrupted: dict, signum: int
+) -> None:
+    stopped = tmp_path / "stopped"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [*FAST, *EXACT, f"hydra.run.dir={stopped}"]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    last = stopped / "checkpoints" / "last.ckpt"
+    try:
+        wait_for(last, process)  # the periodic save of step 7
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == (-signal.SIGKILL if signum == signal.SIGKILL else 143), stderr
+    checkpoint = load_checkpoint(last)
+    [order] = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert order["epoch"] == 0 and order["position"] == 32 * checkpoint["global_step"] > 0  # mid-epoch 0
+    resumed = tmp_path / "resumed"
+    run_to_the_end(resumed, f"ckpt_path={last}")
+    weights = final_weights(resumed)
+    assert weights.keys() == uninterrupted.keys()
+    assert all(torch.equal(weights[key], uninterrupted[key]) for key in weights)

@@ -1,0 +1,108 @@
+"""Crash-safe checkpoint files: each one is written beside its final name, synced to disk, then renamed over it.
+
+Lightning's own ``TorchCheckpointIO`` serialises the checkpoint into memory and moves a file from the system's
+temporary directory into place, which is a copy (not atomic) when that directory is on another file system, and
+never syncs. Here a checkpoint is written straight into a hidden temporary file in its own directory, flushed and
+``fsync``-ed, and ``os.replace``-d over the old file, whose directory is synced too: a run killed, or a machine
+that loses power, in the middle of a save leaves the previous file whole (and at worst a stray ``.*.tmp`` file).
+A save that fails (a full disk, a quota, a read-only or unwritable directory) removes its temporary file, keeps
+the previous checkpoint and ends the run in one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
+from typing_extensions import override
+
+from training.config import UserError
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (full disk, quota, read-only or unwritable directory)."""
+
+
+def _in_chain(
+    error: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """The first exception of ``kind`` among ``error`` and its causes: ``torch.save`` reports a failed or
+    interrupted write as a ``RuntimeError`` raised while handling it."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _describe(error: OSError) -> str:
+    return os.strerror(error.errno) if error.errno else str(error)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened, as on Windows)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems refuse to sync a directory; the rename itself is still atomic
+    finally:
+        os.close(descriptor)
+
+
+def atomic_save(checkpoint: Any, path: str | Path) -> None:
+    """``torch.save(checkpoint, path)`` such that ``path`` is either the old file or the complete new one.
+
+    Raises ``CheckpointWriteError`` (one line naming the file and the reason) when the file system refuses the
+    write; any other failure, an interruption included, is re-raised after the temporary file is removed.
+    """
+    path = Path(path)
+    existed = path.is_file()
+    kept = "the previous checkpoint is kept" if existed else "earlier checkpoints are untouched"
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:  # mkdir says "File exists" for a file in the way
+        reason = f"{error.filename} is not a directory" if isinstance(error, FileExistsError) else _describe(error)
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {reason}; {kept}") from error
+    try:
+        with open(descriptor, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        interruption = _in_chain(error, (KeyboardInterrupt, SystemExit))
+        if interruption is not None:
+            raise interruption from None
+        cause = _in_chain(error, OSError)
+        if cause is None:
+            raise
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {_describe(cause)}; {kept}") from error
+    _fsync_directory(path.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` with crash-safe local saves (``atomic_save``); remote paths go through
+    Lightning's own code. Set in ``configs/trainer/default.yaml`` as ``trainer.plugins``."""
+
+    @override
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_save(checkpoint, path)

@@ -1,0 +1,162 @@
+"""Resuming a training run from a checkpoint: ``python scripts/train.py ckpt_path=<file>|last``.
+
+A resumed run writes into its own new run directory; the earlier run's files are read, never written. Lightning
+restores the weights, the optimizer and scheduler states, the loops' progress (epoch, global step, the training
+order of the data) and the callbacks' states (EMA, checkpointing); ``RandomState`` adds the global random states,
+which Lightning's checkpoints leave out, so that shuffling, augmentation and dropout go on as in an uninterrupted
+run. Everything is read with ``torch.load(weights_only=True)``: tensors and plain data, never code.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from training.config import UserError
+
+LAST = "last"
+LAST_CHECKPOINT = "last.ckpt"
+# What a resumed run must share with the checkpoint's run, since it is restored from the checkpoint (weights,
+# optimizer and scheduler states, the EMA) or decides what that state means (module, regulariser, fine-tuning, the
+# data set). The trainer (max_epochs, to train longer), the data loading, loggers and other callbacks may differ.
+RESUMED_KEYS = (
+    "model",
+    "module",
+    "optimizer",
+    "scheduler",
+    "regularizer",
+    "finetune",
+    "callbacks.ema",
+    "data._target_",
+)
+IGNORED = ("model.pretrained",)  # the checkpoint's weights replace them
+
+
+def random_states() -> dict[str, Any]:
+    """The global random states of torch (CPU and CUDA), numpy and Python, as tensors and plain numbers, so that
+    ``torch.load(weights_only=True)`` reads them (numpy's own state holds an array, which it refuses)."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64), "gauss": gauss},
+    }
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    """Set the global random states to ``states`` (from ``random_states``)."""
+    torch.set_rng_state(states["torch"])
+    if states["torch.cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
+    numpy = states["numpy"]
+    np.random.set_state(
+        ("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"], numpy["has_gauss"],
+         numpy["cached_gaussian"])
+    )  # fmt: skip
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
+
+
+class RandomState(pl.Callback):
+    """Keeps the global random states in every checkpoint and restores them when training resumes from one.
+
+    They are saved as they are when the checkpoint is written and set again in ``on_fit_start``, the last hook
+    before the training loop builds its data loader iterator (the sanity check between keeps the random states as
+    it finds them): the random numbers drawn from then on (the shuffling of a loader without a generator of its own,
+    augmentation, dropout) are those an uninterrupted run draws after the checkpoint. In a distributed run each
+    process gets the states of process 0, which writes the checkpoint (seeded alike, they draw alike).
+    """
+
+    def __init__(self) -> None:
+        self._restored: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return random_states()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._restored:
+            set_random_states(self._restored)
+        self._restored = None
+
+
+def find_last_checkpoint(runs_dir: Path, exclude: Path | None = None) -> Path:
+    """The most recently written ``checkpoints/last.ckpt`` of the run directories in ``runs_dir`` (``exclude``,
+    the new run's own directory, left out); ``UserError`` when there is none."""
+    candidates = [
+        path
+        for path in runs_dir.glob(f"*/checkpoints/{LAST_CHECKPOINT}")
+        if path.is_file() and (exclude is None or path.parents[1].resolve() != exclude.resolve())
+    ]
+    if not candidates:
+        raise UserError(f"ckpt_path=last: no earlier run with a last checkpoint under {runs_dir}")
+    return max(candidates, key=lambda path: path.stat().st_mtime_ns)
+
+
+def resume_path(cfg: DictConfig) -> Path | None:
+    """The checkpoint that ``cfg.ckpt_path`` names (None: a fresh run); ``last`` is the newest ``last.ckpt`` of the
+    runs of the same ``task_name`` (an experiment sets its own) under ``paths.log_dir``."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == LAST:
+        return find_last_checkpoint(Path(cfg.paths.log_dir) / cfg.task_name / "runs", Path(cfg.paths.output_dir))
+    return Path(str(ckpt_path))
+
+
+def _select(config: Any, key: str) -> Any:
+    for name in key.split("."):
+        config = config.get(name) if isinstance(config, dict) else None
+    return config
+
+
+def _differences(saved: Any, current: Any, key: str) -> list[tuple[str, Any, Any]]:
+    """The dotted keys under ``key`` whose values differ between two plain configs, with both values (missing:
+    None), ``IGNORED`` left out."""
+    if key in IGNORED:
+        return []
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [
+            difference
+            for name in dict.fromkeys([*saved, *current])
+            for difference in _differences(saved.get(name), current.get(name), f"{key}.{name}")
+        ]
+    return [] if saved == current else [(key, saved, current)]
+
+
+def check_resumable(cfg: DictConfig, path: Path, checkpoint: dict[str, Any]) -> None:
+    """Raise ``UserError`` when ``checkpoint`` (read from ``path``) cannot be resumed with ``cfg``: it holds weights
+    but no training state, or its run had another model, module, optimizer, scheduler, regulariser, fine-tuning,
+    EMA or data set; or ``lr_find`` is on, whose learning rate the restored optimizer state would override."""
+    if cfg.get("lr_find"):
+        raise UserError("lr_find=true cannot resume a run (ckpt_path): the optimizer's restored state sets the lr")
+    if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+        raise UserError(
+            f"ckpt_path: {path} holds weights but no training state to resume (optimizer, loops); start a new run "
+            f"from its weights with model.pretrained={path}"
+        )
+    run_config, current = checkpoint["hyper_parameters"]["run_config"], OmegaConf.to_container(cfg, resolve=True)
+    for key in RESUMED_KEYS:
+        differences = _differences(_select(run_config, key), _select(current, key), key)
+        if differences:
+            name, was, now = differences[0]
+            hint = "" if key == "model" else f"; or start a new run from its weights with model.pretrained={path}"
+            raise UserError(
+                f"ckpt_path: {path} was trained with {name}={was!r}, this run has {name}={now!r}; resume with the "
+                f"settings of the checkpoint's run (its config.yaml){hint}"
+            )
