@@ -4,6 +4,7 @@ from training.base import TrainingModule
 from training.classifier import Classifier
 from training.config import UserError, instantiate
 from training.ema import EMA
+from training.inference import LoadedModel, load_model
 from training.language_model import LanguageModel
 from training.multilabel import MultiLabelClassifier
 from training.regression import Regressor
@@ -12,9 +13,11 @@ __all__ = [
     "EMA",
     "Classifier",
     "LanguageModel",
+    "LoadedModel",
     "MultiLabelClassifier",
     "Regressor",
     "TrainingModule",
     "UserError",
     "instantiate",
+    "load_model",
 ]
