@@ -1,0 +1,355 @@
+"""Every bad input tried on the scripts, each with the one line the user sees and the exit status; the table in
+docs/reliability.md shows these same lines, checked row by row against what the scripts print.
+
+The scripts' own entry point, ``training.cli.run``, runs in this process (a process per row would spend most of
+its time importing torch); test_cli.py and the signal tests in test_reliability.py run the scripts as processes.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from test_guards import DIVERGING
+from test_reliability import fill_disk
+from test_safety import REFUSAL, write_malicious_checkpoint
+
+import models
+from conftest import ROOT
+from test_imagefolder import SIZE, VAL, write_tree
+from training.checkpoint_io import AtomicCheckpointIO
+from training.cli import run
+from training.tasks import evaluate, train
+
+DOCS = ROOT / "docs" / "reliability.md"
+FAST = ["trainer.accelerator=cpu", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2", "test=false"]
+
+
+Prepare = Callable[[Path, Path, pytest.MonkeyPatch], None]  # (directory, lenet5 checkpoint, monkeypatch)
+
+
+@dataclass
+class Row:
+    """A bad input: its description (the docs table's first column), the script's arguments (``<dir>`` stands for a
+    fresh directory, ``<checkpoint>`` for a lenet5 training checkpoint), the start of the line the user must see,
+    and the exit status. ``prepare`` writes the files the arguments name, or breaks something (a full disk)."""
+
+    what: str
+    args: list[str]
+    message: str
+    code: int = 2
+    script: str = "train.py"
+    prepare: Prepare | None = None
+    extra: list[str] = field(default_factory=list)  # arguments that make the run fast, left out of the docs
+    when: str = ""  # the circumstance that ``prepare`` simulates, for the docs
+
+
+def _write(name: str, content: bytes) -> Prepare:
+    return lambda directory, checkpoint, monkeypatch: (directory / name).write_bytes(content)
+
+
+def _state_dict(name: str, **kwargs: int) -> Prepare:
+    def prepare(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        torch.save(models.create_model(name, **kwargs).state_dict(), directory / f"{name}.pt")
+
+    return prepare
+
+
+def _truncated_checkpoint(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = checkpoint.read_bytes()
+    (directory / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+
+
+def _malicious(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_malicious_checkpoint(directory / "evil.ckpt", directory / "marker")
+
+
+def _image_folder_with_a_broken_image(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(directory / "images")
+    (directory / "images" / "train" / "ant" / "ant_broken.png").write_text("not an image\n")
+
+
+def _file_in_the_way(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (directory / "a_file").write_text("")
+
+
+def _used_run_dir(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (directory / "old_run" / ".hydra").mkdir(parents=True)
+
+
+def _disk_fills_after_the_first_epoch(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def save_until_full(self: AtomicCheckpointIO, checkpoint: dict, path: str, **options: object) -> None:
+        if checkpoint["global_step"] > 2:
+            fill_disk(monkeypatch, room=4096)
+        save(self, checkpoint, path, **options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save_until_full)
+
+
+def _out_of_memory(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    forward = models.lenet.LeNet5.forward
+
+    def forward_out_of_memory(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # the training steps, not the shape check before them
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return forward(self, x)
+
+    monkeypatch.setattr(models.lenet.LeNet5, "forward", forward_out_of_memory)
+
+
+IMAGES = [
+    "data=imagefolder", "data.data_dir=<dir>/images", "data.num_classes=3", f"data.val_size={VAL}",
+    f"data.image_size={SIZE}", "data.batch_size=4", "data.num_workers=0", "model=resnet20",
+]  # fmt: skip
+
+ROWS = [
+    Row("Unknown model", ["model=lenett5"], "error: unknown model 'lenett5'; did you mean lenet5? accepted: alexnet, "),
+    Row("Unknown data set", ["data=svhn"], "error: unknown data 'svhn'; accepted: adding, cifar10, cifar100, digits, "),
+    Row("Unknown setting", ["optimizer.lrr=0.1"], "error: unknown optimizer setting 'lrr'; did you mean lr? "),
+    Row(
+        "Wrong type in an override",
+        ["trainer.max_epochs=abc"],
+        "error: trainer.max_epochs: expected int or None, got 'abc' (str)",
+    ),
+    Row("Negative learning rate", ["optimizer.lr=-1"], "error: optimizer: Invalid learning rate: -1"),
+    Row("Batch size 0", ["data.batch_size=0"], "error: data: batch_size must be a positive integer, got 0"),
+    Row("Seed that is not a number", ["seed=abc"], "error: seed: expected an integer from 0 to 4294967295, or null, "),
+    Row(
+        "Missing data directory",
+        ["data=mnist", "data.data_dir=<dir>/nowhere"],
+        "error: data: MNIST not found (or "
+        "corrupted) in '<dir>/nowhere': expected <dir>/nowhere/MNIST/raw/train-images-idx3-ubyte",
+    ),
+    Row(
+        "Corrupted image",
+        IMAGES,
+        "error: cannot read image <dir>/images/train/ant/ant_broken.png: ",
+        prepare=_image_folder_with_a_broken_image,
+        extra=QUICK,
+    ),
+    Row(
+        "Empty text file for the language model",
+        ["experiment=char_lstm", "data.path=<dir>/empty.txt"],
+        "error: data: <dir>/empty.txt is empty; ",
+        prepare=_write("empty.txt", b""),
+    ),
+    Row(
+        "Input too small for the model",
+        ["data.image_size=28"],
+        "error: the model cannot take the data's 1x28x28 "
+        "images: LeNet-5 takes images of shape (N, 1, 32, 32), got (1, 1, 28, 28)",
+    ),
+    Row(
+        "Model with fewer outputs than classes",
+        ["model.num_classes=5"],
+        "error: the model has 5 outputs but the data has 10 classes; set model.num_classes=10",
+    ),
+    Row(
+        "Weights of another architecture",
+        ["model.pretrained=<dir>/resnet20.pt"],
+        "error: model.pretrained: <dir>/resnet20.pt does not fit lenet5 (LeNet5); nothing was loaded.",
+        prepare=_state_dict("resnet20"),
+    ),
+    Row(
+        "Class-count mismatch of pretrained weights",
+        ["model.pretrained=<dir>/lenet5.pt"],
+        "error: model.pretrained: "
+        "<dir>/lenet5.pt has a classifier for 5 classes, but the model has 10 (data.num_classes=10); ",
+        prepare=_state_dict("lenet5", num_classes=5),
+    ),
+    Row(
+        "Truncated checkpoint (pretrained weights)",
+        ["model.pretrained=<dir>/truncated.ckpt"],
+        "error: model.pretrained: <dir>/truncated.ckpt is truncated or damaged",
+        prepare=_truncated_checkpoint,
+    ),
+    Row(
+        "Truncated checkpoint (resume)",
+        ["ckpt_path=<dir>/truncated.ckpt"],
+        "error: <dir>/truncated.ckpt is truncated or damaged",
+        prepare=_truncated_checkpoint,
+    ),
+    Row(
+        "Truncated checkpoint (evaluation)",
+        ["ckpt_path=<dir>/truncated.ckpt"],
+        "error: <dir>/truncated.ckpt is truncated or damaged",
+        script="eval.py",
+        prepare=_truncated_checkpoint,
+    ),
+    Row(
+        "Checkpoint of another architecture (resume)",
+        ["model=resnet20", "ckpt_path=<checkpoint>"],
+        "error: ckpt_path: <checkpoint> was trained with model.name='lenet5', this run has model.name='resnet20'; ",
+    ),
+    Row(
+        "Missing checkpoint (resume)",
+        ["ckpt_path=<dir>/missing.ckpt"],
+        "error: checkpoint not found: <dir>/missing.ckpt",
+    ),
+    Row(
+        "No earlier run to resume",
+        ["ckpt_path=last"],
+        "error: ckpt_path=last: no earlier run with a last checkpoint under logs/train/runs",
+    ),
+    Row(
+        "Weights that are not a training checkpoint (evaluation)",
+        ["ckpt_path=<dir>/lenet5.pt"],
+        "error: <dir>/lenet5.pt is not a classicnets training checkpoint",
+        script="eval.py",
+        prepare=_state_dict("lenet5"),
+    ),
+    Row(
+        "Missing checkpoint (evaluation)",
+        ["ckpt_path=<dir>/missing.ckpt"],
+        "error: checkpoint not found: <dir>/missing.ckpt",
+        script="eval.py",
+    ),
+    Row(
+        "Malicious pickle (pretrained weights)",
+        ["model.pretrained=<dir>/evil.ckpt"],
+        f"error: model.pretrained: <dir>/evil.ckpt {REFUSAL}",
+        prepare=_malicious,
+    ),
+    Row(
+        "Malicious pickle (resume)",
+        ["ckpt_path=<dir>/evil.ckpt"],
+        f"error: <dir>/evil.ckpt {REFUSAL}",
+        prepare=_malicious,
+    ),
+    Row(
+        "Malicious pickle (evaluation)",
+        ["ckpt_path=<dir>/evil.ckpt"],
+        f"error: <dir>/evil.ckpt {REFUSAL}",
+        script="eval.py",
+        prepare=_malicious,
+    ),
+    Row("NaN loss", DIVERGING, "error: training diverged: a non-finite ", extra=["test=false"]),
+    Row(
+        "Unwritable output directory",
+        ["hydra.run.dir=<dir>/a_file/run"],
+        "error: cannot write the run's "
+        "directory <dir>/a_file/run: <dir>/a_file is a file, not a directory; choose another hydra.run.dir or "
+        "paths.log_dir",
+        prepare=_file_in_the_way,
+    ),
+    Row(
+        "Run directory of an earlier run",
+        ["hydra.run.dir=<dir>/old_run"],
+        "error: hydra.run.dir=<dir>/old_run already holds a run; nothing was changed.",
+        prepare=_used_run_dir,
+    ),
+    Row(
+        "Disk full while saving a checkpoint",
+        ["trainer.max_epochs=2"],
+        "error: could not write checkpoint "
+        "<dir>/run/checkpoints/last.ckpt: No space left on device; the previous checkpoint is kept",
+        prepare=_disk_fills_after_the_first_epoch,
+        when="on a disk that fills up in the second epoch",
+        extra=[*QUICK[1:], "callbacks.model_checkpoint.monitor=epoch"],
+    ),
+    Row(
+        "CUDA out of memory",
+        [],
+        "error: out of memory on cpu with data.batch_size=32: choose a smaller batch, e.g. data.batch_size=16, ",
+        prepare=_out_of_memory,
+        when="with a batch too big for the GPU",
+        extra=QUICK,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lenet5 training checkpoint, for the rows about resuming and about broken files."""
+    from conftest import compose_config
+
+    run_dir = tmp_path_factory.mktemp("checkpoint") / "run"
+    train(compose_config("train", run_dir, [*FAST, *QUICK]))
+    GlobalHydra.instance().clear()
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def run_script_in_process(
+    script: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> tuple[int | None, str]:
+    """``scripts/<script> args`` through the scripts' own entry point: the exit status and what went to stderr."""
+    task, config_name = {"train.py": (train, "train"), "eval.py": (evaluate, "eval")}[script]
+    monkeypatch.setattr(sys, "argv", [f"scripts/{script}", *args])
+    capsys.readouterr()
+    try:
+        run(task, config_name)
+        code: int | None = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        GlobalHydra.instance().clear()
+    return code, capsys.readouterr().err
+
+
+def seen(row: Row, directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> tuple[int, str]:
+    """Run ``row`` in ``directory``: its exit status and its one ``error:`` line, with paths as the table shows
+    them."""
+    monkeypatch.chdir(directory)
+    if row.prepare is not None:
+        row.prepare(directory, checkpoint, monkeypatch)
+    args = [arg.replace("<dir>", str(directory)).replace("<checkpoint>", str(checkpoint)) for arg in row.args]
+    fixed = [] if any(arg.startswith("hydra.run.dir=") for arg in args) else [f"hydra.run.dir={directory}/run"]
+    extra = [] if row.script == "eval.py" else FAST
+    code, stderr = run_script_in_process(row.script, [*extra, *args, *row.extra, *fixed], monkeypatch, capsys)
+    lines = [line for line in stderr.splitlines() if line.startswith(("error:", "stopped by"))]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return code, lines[0].replace(str(checkpoint), "<checkpoint>").replace(str(directory), "<dir>")
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.what for row in ROWS])
+def test_a_bad_input_ends_in_one_clear_line(
+    row: Row, tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    code, line = seen(row, tmp_path, checkpoint, monkeypatch, capsys)
+    assert code == row.code, line
+    assert line.startswith(row.message), line
+    assert not (tmp_path / "marker").exists()  # a malicious file's code never ran
+    documented = documented_lines()
+    cell = documented.get(row.what)
+    expected_row = f"| {row.what} | {command(row)} | {table_cell(line)} | {row.code} |"
+    assert cell is not None, f"docs/reliability.md lacks the row\n{expected_row}"
+    shown, exit_code = cell
+    assert exit_code == row.code and (line == shown or (shown.endswith("…") and line.startswith(shown[:-1]))), (
+        f"docs/reliability.md shows another line than the script now prints; the row should read\n{expected_row}"
+    )
+
+
+def command(row: Row) -> str:
+    words = [f"python scripts/{row.script}", *row.args]
+    return "``" + " ".join(words) + "``" + (f" {row.when}" if row.when else "")
+
+
+def table_cell(line: str) -> str:
+    """A line of the scripts as a code span in a table cell (long lines cut at 220 characters)."""
+    shown = line if len(line) <= 220 else line[:219] + "…"
+    return "``" + shown.replace("|", "\\|") + "``"
+
+
+def documented_lines() -> dict[str, tuple[str, int]]:
+    """The rows of the table in docs/reliability.md: the shown line and exit status of each bad input."""
+    rows = {}
+    for line in DOCS.read_text().splitlines():
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 4 and cells[2].startswith("``") and cells[3].isdigit():
+            rows[cells[0]] = (cells[2][2:-2].replace("\\|", "|"), int(cells[3]))
+    return rows
+
+
+def test_every_row_of_the_docs_table_is_tested() -> None:
+    assert sorted(documented_lines()) == sorted(row.what for row in ROWS)
+    assert len(ROWS) >= 15
