@@ -17,13 +17,12 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from test_guards import DIVERGING
-from test_reliability import fill_disk
+from test_reliability import fill_disk_after_step
 from test_safety import REFUSAL, write_malicious_checkpoint
 
 import models
 from conftest import ROOT
 from test_imagefolder import SIZE, VAL, write_tree
-from training.checkpoint_io import AtomicCheckpointIO
 from training.cli import run
 from training.tasks import evaluate, train
 
@@ -85,14 +84,7 @@ def _used_run_dir(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyP
 
 
 def _disk_fills_after_the_first_epoch(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    save = AtomicCheckpointIO.save_checkpoint
-
-    def save_until_full(self: AtomicCheckpointIO, checkpoint: dict, path: str, **options: object) -> None:
-        if checkpoint["global_step"] > 2:
-            fill_disk(monkeypatch, room=4096)
-        save(self, checkpoint, path, **options)
-
-    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save_until_full)
+    fill_disk_after_step(monkeypatch, 2)
 
 
 def _out_of_memory(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -58,6 +58,18 @@ def fill_disk(monkeypatch: pytest.MonkeyPatch, room: int, error: BaseException |
     )
 
 
+def fill_disk_after_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Make the trainer's checkpoint saves run out of space from the first save of a step after ``step`` on."""
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def save_until_full(self: AtomicCheckpointIO, checkpoint: dict, path: str, **options: object) -> None:
+        if checkpoint["global_step"] > step:
+            fill_disk(monkeypatch, room=4096)
+        save(self, checkpoint, path, **options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save_until_full)
+
+
 def checkpoint_of(step: int) -> dict:
     return {"global_step": step, "state_dict": {"w": torch.full((50_000,), float(step))}}
 
@@ -216,14 +228,7 @@ def test_a_full_disk_during_training_ends_in_one_line_and_keeps_the_last_good_ch
         "callbacks.model_checkpoint.monitor=epoch",
     )
     saves = record_saves(monkeypatch)
-    original = AtomicCheckpointIO.save_checkpoint
-
-    def save_until_the_disk_fills(self: AtomicCheckpointIO, checkpoint: dict, path: str, **options: object) -> None:
-        if checkpoint["global_step"] > 5:
-            fill_disk(monkeypatch, room=4096)
-        original(self, checkpoint, path, **options)
-
-    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save_until_the_disk_fills)
+    fill_disk_after_step(monkeypatch, 5)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointWriteError) as error:
         train(cfg)
