@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -27,46 +26,13 @@ class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
     top-k, which Lightning allows once per step: an epoch ending on such a step still gets its top-k checkpoint.
     """
 
-    def __init__(
-        self,
-        dirpath: str | None = None,
-        filename: str | None = None,
-        monitor: str | None = None,
-        verbose: bool = False,
-        save_last: bool | Literal["link"] | None = None,
-        save_top_k: int = 1,
-        save_on_exception: bool = False,
-        save_weights_only: bool = False,
-        mode: str = "min",
-        auto_insert_metric_name: bool = True,
-        every_n_train_steps: int | None = None,
-        train_time_interval: timedelta | None = None,
-        every_n_epochs: int | None = None,
-        save_on_train_epoch_end: bool | None = None,
-        enable_version_counter: bool = True,
-        last_every_n_train_steps: int = 0,
-    ) -> None:
-        if save_last == "link":
+    def __init__(self, *, last_every_n_train_steps: int = 0, **kwargs: Any) -> None:
+        """Lightning's arguments (``dirpath``, ``monitor``, ``save_last``, ...), and ``last_every_n_train_steps``."""
+        if kwargs.get("save_last") == "link":
             raise ValueError("save_last='link' makes last.ckpt a link to an older file; use save_last=true")
         if last_every_n_train_steps < 0:
             raise ValueError(f"last_every_n_train_steps must be 0 (off) or more, got {last_every_n_train_steps}")
-        super().__init__(
-            dirpath=dirpath,
-            filename=filename,
-            monitor=monitor,
-            verbose=verbose,
-            save_last=save_last,
-            save_top_k=save_top_k,
-            save_on_exception=save_on_exception,
-            save_weights_only=save_weights_only,
-            mode=mode,
-            auto_insert_metric_name=auto_insert_metric_name,
-            every_n_train_steps=every_n_train_steps,
-            train_time_interval=train_time_interval,
-            every_n_epochs=every_n_epochs,
-            save_on_train_epoch_end=save_on_train_epoch_end,
-            enable_version_counter=enable_version_counter,
-        )
+        super().__init__(**kwargs)
         self.last_every_n_train_steps = last_every_n_train_steps
 
     def save_last_now(self, trainer: pl.Trainer) -> None:
