@@ -16,8 +16,9 @@
     the default callbacks, guards and TensorBoard logger, as scripts/train.py builds it) and Lightning without
     callbacks, logger or checkpoints (the setting of Lightning's own parity benchmark), each against a minimal
     PyTorch loop over the same tensors with the same network, optimizer, scheduler and whole-batch augmentation
-    (training and a validation pass counting correct answers). ``epochs`` per fit, the first left out; ``rounds``
-    rounds of one fit of each side.
+    (training and a validation pass counting correct answers); and the minimal loop's own work as a LightningModule
+    on that bare Trainer (``LightningAlone``: what Lightning's loop itself costs). ``epochs`` per fit, the first
+    left out; ``rounds`` rounds of one fit of each side.
 (c) The in-memory fast path against per-image DataLoader loading (scripts/benchmark_data.py's measurement), ``rounds``
     rounds.
 """
@@ -215,17 +216,48 @@ def compose_default(log_dir: Path, epochs: int) -> Any:
         )
 
 
-def lightning_epoch(log_dir: Path, epochs: int, bare: bool) -> float:
+class LightningAlone(pl.LightningModule):
+    """The minimal loop's work as a LightningModule: the network, forward and cross-entropy in ``training_step``,
+    the correct answers counted in ``validation_step``, the same optimizer and scheduler; no metrics, no logging.
+    What a fit of it takes beyond the minimal loop is Lightning's own loop."""
+
+    def __init__(self, module: pl.LightningModule) -> None:
+        super().__init__()
+        self.net = module.net
+        self.optimizer_factory, self.scheduler_factory = module.optimizer_factory, module.scheduler_factory
+        self.correct = torch.zeros((), dtype=torch.long)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        return F.cross_entropy(self.net(images), labels)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        self.correct += (self.net(images).argmax(dim=1) == labels).sum()
+
+    def on_validation_epoch_end(self) -> None:
+        self.correct.item()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.net.parameters())
+        return [optimizer], [self.scheduler_factory(optimizer)] if self.scheduler_factory else []
+
+
+def lightning_epoch(log_dir: Path, epochs: int, side: str) -> float:
     """Seconds per epoch (training and validation) of a Lightning fit of the default run, after its first epoch.
 
-    With ``bare`` the Trainer has no callbacks, logger or checkpoints; else it has the default run's, the progress
-    bar drawing into /dev/null and the model summary (printed once before the first epoch) left out.
+    ``side``: ``default``, the default run's Trainer with its callbacks, guards, logger and checkpoints (the
+    progress bar drawing into /dev/null, the model summary, printed once before the first epoch, left out);
+    ``bare``, the default run's module on a Trainer without callbacks, logger or checkpoints; ``alone``,
+    ``LightningAlone`` on such a Trainer.
     """
     cfg = compose_default(log_dir, epochs)
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
+    if side == "alone":
+        module = LightningAlone(module)
     clock = Clock()
-    if bare:
+    if side != "default":
         callbacks, loggers, switches = [clock], False, {"enable_checkpointing": False, "enable_progress_bar": False}
     else:
         callbacks = [
@@ -293,13 +325,14 @@ def compare_with_minimal_loop(options: dict[str, Any]) -> None:
         def fresh() -> Path:
             return Path(tmp) / str(next(counter))
 
-        for label, bare in (
-            ("the default run (callbacks, guards, TensorBoard, checkpoints)", False),
-            ("bare Trainer", True),
+        for label, side in (
+            ("the default run (callbacks, guards, TensorBoard, checkpoints)", "default"),
+            ("bare Trainer (the default run's module: metrics, logging)", "bare"),
+            ("Lightning alone (forward, loss and step in a LightningModule, bare Trainer)", "alone"),
         ):
             times = alternate(
                 {
-                    "lightning": lambda bare=bare: lightning_epoch(fresh(), epochs, bare),
+                    "lightning": lambda side=side: lightning_epoch(fresh(), epochs, side),
                     "minimal": lambda: minimal_epoch(fresh(), epochs),
                 },
                 rounds,

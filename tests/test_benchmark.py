@@ -31,7 +31,8 @@ def test_benchmark_prints_one_table_per_part(tmp_path: Path) -> None:
     assert float(vs_torchvision[1][-1]) == 0.0  # the same weights give the same outputs
     assert all(float(cell.replace(",", "")) > 0 for cell in vs_torchvision[1][1:7])
     assert vs_minimal[0] == ["Lightning side", "s/epoch Lightning", "minimal loop", "Lightning / minimal"]
-    assert len(vs_minimal) == 3 and all(row[3].endswith("x") for row in vs_minimal[1:])
+    assert [row[0].split(" (")[0] for row in vs_minimal[1:]] == ["the default run", "bare Trainer", "Lightning alone"]
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 and row[3].endswith("x") for row in vs_minimal[1:])
     assert data_paths[0] == ["per-image samples/s", "fast path samples/s", "fast / per-image"]
     assert len(data_paths) == 2
     assert "within 0.97-1.03x of torchvision in both training and inference:" in result.stdout

@@ -3,11 +3,13 @@
 import csv
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.trainer.states import TrainerFn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config, model_inputs, run_script
@@ -107,8 +109,25 @@ def test_filter_grid_confusion_matrix_and_misclassified_images(events: EventAccu
     assert (filters[0].width, filters[0].height) == (6 * 36 + 1, 36 + 1)
     assert filters[0].encoded_image_string != filters[-1].encoded_image_string  # they learnt
     for tag in ("val/confusion_matrix", "val/misclassified"):
-        assert [event.step for event in events.Images(tag)] == [6, 12]  # not the sanity check
+        # every 5th epoch's and the last one's validation (epoch 2 of 2), not the sanity check
+        assert [event.step for event in events.Images(tag)] == [12]
         assert min(events.Images(tag)[0].width, events.Images(tag)[0].height) > 200
+
+
+@pytest.mark.parametrize("callback", [ConfusionMatrix, MisclassifiedImages])
+def test_figures_every_n_epochs_and_the_last(callback: type) -> None:
+    figures = callback(every_n_epochs=2)
+
+    def due(epoch: int, fn: TrainerFn = TrainerFn.FITTING, sanity_checking: bool = False) -> bool:
+        state = SimpleNamespace(fn=fn)
+        trainer = SimpleNamespace(sanity_checking=sanity_checking, state=state, current_epoch=epoch, max_epochs=5)
+        return figures._due(trainer)
+
+    assert [epoch + 1 for epoch in range(5) if due(epoch)] == [2, 4, 5]
+    assert not due(1, sanity_checking=True)
+    assert due(0, fn=TrainerFn.VALIDATING)  # trainer.validate draws them always
+    with pytest.raises(ValueError, match="every_n_epochs must be a positive integer, got 0"):
+        callback(every_n_epochs=0)
 
 
 def test_hparams_entry_holds_the_choices_and_final_metrics(events: EventAccumulator) -> None:

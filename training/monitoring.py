@@ -9,7 +9,8 @@ Each is its own key in ``configs/callbacks/default.yaml`` (``callbacks.<key>=nul
   histograms ``weights/<param>``, ``gradients/<param>`` and the scalar ``update_ratio/<param>``;
 * ``filters`` (``FilterImages``): ``filters/<layer>``, the first conv layer's filters as an image grid;
 * ``confusion_matrix`` (``ConfusionMatrix``) and ``misclassified`` (``MisclassifiedImages``): classifiers only,
-  ``val/confusion_matrix`` and ``val/misclassified`` figures after every validation.
+  ``val/confusion_matrix`` and ``val/misclassified`` figures after the validations of every ``every_n_epochs``-th
+  epoch and the last.
 
 The scalars of ``speed`` and ``grad_norm`` go to every logger (CSV too); the rest is written to the TensorBoard
 logger's writer and is skipped when the run has none (``logger=csv``, ``logger=none``, ``debug=fdr``). Nothing is
@@ -29,6 +30,7 @@ import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.data import extract_batch_size
 from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 from torch import nn
@@ -307,15 +309,28 @@ class _ValidationPredictions(pl.Callback):
     batch's inputs, labels and predicted classes to ``_update``; ``_write`` logs when the validation ends. Other
     modules (regression, language models, multi-label) and runs without TensorBoard are skipped. In a distributed
     run every process reads its share of the validation set and ``_write`` runs in each (for metrics that sync
-    over the processes) with the writer in the first process only, None in the others."""
+    over the processes) with the writer in the first process only, None in the others.
+
+    While fitting, the validations of every ``every_n_epochs``-th epoch and of the last one (``trainer.max_epochs``)
+    are read; ``trainer.validate`` always is."""
 
     _active = False
     _writer: SummaryWriter | None = None
 
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        _positive_int("every_n_epochs", every_n_epochs)
+        self.every_n_epochs = every_n_epochs
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        if trainer.sanity_checking:
+            return False
+        if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate
+            return True
+        epoch = trainer.current_epoch + 1
+        return epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
+
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._active = (
-            isinstance(pl_module, Classifier) and not trainer.sanity_checking and logs_to_tensorboard(trainer)
-        )
+        self._active = isinstance(pl_module, Classifier) and self._due(trainer) and logs_to_tensorboard(trainer)
         if not self._active:
             return
         self._writer = tensorboard(trainer)
@@ -411,7 +426,7 @@ def confusion_matrix_figure(matrix: torch.Tensor, class_names: list[str]) -> Fig
 
 class ConfusionMatrix(_ValidationPredictions):
     """``val/confusion_matrix``: the validation set's confusion matrix (``MulticlassConfusionMatrix``) as a figure
-    after every validation; ``matrix`` keeps the last validation's counts."""
+    (``every_n_epochs``: see the base class); ``matrix`` keeps the last counts read."""
 
     def _reset(self, pl_module: pl.LightningModule) -> None:
         self.matrix = MulticlassConfusionMatrix(pl_module.hparams.num_classes).to(pl_module.device)
@@ -470,7 +485,8 @@ class MisclassifiedImages(_ValidationPredictions):
     """``val/misclassified``: the first ``max_images`` validation examples the classifier gets wrong (the same ones
     from epoch to epoch while it keeps getting them wrong), labelled with the predicted and the true class."""
 
-    def __init__(self, max_images: int = 16) -> None:
+    def __init__(self, max_images: int = 16, every_n_epochs: int = 1) -> None:
+        super().__init__(every_n_epochs)
         _positive_int("max_images", max_images)
         self.max_images = max_images
 
