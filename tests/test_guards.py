@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -138,6 +139,29 @@ def test_nan_guard_catches_a_step_that_overflows_the_weights() -> None:
     module = TinyClassifier(spoil="weight")
     with pytest.raises(TrainingDiverged, match=r"a non-finite weight norm at step 4 \(epoch 0\).*learning rate 3e\+38"):
         fit(module, NanGuard())
+
+
+class ValidatedTinyClassifier(TinyClassifier):
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.log("val/loss", self.criterion(self(batch[0]), batch[1]))
+
+
+@pytest.mark.parametrize("checkpoints", [False, True])
+def test_nan_guard_checks_the_last_steps_weights_before_a_checkpoint_and_at_the_end(
+    tmp_path: Path, checkpoints: bool
+) -> None:
+    """The overflowing step is the epoch's last, so no later step checks its weights: the checkpoint written at the
+    end of the epoch (with a validation before it), or else the end of training, does."""
+    module = ValidatedTinyClassifier(spoil="weight", at_batch=7)
+    extra = {"val_dataloaders": tiny_loader()} if checkpoints else {}
+    callbacks = [NanGuard(), *([ModelCheckpoint(dirpath=tmp_path, save_last=True)] if checkpoints else [])]
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=checkpoints, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=callbacks,
+    )  # fmt: skip
+    with pytest.raises(TrainingDiverged, match=r"a non-finite weight norm at step 8 \(epoch 0\)"):
+        trainer.fit(module, tiny_loader(), **extra)
+    assert list(tmp_path.iterdir()) == []  # no checkpoint holds the broken weights
 
 
 def test_nan_guard_lets_a_finite_run_finish() -> None:

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from rich.console import Console
 from torch import nn
 from torch.nn import functional as F
@@ -108,6 +109,11 @@ class InitialLossCheck(pl.Callback):
         console.print(f"[bold yellow]sanity check:[/] {message}")
 
 
+def _state(module: nn.Module) -> list[torch.Tensor]:
+    """The parameters and floating buffers (batch-norm statistics) of ``module``."""
+    return [*module.parameters(), *(buffer for buffer in module.buffers() if buffer.is_floating_point())]
+
+
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Whether every element of ``tensors`` (at least one) is finite, as a 0-d bool tensor on their device.
 
@@ -122,24 +128,29 @@ class NanGuard(pl.Callback):
 
     Each step's losses (of every backward pass) and gradients are checked before the optimizer applies them,
     so a non-finite gradient never reaches the weights; the weights and floating buffers (batch-norm
-    statistics) are checked after each step, for an update that overflows. Under a mixed-precision GradScaler,
-    which skips steps with infinite gradients by design, only the loss and the weights are checked.
+    statistics) after each step, for an update that overflows, are checked along with the next step's, before
+    every checkpoint is written and when training ends. Under a mixed-precision GradScaler, which skips steps with
+    infinite gradients by design, only the loss and the weights are checked.
 
     The guard raises rather than setting ``trainer.should_stop``: a stop still lets ModelCheckpoint write
     last.ckpt (and validate) with the broken weights, while an exception ends ``fit`` at once, so the
     checkpoints written so far, last.ckpt included, stay the last good ones. The message names the step, the
     last finite loss and the learning rate, and suggests a tenth of the configured one.
 
-    Each check is a fused reduction over the tensors and a host sync: two per step.
+    Each check is a fused reduction over the tensors where they live; the checks of a step share one host sync.
     """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._losses: list[torch.Tensor] = []
         self._last_loss: torch.Tensor | None = None
+        # whether the weights after the last step are finite, that step and its epoch
+        self._weights: tuple[torch.Tensor, int, int] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._losses = []
-        self._last_loss = None
+        self._reset()
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         self._losses.append(loss.detach())
@@ -148,28 +159,48 @@ class NanGuard(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
     ) -> None:
         losses, self._losses = self._losses, []
+        step = (trainer.global_step + 1, trainer.current_epoch)
+        checks = self._pending_weights()
+        if losses:
+            checks["training loss"] = (all_finite(losses), *step)
         gradients = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        checks = {"training loss": all_finite(losses)} if losses else {}
         if gradients and getattr(trainer.precision_plugin, "scaler", None) is None:
-            checks["gradient norm"] = all_finite(gradients)
-        self._check(trainer, checks, optimizer, trainer.global_step + 1)
+            checks["gradient norm"] = (all_finite(gradients), *step)
+        self._check(trainer, checks, optimizer)
         if losses:
             self._last_loss = losses[-1]
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        state = [*pl_module.parameters(), *(buffer for buffer in pl_module.buffers() if buffer.is_floating_point())]
-        self._check(trainer, {"weight norm": all_finite(state)}, trainer.optimizers[0], trainer.global_step)
+        self._weights = (all_finite(_state(pl_module)), trainer.global_step, trainer.current_epoch)
 
-    def _check(self, trainer: pl.Trainer, checks: dict[str, torch.Tensor], optimizer: Optimizer, step: int) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:  # the weights as they are now, which the checkpoint would hold
+            self._weights = (all_finite(_state(pl_module)), trainer.global_step, trainer.current_epoch)
+            self._check(trainer, self._pending_weights(), trainer.optimizers[0])
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer, self._pending_weights(), trainer.optimizers[0])
+
+    def _pending_weights(self) -> dict[str, tuple[torch.Tensor, int, int]]:
+        weights, self._weights = self._weights, None
+        return {"weight norm": weights} if weights is not None else {}
+
+    def _check(
+        self, trainer: pl.Trainer, checks: dict[str, tuple[torch.Tensor, int, int]], optimizer: Optimizer
+    ) -> None:
+        """Raise for the first of ``checks`` (name: (finite, step, epoch)) whose tensors are not all finite."""
         if not checks:
             return
-        finite = torch.stack(list(checks.values())).tolist()  # one host sync for all of them
-        if not all(finite):
-            self._stop(trainer, next(name for name, ok in zip(checks, finite, strict=True) if not ok), optimizer, step)
+        finite = torch.stack([check[0] for check in checks.values()]).tolist()  # one host sync for all of them
+        for (what, (_, step, epoch)), ok in zip(checks.items(), finite, strict=True):
+            if not ok:
+                self._stop(trainer, what, optimizer, step, epoch)
 
-    def _stop(self, trainer: pl.Trainer, what: str, optimizer: Optimizer, step: int) -> NoReturn:
+    def _stop(self, trainer: pl.Trainer, what: str, optimizer: Optimizer, step: int, epoch: int) -> NoReturn:
         group = optimizer.param_groups[0]
         lr = group["lr"]
         configured = group.get("initial_lr", lr)  # a torch scheduler keeps the rate it started from here
@@ -177,7 +208,7 @@ class NanGuard(pl.Callback):
         checkpoint = trainer.checkpoint_callback
         kept = (checkpoint.last_model_path or checkpoint.best_model_path) if checkpoint is not None else ""
         raise TrainingDiverged(
-            f"training diverged: a non-finite {what} at step {step} (epoch {trainer.current_epoch}); last finite "
+            f"training diverged: a non-finite {what} at step {step} (epoch {epoch}); last finite "
             f"loss {last}, learning rate {lr:.4g}. Try a lower learning rate, e.g. a tenth: "
             f"optimizer.lr={configured / 10:.4g}. "
             + (f"The checkpoints written before are kept: {kept}" if kept else "No checkpoint had been written.")
