@@ -1,15 +1,17 @@
 """Speed against references, each comparison measured side by side in one run (sides alternating, median ratios).
 
     python scripts/benchmark.py [parts=a,b,c] [models=<names>] [device=cpu] [precision=32|bf16] [channels_last=false]
-                                [batch=8] [image_size=64] [steps=10] [epochs=4] [rounds=5] [data_batches=50]
-                                [data_batch=128] [workers=<one per CPU core>]
+                                [control=false] [batch=8] [image_size=64] [steps=10] [epochs=4] [rounds=5]
+                                [data_batches=50] [data_batch=128] [workers=<one per CPU core>]
 
 (a) Every model of the zoo that torchvision also has (models=: a comma-separated subset), ours against torchvision's
     with the same weights: a training step (forward, cross-entropy over every output, backward, SGD step) and
     inference, in images/s, on random ``batch`` x 3 x ``image_size`` x ``image_size`` inputs with 10 classes. The
     two sides take turns one step at a time (the first alternating), each step timed on its own: ``steps`` steps of
     each side, or as many as fill 1 s a side (at most 200); the ratio is the median of the pairs' ratios, so a
-    slow moment of the machine falls on both sides of a pair. ``device=cuda precision=bf16 channels_last=true
+    slow moment of the machine falls on both sides of a pair. ``control=true`` times a copy of torchvision's network
+    as a third side, in turn with the others: ``tv copy/tv``, the same network against itself, shows the resolution
+    of the measurement on the machine (1.000 on a quiet one). ``device=cuda precision=bf16 channels_last=true
     batch=256 image_size=224 models=resnet50`` is the GPU setting (autocast to bfloat16, weights and inputs
     channels-last).
 (b) LeNet-5 on the bundled digits: the default run's epoch (the composed default config, the Lightning Trainer with
@@ -25,6 +27,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import math
@@ -60,7 +63,7 @@ INTEGERS = {
     "workers": default_num_workers(),
 }  # fmt: skip
 CHOICES = {"parts": "a,b,c", "models": ",".join(TORCHVISION_NAMES), "device": "cpu", "precision": "32"}
-SWITCHES = {"channels_last": "false"}
+SWITCHES = {"channels_last": "false", "control": "false"}
 NUM_CLASSES = 10
 MIN_SECONDS = 1.0  # each side's timed steps in (a) last at least this long
 MAX_STEPS = 200
@@ -155,16 +158,18 @@ class Workload:
         return time.perf_counter() - start
 
 
-def compare_steps(sides: dict[str, Workload], training: bool, minimum: int) -> tuple[dict[str, float], float]:
-    """Each side's images/s (the median step) and the median of the step pairs' ``ours / tv`` throughput ratios,
-    after a warm-up step each; ``minimum`` pairs, or as many as fill ``MIN_SECONDS`` a side."""
+def compare_steps(
+    sides: dict[str, Workload], training: bool, minimum: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Each side's images/s (the median step) and, for each side but ``tv``, the median of the step pairs'
+    ``side / tv`` throughput ratios, after a warm-up step each; ``minimum`` rounds, or as many as fill
+    ``MIN_SECONDS`` a side."""
     longest = max(workload.seconds(training) for workload in sides.values())
     steps = max(minimum, min(MAX_STEPS, math.ceil(MIN_SECONDS / longest)))
     seconds = alternate({name: functools.partial(w.seconds, training) for name, w in sides.items()}, steps)
     batch = len(sides["ours"].inputs)
-    return {name: batch / median(times) for name, times in seconds.items()}, median_ratio(
-        seconds["tv"], seconds["ours"]
-    )
+    rates = {name: batch / median(times) for name, times in seconds.items()}
+    return rates, {name: median_ratio(seconds["tv"], times) for name, times in seconds.items() if name != "tv"}
 
 
 def compare_with_torchvision(options: dict[str, Any]) -> None:
@@ -175,33 +180,39 @@ def compare_with_torchvision(options: dict[str, Any]) -> None:
         f"{options['steps']} a side (more to fill {MIN_SECONDS:g} s); images/s of the median step, ratio the median "
         "of the step pairs'\n"
     )
-    print(
-        "| model | train img/s ours | torchvision | ours/tv | infer img/s ours | torchvision | ours/tv | max abs diff |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    control = options["control"]
+    columns = ["train img/s ours", "torchvision", "ours/tv", *(["tv copy/tv"] if control else [])]
+    columns += [column.replace("train", "infer") for column in columns]
+    print(f"| model | {' | '.join(columns)} | max abs diff |")
+    print(f"|{'---|' * (len(columns) + 2)}")
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(batch, 3, size, size, generator=generator).to(device)
     labels = torch.randint(0, NUM_CLASSES, (batch,), generator=generator).to(device)
     if options["channels_last"]:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-    within = 0
+    within = {"ours": 0, "control": 0}
     for name in options["models"]:
         ours, theirs = model_pair(name, options)
         with torch.inference_mode():  # the same network: the same outputs
             difference = (ours.eval()(inputs) - theirs.eval()(inputs)).abs().max().item()
-        sides = {
-            side: Workload(net, inputs, labels, options["precision"]) for side, net in (("ours", ours), ("tv", theirs))
-        }
+        nets = {"ours": ours, "tv": theirs} | ({"control": copy.deepcopy(theirs)} if control else {})
+        sides = {side: Workload(net, inputs, labels, options["precision"]) for side, net in nets.items()}
         cells = [name]
-        ratios = []
+        model_within = dict.fromkeys(("ours", *(["control"] if control else [])), True)
         for training in (True, False):
-            rates, ratio = compare_steps(sides, training, options["steps"])
-            ratios.append(ratio)
-            cells += [f"{rates['ours']:,.1f}", f"{rates['tv']:,.1f}", f"{ratio:.3f}"]
-        within += all(0.97 <= ratio <= 1.03 for ratio in ratios)
+            rates, ratios = compare_steps(sides, training, options["steps"])
+            for side in model_within:
+                model_within[side] &= 0.97 <= ratios[side] <= 1.03
+            cells += [f"{rates['ours']:,.1f}", f"{rates['tv']:,.1f}", f"{ratios['ours']:.3f}"]
+            cells += [f"{ratios['control']:.3f}"] if control else []
+        for side, inside in model_within.items():
+            within[side] += inside
         print(f"| {' | '.join(cells)} | {difference:.1e} |", flush=True)
-        del ours, theirs, sides
-    print(f"\nwithin 0.97-1.03x of torchvision in both training and inference: {within} of {len(options['models'])}")
+        del ours, theirs, nets, sides
+    count = len(options["models"])
+    print(f"\nwithin 0.97-1.03x of torchvision in both training and inference: {within['ours']} of {count}")
+    if control:
+        print(f"torchvision's copy within 0.97-1.03x of torchvision (the control): {within['control']} of {count}")
 
 
 # (b) the framework's overhead --------------------------------------------------------------------------------------

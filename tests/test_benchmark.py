@@ -42,3 +42,15 @@ def test_benchmark_rejects_a_model_torchvision_does_not_have(tmp_path: Path) -> 
     result = run_script("benchmark.py", "models=lenet5", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: models: lenet5 not in torchvision; shared: alexnet_tv, googlenet_tv, ")
+
+
+def test_benchmark_control_times_torchvision_against_a_copy_of_itself(tmp_path: Path) -> None:
+    result = run_script(
+        "benchmark.py", "parts=a", "models=squeezenet1_1", "control=true", "batch=2", "steps=2", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (table,) = tables(result.stdout)
+    assert table[0][1:5] == ["train img/s ours", "torchvision", "ours/tv", "tv copy/tv"]
+    assert table[0][5:9] == ["infer img/s ours", "torchvision", "ours/tv", "tv copy/tv"]
+    assert all(0.2 < float(table[1][column]) < 5 for column in (3, 4, 7, 8))
+    assert "torchvision's copy within 0.97-1.03x of torchvision (the control):" in result.stdout
