@@ -1,17 +1,17 @@
-"""Speed against references, each comparison measured side by side in one run (sides alternating, median ratios).
+"""Speed against references, each comparison measured side by side in one run (sides taking turns, median ratios).
 
     python scripts/benchmark.py [parts=a,b,c] [models=<names>] [device=cpu] [precision=32|bf16] [channels_last=false]
-                                [control=false] [batch=8] [image_size=64] [steps=10] [epochs=4] [rounds=5]
-                                [data_batches=50] [data_batch=128] [workers=<one per CPU core>]
+                                [control=false] [batch=8] [image_size=64] [steps=30] [network=lenet5] [epochs=4]
+                                [rounds=5] [data_batches=50] [data_batch=128] [workers=<one per CPU core>]
 
 (a) Every model of the zoo that torchvision also has (models=: a comma-separated subset), ours against torchvision's
     with the same weights: a training step (forward, cross-entropy over every output, backward, SGD step) and
     inference, in images/s, on random ``batch`` x 3 x ``image_size`` x ``image_size`` inputs with 10 classes. The
-    two sides take turns one step at a time (the first alternating), each step timed on its own: ``steps`` steps of
-    each side, or as many as fill 1 s a side (at most 200); the ratio is the median of the pairs' ratios, so a
-    slow moment of the machine falls on both sides of a pair. ``control=true`` times a copy of torchvision's network
-    as a third side, in turn with the others: ``tv copy/tv``, the same network against itself, shows the resolution
-    of the measurement on the machine (1.000 on a quiet one). ``device=cuda precision=bf16 channels_last=true
+    sides take turns one step at a time (the order rotated every round), each step timed on its own: ``steps``
+    steps of each side, or as many as fill 1 s a side (at most 200); the ratio is the median of the pairs' ratios,
+    so a slow moment of the machine falls on both sides of a pair. ``control=true`` times a copy of torchvision's
+    network as a third side, in turn with the others: ``tv copy/tv``, the same network against itself, shows the
+    resolution of the measurement on the machine (1.000 on a quiet one). ``device=cuda precision=bf16 channels_last=true
     batch=256 image_size=224 models=resnet50`` is the GPU setting (autocast to bfloat16, weights and inputs
     channels-last).
 (b) LeNet-5 on the bundled digits: the default run's epoch (the composed default config, the Lightning Trainer with
@@ -20,7 +20,9 @@
     PyTorch loop over the same tensors with the same network, optimizer, scheduler and whole-batch augmentation
     (training and a validation pass counting correct answers); and the minimal loop's own work as a LightningModule
     on that bare Trainer (``LightningAlone``: what Lightning's loop itself costs). ``epochs`` per fit, the first
-    left out; ``rounds`` rounds of one fit of each side.
+    left out; ``rounds`` rounds of one fit of each side. ``network=<model config>`` runs the same comparison with
+    another network on the digits (``network=resnet20``: an epoch fourteen times LeNet-5's, the same per-step
+    cost of Lightning).
 (c) The in-memory fast path against per-image DataLoader loading (scripts/benchmark_data.py's measurement), ``rounds``
     rounds.
 """
@@ -59,10 +61,12 @@ from training.tasks import build
 from training.timing import Clock, alternate, median, median_ratio, synchronize
 
 INTEGERS = {
-    "batch": 8, "image_size": 64, "steps": 10, "epochs": 4, "rounds": 5, "data_batches": 50, "data_batch": 128,
+    "batch": 8, "image_size": 64, "steps": 30, "epochs": 4, "rounds": 5, "data_batches": 50, "data_batch": 128,
     "workers": default_num_workers(),
 }  # fmt: skip
-CHOICES = {"parts": "a,b,c", "models": ",".join(TORCHVISION_NAMES), "device": "cpu", "precision": "32"}
+CHOICES = {
+    "parts": "a,b,c", "models": ",".join(TORCHVISION_NAMES), "device": "cpu", "precision": "32", "network": "lenet5",
+}  # fmt: skip
 SWITCHES = {"channels_last": "false", "control": "false"}
 NUM_CLASSES = 10
 MIN_SECONDS = 1.0  # each side's timed steps in (a) last at least this long
@@ -101,6 +105,9 @@ def parse_options(args: list[str]) -> dict[str, Any]:
         raise ValueError(f"device: {err}") from None
     if options["device"].type == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda: no CUDA device is available here")
+    networks = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
+    if options["network"] not in networks:
+        raise ValueError(f"network: {options['network']!r} is not a model config; accepted: {', '.join(networks)}")
     return options
 
 
@@ -126,7 +133,7 @@ def _outputs(result: Any) -> tuple[torch.Tensor, ...]:
 
 
 class Workload:
-    """Training steps and inference passes of one network on one fixed batch, each call timing ``steps`` of them."""
+    """Training steps and inference passes of one network on one fixed batch, each call timing one of them."""
 
     def __init__(self, net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, precision: str) -> None:
         self.net, self.inputs, self.labels = net, inputs, labels
@@ -218,13 +225,12 @@ def compare_with_torchvision(options: dict[str, Any]) -> None:
 # (b) the framework's overhead --------------------------------------------------------------------------------------
 
 
-def compose_default(log_dir: Path, epochs: int) -> Any:
-    """The default run's composed config (as scripts/train.py composes it), writing into ``log_dir``."""
+def compose_default(log_dir: Path, epochs: int, network: str) -> Any:
+    """The default run's composed config with ``model=network`` (as scripts/train.py composes it), writing into
+    ``log_dir``."""
+    overrides = [f"model={network}", f"paths.output_dir={log_dir}", "trainer.accelerator=cpu"]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        return compose(
-            "train",
-            overrides=[f"paths.output_dir={log_dir}", "trainer.accelerator=cpu", f"trainer.max_epochs={epochs}"],
-        )
+        return compose("train", overrides=[*overrides, f"trainer.max_epochs={epochs}"])
 
 
 class LightningAlone(pl.LightningModule):
@@ -254,7 +260,7 @@ class LightningAlone(pl.LightningModule):
         return [optimizer], [self.scheduler_factory(optimizer)] if self.scheduler_factory else []
 
 
-def lightning_epoch(log_dir: Path, epochs: int, side: str) -> float:
+def lightning_epoch(log_dir: Path, epochs: int, network: str, side: str) -> float:
     """Seconds per epoch (training and validation) of a Lightning fit of the default run, after its first epoch.
 
     ``side``: ``default``, the default run's Trainer with its callbacks, guards, logger and checkpoints (the
@@ -262,7 +268,7 @@ def lightning_epoch(log_dir: Path, epochs: int, side: str) -> float:
     ``bare``, the default run's module on a Trainer without callbacks, logger or checkpoints; ``alone``,
     ``LightningAlone`` on such a Trainer.
     """
-    cfg = compose_default(log_dir, epochs)
+    cfg = compose_default(log_dir, epochs, network)
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
     if side == "alone":
@@ -288,11 +294,11 @@ def lightning_epoch(log_dir: Path, epochs: int, side: str) -> float:
     return clock.epoch_seconds / (epochs - 1)
 
 
-def minimal_epoch(log_dir: Path, epochs: int) -> float:
+def minimal_epoch(log_dir: Path, epochs: int, network: str) -> float:
     """Seconds per epoch, after the first, of a hand-written loop over the default run's data, network and
     optimizer: for each batch the whole-batch augmentation, forward, cross-entropy, backward and step; then the
     validation batches' correct answers; then the scheduler's step."""
-    cfg = compose_default(log_dir, epochs)
+    cfg = compose_default(log_dir, epochs, network)
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
     net = module.net
@@ -321,12 +327,12 @@ def minimal_epoch(log_dir: Path, epochs: int) -> float:
 
 
 def compare_with_minimal_loop(options: dict[str, Any]) -> None:
-    epochs, rounds = options["epochs"], options["rounds"]
+    epochs, rounds, network = options["epochs"], options["rounds"], options["network"]
     if epochs < 2:
         raise ValueError("epochs: the first epoch is not timed; give 2 or more")
     print(
-        f"\n(b) LeNet-5 on the bundled digits (batch 32, 40 training and 6 validation batches an epoch): s/epoch, "
-        f"{epochs} epochs a fit, the first left out; {rounds} rounds, the median of the rounds' ratios\n"
+        f"\n(b) {network} on the bundled digits (batch 32, 40 training and 6 validation batches an epoch): "
+        f"s/epoch, {epochs} epochs a fit, the first left out; {rounds} rounds, the median of the rounds' ratios\n"
     )
     print("| Lightning side | s/epoch Lightning | minimal loop | Lightning / minimal |")
     print("|---|---|---|---|")
@@ -343,8 +349,8 @@ def compare_with_minimal_loop(options: dict[str, Any]) -> None:
         ):
             times = alternate(
                 {
-                    "lightning": lambda side=side: lightning_epoch(fresh(), epochs, side),
-                    "minimal": lambda: minimal_epoch(fresh(), epochs),
+                    "lightning": lambda side=side: lightning_epoch(fresh(), epochs, network, side),
+                    "minimal": lambda: minimal_epoch(fresh(), epochs, network),
                 },
                 rounds,
             )

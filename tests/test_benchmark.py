@@ -54,3 +54,17 @@ def test_benchmark_control_times_torchvision_against_a_copy_of_itself(tmp_path: 
     assert table[0][5:9] == ["infer img/s ours", "torchvision", "ours/tv", "tv copy/tv"]
     assert all(0.2 < float(table[1][column]) < 5 for column in (3, 4, 7, 8))
     assert "torchvision's copy within 0.97-1.03x of torchvision (the control):" in result.stdout
+
+
+def test_benchmark_compares_another_network_with_the_minimal_loop(tmp_path: Path) -> None:
+    result = run_script("benchmark.py", "parts=b", "network=lenet5_paper", "epochs=2", "rounds=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(b) lenet5_paper on the bundled digits" in result.stdout
+    (vs_minimal,) = tables(result.stdout)
+    assert len(vs_minimal) == 4
+
+
+def test_benchmark_rejects_a_network_without_a_model_config(tmp_path: Path) -> None:
+    result = run_script("benchmark.py", "parts=b", "network=lenet55", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: network: 'lenet55' is not a model config; accepted: alexnet, alexnet_tv, ")
