@@ -319,9 +319,11 @@ def test_a_signal_stops_training_at_the_step_boundary_with_a_checkpoint(tmp_path
 
 
 def test_without_a_signal_the_handlers_change_nothing(tmp_path: Path) -> None:
+    # the handlers the process started with: default_int_handler for SIGINT, or SIG_IGN under nohup and `cmd &`
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     trainer, stopper, _ = tiny_fit(tmp_path, None)
     assert trainer.global_step == 8 and stopper.received is None
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
 
 
 def test_the_resume_command_repeats_the_overrides_with_the_checkpoint() -> None:
