@@ -55,7 +55,7 @@ from torch.nn import functional as F
 import models
 from data.base import available_cpus, default_num_workers
 from models._pretrained import TORCHVISION_NAMES
-from training.cli import CONFIG_DIR, parse_int_options, run_plain
+from training.cli import CONFIG_DIR, check_choice, parse_int_options, run_plain
 from training.config import UserError, instantiate
 from training.tasks import build
 from training.timing import Clock, alternate, median, median_ratio, synchronize
@@ -105,9 +105,10 @@ def parse_options(args: list[str]) -> dict[str, Any]:
         raise ValueError(f"device: {err}") from None
     if options["device"].type == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda: no CUDA device is available here")
-    networks = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
-    if options["network"] not in networks:
-        raise ValueError(f"network: {options['network']!r} is not a model config; accepted: {', '.join(networks)}")
+    try:
+        check_choice("model", options["network"])  # network: a model config, as train.py's model=
+    except UserError as err:
+        raise ValueError(f"network: {err}") from None
     return options
 
 
@@ -197,7 +198,8 @@ def compare_with_torchvision(options: dict[str, Any]) -> None:
     labels = torch.randint(0, NUM_CLASSES, (batch,), generator=generator).to(device)
     if options["channels_last"]:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-    within = {"ours": 0, "control": 0}
+    compared = ["ours", *(["control"] if control else [])]  # each timed against torchvision's
+    within = dict.fromkeys(compared, 0)
     for name in options["models"]:
         ours, theirs = model_pair(name, options)
         with torch.inference_mode():  # the same network: the same outputs
@@ -205,7 +207,7 @@ def compare_with_torchvision(options: dict[str, Any]) -> None:
         nets = {"ours": ours, "tv": theirs} | ({"control": copy.deepcopy(theirs)} if control else {})
         sides = {side: Workload(net, inputs, labels, options["precision"]) for side, net in nets.items()}
         cells = [name]
-        model_within = dict.fromkeys(("ours", *(["control"] if control else [])), True)
+        model_within = dict.fromkeys(compared, True)
         for training in (True, False):
             rates, ratios = compare_steps(sides, training, options["steps"])
             for side in model_within:
@@ -228,9 +230,14 @@ def compare_with_torchvision(options: dict[str, Any]) -> None:
 def compose_default(log_dir: Path, epochs: int, network: str) -> Any:
     """The default run's composed config with ``model=network`` (as scripts/train.py composes it), writing into
     ``log_dir``."""
-    overrides = [f"model={network}", f"paths.output_dir={log_dir}", "trainer.accelerator=cpu"]
+    overrides = [
+        f"model={network}",
+        f"paths.output_dir={log_dir}",
+        "trainer.accelerator=cpu",
+        f"trainer.max_epochs={epochs}",
+    ]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        return compose("train", overrides=[*overrides, f"trainer.max_epochs={epochs}"])
+        return compose("train", overrides=overrides)
 
 
 class LightningAlone(pl.LightningModule):

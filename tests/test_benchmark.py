@@ -67,4 +67,6 @@ def test_benchmark_compares_another_network_with_the_minimal_loop(tmp_path: Path
 def test_benchmark_rejects_a_network_without_a_model_config(tmp_path: Path) -> None:
     result = run_script("benchmark.py", "parts=b", "network=lenet55", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.startswith("error: network: 'lenet55' is not a model config; accepted: alexnet, alexnet_tv, ")
+    assert result.stderr.startswith(
+        "error: network: unknown model 'lenet55'; did you mean lenet5? accepted: alexnet, alexnet_tv, "
+    )

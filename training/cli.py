@@ -45,6 +45,13 @@ def _unknown(what: str, value: str, accepted: Sequence[str]) -> UserError:
     return UserError(f"unknown {what} {value!r}; {hint}accepted: {', '.join(accepted)}")
 
 
+def check_choice(group: str, value: str, config_dir: Path = CONFIG_DIR) -> None:
+    """Raise ``UserError`` when ``value`` is not an option (a file of ``configs/<group>/``) of the config group."""
+    options = sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
+    if value not in options:
+        raise _unknown(group, value, options)
+
+
 def _check_keys(config_name: str, choices: list[str], keys: list[str], config_dir: Path) -> None:
     """Raise ``UserError`` for an override of a key that the composed config does not have."""
     if not keys:
@@ -100,11 +107,10 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
         if not group_dir.is_dir():
             keys.append(key)
             continue
-        options = sorted(path.stem for path in group_dir.glob("*.yaml"))
         values = _override_values(override)
         for value in values:
-            if value not in options and value != "null":
-                raise _unknown(key, value, options)
+            if value != "null":
+                check_choice(key, value, config_dir)
         if values:
             choices.append(f"{key}={values[0]}")
     _check_keys(config_name, choices, keys, config_dir)

@@ -109,11 +109,6 @@ class InitialLossCheck(pl.Callback):
         console.print(f"[bold yellow]sanity check:[/] {message}")
 
 
-def _state(module: nn.Module) -> list[torch.Tensor]:
-    """The parameters and floating buffers (batch-norm statistics) of ``module``."""
-    return [*module.parameters(), *(buffer for buffer in module.buffers() if buffer.is_floating_point())]
-
-
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Whether every element of ``tensors`` (at least one) is finite, as a 0-d bool tensor on their device.
 
@@ -173,17 +168,24 @@ class NanGuard(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._weights = (all_finite(_state(pl_module)), trainer.global_step, trainer.current_epoch)
+        self._weights = self._weights_check(trainer, pl_module)
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         if trainer.state.fn == TrainerFn.FITTING:  # the weights as they are now, which the checkpoint would hold
-            self._weights = (all_finite(_state(pl_module)), trainer.global_step, trainer.current_epoch)
+            self._weights = self._weights_check(trainer, pl_module)
             self._check(trainer, self._pending_weights(), trainer.optimizers[0])
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check(trainer, self._pending_weights(), trainer.optimizers[0])
+
+    @staticmethod
+    def _weights_check(trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[torch.Tensor, int, int]:
+        """Whether the weights and floating buffers (batch-norm statistics) are finite now, with the step and epoch
+        they are at."""
+        buffers = (buffer for buffer in pl_module.buffers() if buffer.is_floating_point())
+        return all_finite([*pl_module.parameters(), *buffers]), trainer.global_step, trainer.current_epoch
 
     def _pending_weights(self) -> dict[str, tuple[torch.Tensor, int, int]]:
         weights, self._weights = self._weights, None
