@@ -108,6 +108,11 @@ ROWS = [
     Row("Unknown data set", ["data=svhn"], "error: unknown data 'svhn'; accepted: adding, cifar10, cifar100, digits, "),
     Row("Unknown setting", ["optimizer.lrr=0.1"], "error: unknown optimizer setting 'lrr'; did you mean lr? "),
     Row(
+        "Two of Hydra's modes at once",
+        ["-m", "seed=1,2", "--cfg", "job"],
+        "error: --multirun and --cfg cannot be used together; give one of --run, --multirun, --cfg, --info, ",
+    ),
+    Row(
         "Wrong type in an override",
         ["trainer.max_epochs=abc"],
         "error: trainer.max_epochs: expected int or None, got 'abc' (str)",

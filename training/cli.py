@@ -11,6 +11,7 @@ from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -82,10 +83,28 @@ def _check_keys(config_name: str, choices: list[str], keys: list[str], config_di
             raise _unknown(where, leaf, [k for k in settings if not k.startswith("_")]) from None
 
 
+def _check_modes(args: Sequence[str]) -> None:
+    """Raise ``UserError`` when the command line asks Hydra for more than one mode (``-m`` with ``--cfg``, say),
+    which Hydra refuses with a traceback; the flags are read by Hydra's own parser."""
+    parsed, _ = get_args_parser().parse_known_args(list(args))
+    flags = {
+        "--run": parsed.run, "--multirun": parsed.multirun, "--cfg": parsed.cfg is not None,
+        "--info": parsed.info is not None, "--shell-completion": parsed.shell_completion,
+    }  # fmt: skip
+    given = [flag for flag, on in flags.items() if on]
+    if len(given) > 1:
+        raise UserError(
+            f"{' and '.join(given)} cannot be used together; give one of {', '.join(flags)} (to print the config "
+            "of a sweep's jobs, leave out --multirun/-m)"
+        )
+
+
 def check_overrides(args: Sequence[str], config_name: str = "train", config_dir: Path = CONFIG_DIR) -> None:
     """Raise ``UserError`` before Hydra writes anything for a config-group choice that does not exist
     (``model=lenett5``), a key the config does not have (``optimizer.lrr=0.1``; add new keys with
-    ``+``), a ``hydra.run.dir`` that already holds a run, or a run directory that cannot be written."""
+    ``+``), a ``hydra.run.dir`` that already holds a run, a run directory that cannot be written, or two of
+    Hydra's modes at once."""
+    _check_modes(args)
     try:
         overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
     except Exception:
