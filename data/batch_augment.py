@@ -11,8 +11,10 @@ preset, and the pixels come out as that preset would make them:
   ``v2.RandomAffine(**MNIST_AFFINE)`` (nearest interpolation, zero fill, rotation about the centre).
 * ``none``: the images unchanged.
 
-Images are float (B, C, H, W) tensors in [0, 1]. Random numbers come from ``generator`` if given (it must
-live on the images' device) and from the global RNG otherwise, so ``torch.manual_seed`` repeats a run.
+Images are float (B, C, H, W) tensors in [0, 1]. The random parameters (a few numbers per sample) are drawn on
+the CPU, from ``generator`` if given (a CPU generator) and from torch's global CPU generator otherwise, then sent to
+the images' device: so ``torch.manual_seed`` repeats a run, and a batch on the GPU is augmented exactly as the same
+batch on the CPU. Sending them is a copy to the device, not a read back from it: the GPU is never waited for.
 """
 
 from __future__ import annotations
@@ -27,8 +29,13 @@ from data.augment import CIFAR_PADDING, MNIST_AFFINE, SIZE_KEEPING_PRESETS
 
 
 def _uniform(low: float, high: float, size: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """``size`` numbers uniform in [low, high), as ``torch.empty(size).uniform_(low, high)``."""
-    return low + (high - low) * torch.rand(size, generator=generator, device=device)
+    """``size`` numbers uniform in [low, high), as ``torch.empty(size).uniform_(low, high)``, drawn on the CPU."""
+    return (low + (high - low) * torch.rand(size, generator=generator)).to(device, non_blocking=True)
+
+
+def _randint(high: int, size: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """``size`` integers uniform in 0..high-1, drawn on the CPU."""
+    return torch.randint(0, high, (size,), generator=generator).to(device, non_blocking=True)
 
 
 def _crop(images: Tensor, padding: int, top: Tensor, left: Tensor) -> Tensor:
@@ -50,14 +57,14 @@ def _crop(images: Tensor, padding: int, top: Tensor, left: Tensor) -> Tensor:
 def random_crop(images: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
     """``v2.RandomCrop(size=(H, W), padding=padding)`` for each sample: zero padding, offsets uniform in 0..2p."""
     batch = images.shape[0]
-    top = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=images.device)
-    left = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=images.device)
+    top = _randint(2 * padding + 1, batch, generator, images.device)
+    left = _randint(2 * padding + 1, batch, generator, images.device)
     return _crop(images, padding, top, left)
 
 
 def random_hflip(images: Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
     """``v2.RandomHorizontalFlip(p)`` for each sample."""
-    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
+    flip = _uniform(0, 1, images.shape[0], generator, images.device) < p
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
