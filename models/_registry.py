@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -25,9 +26,15 @@ def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module
     return builder
 
 
+def _natural_key(name: str) -> list[str | int]:
+    """``name`` split into text and numbers, so that resnet18 sorts before resnet101 (as timm's list_models)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted names of the registered models, filtered by an fnmatch ``pattern`` such as ``"resnet*"``."""
-    names = sorted(_MODEL_BUILDERS)
+    """Names of the registered models in natural order (numbers as numbers: resnet18, resnet34, ..., resnet152),
+    filtered by an fnmatch ``pattern`` such as ``"resnet*"``."""
+    names = sorted(_MODEL_BUILDERS, key=_natural_key)
     return names if pattern is None else fnmatch.filter(names, pattern)
 
 

@@ -131,7 +131,7 @@ print(f"device: {torch.cuda.get_device_name(0)}")
 EOF
 } | tee "$WORK/versions.log"
 
-step pytest 360 "$PYTHON" -m pytest -m cuda -n 6 --dist load -p no:cacheprovider -q -rfE --basetemp="$WORK/pytest"
+step pytest 360 "$PYTHON" -m pytest -m cuda -n 12 --dist load -p no:cacheprovider -q -rfE --basetemp="$WORK/pytest"
 step default_run 120 bash -c 'train_and_check "$@"' - default_run "abs(acc - $CPU_TEST_ACC) <= 0.01" trainer=gpu
 step resnet20_cifar10_fake 150 bash -c 'train_and_check "$@"' - resnet20_cifar10_fake "math.isfinite(loss)" \
     experiment=resnet20_cifar10 data=fake data.train_size=45000 data.val_size=5000 data.test_size=10000 \
