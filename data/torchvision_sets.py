@@ -88,14 +88,21 @@ class TorchvisionDataModule(InMemoryDataModule):
 
     def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """One split as uint8 images (N, C, H, W) and long labels."""
+        name = self.dataset_class.__name__
+        expected = f"expected {', '.join(self.expected_files(self.data_dir))}"
         try:
             dataset = self.dataset_class(root=self.data_dir, train=train, download=self.download)
-        except RuntimeError as err:
+        except (RuntimeError, OSError) as err:  # torchvision's "Error downloading ...", or no network at all
             if self.download:
-                raise
+                cause = err.__cause__ or err.__context__  # what the last mirror answered
+                reason = (str(err).splitlines() or [type(err).__name__])[0].rstrip(": ")
+                reason += f": {cause}" if cause is not None and str(cause) not in reason else ""
+                raise FileNotFoundError(
+                    f"could not download {name} into {self.data_dir!r} ({reason}); without a network, put its files "
+                    f"there yourself ({expected}) and leave out data.download, or give data.data_dir=<dir holding them>"
+                ) from err
             raise FileNotFoundError(
-                f"{self.dataset_class.__name__} not found (or corrupted) in {self.data_dir!r}: "
-                f"expected {', '.join(self.expected_files(self.data_dir))}; "
+                f"{name} not found (or corrupted) in {self.data_dir!r}: {expected}; "
                 "pass data.download=true on a machine with internet, or data.data_dir=<dir holding them>"
             ) from err
         classes = getattr(dataset, "classes", None)
@@ -109,7 +116,8 @@ class TorchvisionDataModule(InMemoryDataModule):
         train_images, train_labels = self._read(train=True)
         if self.val_size >= len(train_labels):
             raise ValueError(
-                f"val_size={self.val_size} leaves no training images: the training split has {len(train_labels)}"
+                f"val_size={self.val_size} leaves no training images: the training split has {len(train_labels)}; "
+                f"set data.val_size to fewer, e.g. data.val_size={max(1, len(train_labels) // 10)} (a tenth)"
             )
         order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size], order[self.val_size :]

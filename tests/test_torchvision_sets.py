@@ -11,6 +11,8 @@ import inspect
 import os
 import pickle
 import struct
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -270,6 +272,24 @@ def test_missing_files_name_the_directory_and_the_fix(module: type, expected: st
     assert "pass data.download=true on a machine with internet, or data.data_dir=<dir holding them>" in message
 
 
+@pytest.mark.parametrize("module", list(SETS))
+def test_a_download_without_a_network_is_one_line_naming_the_files_to_put_there(
+    module: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    datamodule = module(data_dir=str(tmp_path), download=True, num_classes=len(module.class_names_of_set))
+    with pytest.raises(FileNotFoundError) as info:
+        datamodule.setup()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"could not download {module.dataset_class.__name__} into {str(tmp_path)!r} (")
+    assert module.expected_files(str(tmp_path))[0] in message
+    assert message.endswith("and leave out data.download, or give data.data_dir=<dir holding them>")
+
+
 def test_cifar_md5_is_checked_without_the_test_patch(fake_root: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()  # the real check_integrity: the fake pickles fail torchvision's md5 check
     with pytest.raises(FileNotFoundError, match="not found \\(or corrupted\\)"):
@@ -294,7 +314,11 @@ def test_bad_settings_are_refused(module: type, kwargs: dict, message: str) -> N
 
 
 def test_val_size_must_leave_training_images(fake_root: tuple) -> None:
-    with pytest.raises(ValueError, match="val_size=20 leaves no training images: the training split has 20"):
+    with pytest.raises(
+        ValueError,
+        match="val_size=20 leaves no training images: the training split has 20; set "
+        r"data.val_size to fewer, e.g. data.val_size=2 \(a tenth\)",
+    ):
         CIFAR10DataModule(data_dir=str(fake_root[0]), val_size=N_TRAIN).setup()
 
 
