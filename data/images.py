@@ -1,7 +1,7 @@
 """Image files a user hands over, read as the networks take them: 8-bit grey (``L``) or ``RGB``, whatever PIL's mode.
 
-``open_image`` and ``to_model_mode`` are the one reading of ``scripts/predict.py`` (``load_model``'s preprocessing) and of
-``data=imagefolder``; every mode PIL opens is read as it looks, or refused with the reason:
+``open_image`` and ``to_model_mode`` are the one reading of ``scripts/predict.py`` (``load_model``'s preprocessing)
+and of ``data=imagefolder``; every mode PIL opens is read as it looks, or refused with the reason:
 
 - 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``RGBX``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``): PIL's conversion
   (CMYK without colour management).

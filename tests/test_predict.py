@@ -165,7 +165,7 @@ def test_unreadable_images_are_named_and_the_others_predicted(
         (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "inputs: no images (.jpg, .jpeg, .png"),
         (
             lambda tmp: (tmp / "bad.png").write_bytes(b"not a png") and tmp / "bad.png",
-            "inputs: none of the 1 images could be read (each is named above)",
+            "inputs: cannot read {path}: not an image format PIL recognises (or a damaged header)",
         ),
     ],
     ids=["missing", "no-images", "unreadable"],

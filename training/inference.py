@@ -201,8 +201,8 @@ def require(cfg: DictConfig, *keys: str) -> None:
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Print the ``top_k`` classes of each image in ``cfg.inputs`` with their probabilities, as a table; write them
-    to ``predictions.json`` in the run's directory and return them. Each image that cannot be read is named on
-    stderr with why, the others are predicted, and then ``UserError`` says how many were not."""
+    to ``predictions.json`` in the run's directory and return them. The images that cannot be read are left out,
+    and then ``UserError`` names the one with why, or counts them, each named with why on stderr before."""
     require(cfg, "ckpt_path", "inputs")
     top_k = cfg.get("top_k")
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
@@ -221,8 +221,6 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     predictions, unreadable = [], []
     for start in range(0, len(files), batch_size):
         chunk, batch, errors = network_inputs(model, files[start : start + batch_size])
-        for line in errors:
-            print(line, file=sys.stderr)
         unreadable += errors
         if batch is None:
             continue
@@ -235,8 +233,12 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
             ]
             predictions.append({"image": str(path), "top": classes})
 
+    gone = f"inputs: {unreadable[0]}" if len(unreadable) == 1 else ""  # what the error line says
+    if len(unreadable) > 1:
+        print("\n".join(unreadable), file=sys.stderr)
+        gone = f"inputs: {len(unreadable)} of {len(files)} images could not be read (each is named above)"
     if unreadable and not predictions:
-        raise UserError(f"inputs: none of the {len(files)} images could be read (each is named above)")
+        raise UserError(gone)
     table = Table("image", "rank", "class", "probability", box=None, title=f"top-{top_k} of {cfg.ckpt_path}")
     for prediction in predictions:
         for rank, entry in enumerate(prediction["top"], start=1):
@@ -249,8 +251,5 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     output.write_text(json.dumps(predictions, indent=2) + "\n")
     console.print(f"predictions written to {output}")
     if unreadable:
-        raise UserError(
-            f"inputs: {len(unreadable)} of {len(files)} images could not be read (each is named above); the other "
-            f"{len(predictions)} are predicted in {output}"
-        )
+        raise UserError(f"{gone}; the other {len(predictions)} are predicted in {output}")
     return predictions
