@@ -4,8 +4,9 @@ The classes are the sorted folder names of ``train/`` (as ``torchvision.datasets
 and ``val/`` must hold the same ones. As for ImageNet, whose labelled validation images serve as the test
 set, ``val/`` is the test split; the validation split is ``val_size`` images carved out of ``train/`` by a
 permutation seeded with ``split_seed`` (independent of the training seed). Files are found by torchvision's
-``make_dataset`` and read by its PIL loader, which converts every mode (grey, palette, RGBA, CMYK) to RGB;
-``in_channels=1`` turns them grey. Images may have any size.
+``make_dataset`` and read with PIL as RGB by ``data.images.to_model_mode`` (16-bit grey scaled to 8 bits,
+transparency over white, 32-bit integer and float pixels refused as unreadable); ``in_channels=1`` turns them grey.
+Images may have any size.
 
 Training images go through the augmentation preset ``augment`` (``data.augment``): a sizing preset
 (``alexnet``, ``vgg``, ``inception``) makes ``image_size`` x ``image_size`` crops itself; a size-keeping
@@ -29,13 +30,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from PIL import ImageFile, UnidentifiedImageError
+from PIL import ImageFile
 from torch.utils.data import Dataset, default_collate
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset, pil_loader
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.transforms import v2
 
 from data.augment import EVAL_CROPS, PRESETS, SIZE_KEEPING_PRESETS, eval_transform, train_transform
 from data.base import ClassificationDataModule
+from data.images import open_image, to_model_mode, why_unreadable
 from data.normalize import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -68,16 +70,8 @@ class UnreadableImageError(ValueError):
         super().__init__(message)
 
 
-def _reason(err: Exception) -> str:
-    """Why PIL could not read a file, in one line."""
-    if isinstance(err, UnidentifiedImageError):
-        return "not an image format PIL recognises (or a damaged header)"
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
-
-
 class ImageFiles(Dataset):
-    """``(path, class index)`` samples read with torchvision's PIL loader (as RGB) and transformed as they are read.
+    """``(path, class index)`` samples read with PIL as RGB (``to_model_mode``) and transformed as they are read.
 
     An unreadable file raises ``UnreadableImageError`` (``bad_images="fail"``) or, with ``"skip"``, is warned
     about and returned as ``None``, which ``drop_skipped`` leaves out of the batch.
@@ -94,11 +88,11 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
         path, label = self.samples[index]
         try:
-            image = pil_loader(path)
-        except Exception as err:  # whatever PIL raises for a file it cannot decode
+            image = to_model_mode(open_image(path), "RGB")
+        except Exception as err:  # whatever PIL raises for a file it cannot decode, or pixels it cannot use
             if self.bad_images == "fail":
-                raise UnreadableImageError(f"cannot read image {path}: {_reason(err)}") from err
-            warnings.warn(f"skipping unreadable image {path}: {_reason(err)}", stacklevel=2)
+                raise UnreadableImageError(f"cannot read image {path}: {why_unreadable(err)}") from err
+            warnings.warn(f"skipping unreadable image {path}: {why_unreadable(err)}", stacklevel=2)
             return None
         return self.transform(image), label
 

@@ -6,10 +6,15 @@ Works on the basic sweeper's grids (``-m optimizer.lr=0.1,0.01``) and on Optuna 
 each row is a job with its overrides, the metrics of its metrics.json and its wall time. The trials are sorted by
 ``metric`` (default: the sweep's ``optimized_metric``; job order when there is none), best first: ``mode=max`` or
 ``min`` (default: the Optuna sweeper's direction for its own metric, else ``min`` for a loss or an error and ``max``
-for the rest). The table is printed and written to ``sweep_report.md`` and ``sweep_report.csv`` in the directory.
+for the rest); non-finite values (NaN, infinite; null or "nan", "inf", "-inf" in a metrics.json) sort last. The
+table is printed and written to ``sweep_report.md`` and ``sweep_report.csv`` in the directory. A file that cannot be
+read (a truncated metrics.json, a damaged ``.hydra/`` record) is named on a line of its own, and the report, of the
+others, ends in one ``error:`` line with exit status 2.
 """
 
 from __future__ import annotations
+
+import sys
 
 from training.cli import run_plain
 from training.config import UserError
@@ -46,6 +51,9 @@ def main(args: list[str]) -> None:
     (sweep.directory / "sweep_report.md").write_text(markdown)
     (sweep.directory / "sweep_report.csv").write_text(table_csv)
     print(f"\nwritten: {sweep.directory / 'sweep_report.md'}, {sweep.directory / 'sweep_report.csv'}")
+    if sweep.unreadable:
+        print("\n".join(sweep.unreadable), file=sys.stderr)
+        raise UserError(f"{len(sweep.unreadable)} of the sweep's files could not be read (each is named above)")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
 from test_guards import DIVERGING
+from test_images import write_decompression_bomb
 from test_reliability import fill_disk_after_step
 from test_safety import REFUSAL, write_malicious_checkpoint
 
@@ -24,6 +27,7 @@ import models
 from conftest import ROOT
 from test_imagefolder import SIZE, VAL, write_tree
 from training.cli import run
+from training.inference import predict
 from training.tasks import evaluate, train
 
 DOCS = ROOT / "docs" / "reliability.md"
@@ -73,6 +77,29 @@ def _malicious(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatc
 def _image_folder_with_a_broken_image(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_tree(directory / "images")
     (directory / "images" / "train" / "ant" / "ant_broken.png").write_text("not an image\n")
+
+
+def _decompression_bomb(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_decompression_bomb(directory / "bomb.png")
+
+
+def _float_image(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(directory / "float.tiff")
+
+
+def _good_and_bad_images(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = directory / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("L", (8, 8)).save(folder / name)
+    (folder / "c_text.png").write_text("not an image\n")
+    write_decompression_bomb(folder / "d_bomb.png")
+    _float_image(folder, checkpoint, monkeypatch)
+
+
+def _image_folder_with_a_decompression_bomb(directory: Path, checkpoint: Path, monkeypatch) -> None:
+    write_tree(directory / "images")
+    write_decompression_bomb(directory / "images" / "train" / "ant" / "ant_bomb.png")
 
 
 def _file_in_the_way(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,6 +288,35 @@ ROWS = [
         when="with a batch too big for the GPU",
         extra=QUICK,
     ),
+    Row(
+        "Decompression bomb (prediction)",
+        ["ckpt_path=<checkpoint>", "inputs=<dir>/bomb.png"],
+        "error: inputs: cannot read <dir>/bomb.png: DecompressionBombError: Image size (900000000 pixels) exceeds ",
+        script="predict.py",
+        prepare=_decompression_bomb,
+    ),
+    Row(
+        "Float image (prediction)",
+        ["ckpt_path=<checkpoint>", "inputs=<dir>/float.tiff"],
+        "error: inputs: cannot read <dir>/float.tiff: 32-bit floating-point pixels (PIL mode F) have no fixed range ",
+        script="predict.py",
+        prepare=_float_image,
+    ),
+    Row(
+        "Unreadable images among good ones (prediction)",
+        ["ckpt_path=<checkpoint>", "inputs=<dir>/photos"],
+        "error: inputs: 3 of 5 images could not be read (each is named above); the other 2 are predicted in "
+        "<dir>/run/predictions.json",
+        script="predict.py",
+        prepare=_good_and_bad_images,
+    ),
+    Row(
+        "Decompression bomb in an image folder",
+        IMAGES,
+        "error: cannot read image <dir>/images/train/ant/ant_bomb.png: DecompressionBombError: Image size ",
+        prepare=_image_folder_with_a_decompression_bomb,
+        extra=QUICK,
+    ),
 ]
 
 
@@ -279,7 +335,8 @@ def run_script_in_process(
     script: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> tuple[int | None, str]:
     """``scripts/<script> args`` through the scripts' own entry point: the exit status and what went to stderr."""
-    task, config_name = {"train.py": (train, "train"), "eval.py": (evaluate, "eval")}[script]
+    scripts = {"train.py": (train, "train"), "eval.py": (evaluate, "eval"), "predict.py": (predict, "predict")}
+    task, config_name = scripts[script]
     monkeypatch.setattr(sys, "argv", [f"scripts/{script}", *args])
     capsys.readouterr()
     try:
@@ -300,7 +357,7 @@ def seen(row: Row, directory: Path, checkpoint: Path, monkeypatch: pytest.Monkey
         row.prepare(directory, checkpoint, monkeypatch)
     args = [arg.replace("<dir>", str(directory)).replace("<checkpoint>", str(checkpoint)) for arg in row.args]
     fixed = [] if any(arg.startswith("hydra.run.dir=") for arg in args) else [f"hydra.run.dir={directory}/run"]
-    extra = [] if row.script == "eval.py" else FAST
+    extra = FAST if row.script == "train.py" else []
     code, stderr = run_script_in_process(row.script, [*extra, *args, *row.extra, *fixed], monkeypatch, capsys)
     lines = [line for line in stderr.splitlines() if line.startswith(("error:", "stopped by"))]
     assert len(lines) == 1, stderr

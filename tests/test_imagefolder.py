@@ -18,12 +18,15 @@ import pytest
 import torch
 import yaml
 from PIL import Image, ImageFile
+from test_images import write_decompression_bomb
 from torchvision.datasets.folder import pil_loader
+from torchvision.transforms import v2
 
 from data.augment import PRESETS, eval_transform
 from data.imagefolder import (
     IMAGENET_GREY_MEAN,
     IMAGENET_GREY_STD,
+    ImageFiles,
     ImageFolderDataModule,
     UnreadableImageError,
     drop_skipped,
@@ -41,6 +44,7 @@ FILES = [("RGB", "png", (40, 36)), ("L", "jpg", (50, 44)), ("RGBA", "png", (36, 
 def _write_image(path: Path, mode: str, size: tuple[int, int], label: int, rng: np.random.Generator) -> None:
     channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
     pixels = rng.integers(label * STEP, label * STEP + WIDTH, size=(size[1], size[0], channels), dtype=np.uint8)
+    pixels[..., 3:] = 255  # opaque: transparent pixels would show the white they are composited over
     Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(path)
 
 
@@ -339,6 +343,25 @@ def test_a_batch_of_only_skipped_images_is_an_error() -> None:
         drop_skipped([None, None])
     images, labels = drop_skipped([None, (torch.zeros(3, 2, 2), 1)])
     assert images.shape == (1, 3, 2, 2) and labels.tolist() == [1]
+
+
+def test_a_16_bit_copy_of_an_image_is_read_as_the_8_bit_one(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(2).integers(0, 256, (20, 24), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "grey8.png")
+    Image.frombytes("I;16", (24, 20), (pixels.astype("<u2") * 257).tobytes()).save(tmp_path / "grey16.png")
+    files = ImageFiles([(str(tmp_path / "grey8.png"), 0), (str(tmp_path / "grey16.png"), 0)], v2.PILToTensor())
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    assert torch.equal(files[1][0], files[0][0])
+
+
+def test_a_decompression_bomb_in_the_training_folder_is_named_with_its_size(tree: Path) -> None:
+    bomb = write_decompression_bomb(tree / "train" / "ant" / "ant_bomb.png")
+    with pytest.raises(UnreadableImageError) as info:
+        _make(tree, val_size=1, normalize="computed")  # the statistics read every training image
+    assert str(info.value) == (
+        f"cannot read image {bomb}: DecompressionBombError: Image size (900000000 pixels) exceeds limit of "
+        f"{2 * Image.MAX_IMAGE_PIXELS} pixels, could be decompression bomb DOS attack."
+    )
 
 
 def test_truncated_images_are_never_patched_up(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from test_images import write_decompression_bomb
 from test_safety import REFUSAL, WRITERS
 
 from conftest import compose_config, model_inputs, run_script
 from data.digits import DigitsDataModule
+from data.images import open_image
 from training import load_model
 from training.config import UserError, instantiate
 from training.inference import predict
@@ -102,12 +105,68 @@ def test_any_mode_and_size_is_converted_as_the_model_needs(checkpoint: Path, dig
     assert predictions[3]["top"][0]["class"] == predictions[0]["top"][0]["class"]
 
 
+def test_16_bit_copies_of_the_digits_are_predicted_as_the_8_bit_ones(checkpoint: Path, digit_files, tmp_path) -> None:
+    eight_bit, sixteen_bit = digit_files[:20], []
+    for path in eight_bit:  # 16-bit PNG and PGM files, v * 257 for each 8-bit value v (0..255 to 0..65535)
+        pixels = np.asarray(Image.open(path)).astype("<u2") * 257
+        sixteen_bit.append(tmp_path / f"{path.stem}{'.png' if len(sixteen_bit) % 2 else '.pgm'}")
+        Image.frombytes("I;16", (8, 8), pixels.tobytes()).save(sixteen_bit[-1])
+    model = load_model(checkpoint)
+    for eight, sixteen in zip(eight_bit, sixteen_bit, strict=True):
+        assert torch.equal(model.transform(open_image(sixteen)), model.transform(open_image(eight)))
+    expected = predict(
+        predict_config(tmp_path / "8", f"ckpt_path={checkpoint}", f"inputs=[{','.join(map(str, eight_bit))}]")
+    )
+    seen = predict(
+        predict_config(tmp_path / "16", f"ckpt_path={checkpoint}", f"inputs=[{','.join(map(str, sixteen_bit))}]")
+    )
+    assert [prediction["top"] for prediction in seen] == [prediction["top"] for prediction in expected]
+    assert len({prediction["top"][0]["class"] for prediction in seen}) > 3  # not one class for every image
+
+
+def test_unreadable_images_are_named_and_the_others_predicted(
+    checkpoint: Path, digit_files: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    good = [Path(shutil.copy(path, folder / f"a{index}.png")) for index, path in enumerate(digit_files[:2])]
+    (folder / "b_truncated.png").write_bytes(digit_files[0].read_bytes()[:60])
+    (folder / "c_text.png").write_text("not an image\n")
+    write_decompression_bomb(folder / "d_bomb.png")
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(folder / "e_float.tiff")
+    capsys.readouterr()
+    with pytest.raises(UserError) as info:  # batches of 2: the second and third hold no readable image
+        predict(predict_config(tmp_path / "run", f"ckpt_path={checkpoint}", f"inputs={folder}", "batch_size=2"))
+    output = tmp_path / "run" / "predictions.json"
+    assert str(info.value) == (
+        f"inputs: 4 of 6 images could not be read (each is named above); the other 2 are predicted in {output}"
+    )
+    assert [prediction["image"] for prediction in json.loads(output.read_text())] == [str(path) for path in good]
+    captured = capsys.readouterr()
+    assert len(re.findall(r"\s1\s+\d\s+0\.\d{4}", captured.out)) == 2  # the table's rows of rank 1
+    lines = captured.err.splitlines()
+    assert len(lines) == 4
+    assert lines[0].startswith(f"cannot read {folder / 'b_truncated.png'}: ")
+    assert lines[1] == f"cannot read {folder / 'c_text.png'}: not an image format PIL recognises (or a damaged header)"
+    assert lines[2] == (
+        f"cannot read {folder / 'd_bomb.png'}: DecompressionBombError: Image size (900000000 pixels) exceeds limit of "
+        f"{2 * Image.MAX_IMAGE_PIXELS} pixels, could be decompression bomb DOS attack."
+    )
+    assert lines[3] == (
+        f"cannot read {folder / 'e_float.tiff'}: 32-bit floating-point pixels (PIL mode F) have no fixed range to map "
+        "to 0..255; save it as an 8- or 16-bit image (PNG, for example)"
+    )
+
+
 @pytest.mark.parametrize(
     ("make_input", "message"),
     [
         (lambda tmp: tmp / "missing.png", "inputs: no such file or folder: {path}"),
         (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "inputs: no images (.jpg, .jpeg, .png"),
-        (lambda tmp: (tmp / "bad.png").write_bytes(b"not a png") and tmp / "bad.png", "inputs: cannot read {path} as"),
+        (
+            lambda tmp: (tmp / "bad.png").write_bytes(b"not a png") and tmp / "bad.png",
+            "inputs: cannot read {path}: not an image format PIL recognises (or a damaged header)",
+        ),
     ],
     ids=["missing", "no-images", "unreadable"],
 )

@@ -12,6 +12,7 @@ Older checkpoints without them read the training split to compute the statistics
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -28,6 +29,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from data.augment import SIZING_PRESETS, eval_transform
+from data.images import MODES, open_image, to_model_mode, why_unreadable
 from data.normalize import Normalizer
 from training.classifier import Classifier
 from training.config import UserError, instantiate
@@ -69,13 +71,14 @@ class LoadedModel:
 
 
 class ConvertMode:
-    """A PIL image of any mode (palette, RGBA, CMYK, 16-bit, ...) in grey (1 channel) or RGB (3 channels)."""
+    """A PIL image of any mode (palette, RGBA, CMYK, 16-bit, ...) in 8-bit grey (1 channel) or RGB (3 channels), as
+    ``data=imagefolder`` reads its files (``data.images.to_model_mode``: ``ImageModeError`` for float and 32-bit)."""
 
     def __init__(self, channels: int) -> None:
-        self.mode = {1: "L", 3: "RGB"}[channels]
+        self.mode = MODES[channels]
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        return image.convert(self.mode)
+        return to_model_mode(image, self.mode)
 
 
 def _class_names(checkpoint: dict[str, Any], datamodule: Any, num_classes: int) -> list[str]:
@@ -175,14 +178,18 @@ def image_files(inputs: str | Sequence[str]) -> list[Path]:
     return files
 
 
-def read_image(path: Path) -> Image.Image:
-    """The image in ``path``, decoded now, so that an unreadable file is reported by name."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise UserError(f"inputs: cannot read {path} as an image: {err}") from err
+def network_inputs(model: LoadedModel, files: Sequence[Path]) -> tuple[list[Path], torch.Tensor | None, list[str]]:
+    """The files that could be read, their network inputs stacked (``None`` if none), and a line for each of the
+    others naming the file and why it could not be read or used."""
+    read, inputs, unreadable = [], [], []
+    for path in files:
+        try:
+            inputs.append(model.transform(open_image(path)))
+        except Exception as err:  # whatever PIL raises for a file it cannot decode, or pixels it cannot use
+            unreadable.append(f"cannot read {path}: {why_unreadable(err)}")
+        else:
+            read.append(path)
+    return read, torch.stack(inputs) if inputs else None, unreadable
 
 
 def require(cfg: DictConfig, *keys: str) -> None:
@@ -194,7 +201,8 @@ def require(cfg: DictConfig, *keys: str) -> None:
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Print the ``top_k`` classes of each image in ``cfg.inputs`` with their probabilities, as a table; write them
-    to ``predictions.json`` in the run's directory and return them."""
+    to ``predictions.json`` in the run's directory and return them. The images that cannot be read are left out,
+    and then ``UserError`` names the one with why, or counts them, each named with why on stderr before."""
     require(cfg, "ckpt_path", "inputs")
     top_k = cfg.get("top_k")
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
@@ -210,10 +218,13 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         raise UserError(
             f"{cfg.ckpt_path}: predict gives the class probabilities of a Classifier, not a {module.__name__}"
         )
-    predictions = []
+    predictions, unreadable = [], []
     for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        probabilities = model.probabilities(model.preprocess([read_image(path) for path in chunk])).cpu()
+        chunk, batch, errors = network_inputs(model, files[start : start + batch_size])
+        unreadable += errors
+        if batch is None:
+            continue
+        probabilities = model.probabilities(batch).cpu()
         values, indices = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
         for path, top_values, top_indices in zip(chunk, values.tolist(), indices.tolist(), strict=True):
             classes = [
@@ -222,6 +233,12 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
             ]
             predictions.append({"image": str(path), "top": classes})
 
+    gone = f"inputs: {unreadable[0]}" if len(unreadable) == 1 else ""  # what the error line says
+    if len(unreadable) > 1:
+        print("\n".join(unreadable), file=sys.stderr)
+        gone = f"inputs: {len(unreadable)} of {len(files)} images could not be read (each is named above)"
+    if unreadable and not predictions:
+        raise UserError(gone)
     table = Table("image", "rank", "class", "probability", box=None, title=f"top-{top_k} of {cfg.ckpt_path}")
     for prediction in predictions:
         for rank, entry in enumerate(prediction["top"], start=1):
@@ -233,4 +250,6 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(predictions, indent=2) + "\n")
     console.print(f"predictions written to {output}")
+    if unreadable:
+        raise UserError(f"{gone}; the other {len(predictions)} are predicted in {output}")
     return predictions

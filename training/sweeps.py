@@ -71,7 +71,8 @@ class Trial:
 
 @dataclass
 class Sweep:
-    """A multirun's trials (in job order) and what its jobs were asked to optimise."""
+    """A multirun's trials (in job order), what its jobs were asked to optimise, and a line for each of its files
+    that could not be read (naming it and why)."""
 
     directory: Path
     trials: list[Trial]
@@ -79,41 +80,87 @@ class Sweep:
     optimized_metric: str | None
     direction: str | None
     optuna_best: dict[str, Any] | None
+    unreadable: list[str]
 
 
-def _read_trial(hydra_dir: Path) -> tuple[Trial, Any, Any]:
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}  # as strings in a metrics.json
+
+
+def _why(err: Exception) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return f"truncated or damaged, not JSON ({err})"
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _read_metrics(path: Path) -> dict[str, float | None]:
+    """The numbers of a metrics.json, non-finite ones (``NaN``, ``"nan"``, ``"inf"``, ``"-inf"``) included;
+    ``None`` for a null, which is a non-finite metric where other trials have a number (else a path not set)."""
+    written = json.loads(path.read_text())
+    if not isinstance(written, dict):
+        raise ValueError(f"not a JSON object of metrics but a {type(written).__name__}")
+    values: dict[str, float | None] = {}
+    for key, value in written.items():
+        if _is_number(value):
+            values[key] = float(value)
+        elif isinstance(value, str) and value in NON_FINITE:
+            values[key] = NON_FINITE[value]
+        elif value is None:
+            values[key] = None
+    return values
+
+
+def _read_trial(hydra_dir: Path, unreadable: list[str]) -> tuple[Trial, Any, Any, dict[str, float | None]]:
+    """A job's trial (without its metrics), Hydra's config and the job's config, and its metrics.json's values;
+    a metrics.json that cannot be read is named in ``unreadable``, and the trial has no metrics."""
     job_dir = hydra_dir.parent
     overrides = dict(str(item).partition("=")[::2] for item in OmegaConf.load(hydra_dir / "overrides.yaml"))
     hydra_cfg = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
     config = OmegaConf.load(hydra_dir / "config.yaml")
+    trial = Trial(int(hydra_cfg.job.num), job_dir, overrides, {}, None)
     metrics_path = job_dir / "metrics.json"
-    metrics: dict[str, float] = {}
-    seconds = None
-    if metrics_path.exists():
-        written = json.loads(metrics_path.read_text())
-        metrics = {key: float(value) for key, value in written.items() if _is_number(value)}
-        # Hydra writes .hydra/ as the job starts; the run writes metrics.json as it ends
-        seconds = metrics_path.stat().st_mtime - (hydra_dir / "overrides.yaml").stat().st_mtime
-    trial = Trial(int(hydra_cfg.job.num), job_dir, overrides, metrics, seconds)
-    return trial, hydra_cfg, config
+    if not metrics_path.exists():
+        return trial, hydra_cfg, config, {}
+    try:
+        values = _read_metrics(metrics_path)
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        unreadable.append(f"{metrics_path}: {_why(err)}")
+        return trial, hydra_cfg, config, {}
+    # Hydra writes .hydra/ as the job starts; the run writes metrics.json as it ends
+    trial.seconds = metrics_path.stat().st_mtime - (hydra_dir / "overrides.yaml").stat().st_mtime
+    return trial, hydra_cfg, config, values
 
 
 def read_sweep(directory: str | Path) -> Sweep:
-    """The trials of the multirun in ``directory``, in job order."""
+    """The trials of the multirun in ``directory``, in job order. A job whose files cannot be read is named in
+    ``unreadable``: left out for a damaged ``.hydra/`` record, without metrics for a damaged metrics.json."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory} is not a directory")
-    read = [_read_trial(path.parent) for path in sorted(directory.rglob(".hydra/overrides.yaml"))]
-    if not read:
+    jobs = sorted(directory.rglob(".hydra/overrides.yaml"))
+    if not jobs:
         raise UserError(f"{directory} holds no Hydra jobs (no */.hydra/overrides.yaml): is it a multirun directory?")
+    read, unreadable = [], []
+    for path in jobs:
+        try:
+            read.append(_read_trial(path.parent, unreadable))
+        except Exception as err:  # whatever OmegaConf and YAML raise for a damaged record of Hydra's
+            unreadable.append(f"{path.parent}: Hydra's record of the job is damaged ({_why(err)})")
+    if not read:
+        raise UserError(f"{directory}: no job could be read: {'; '.join(unreadable)}")
     read.sort(key=lambda item: item[0].number)
-    trials = [trial for trial, _, _ in read]
-    _, hydra_cfg, config = read[0]
+    metric_names = {name for *_, values in read for name, value in values.items() if value is not None}
+    for trial, _, _, values in read:
+        trial.metrics = {
+            name: math.nan if value is None else value for name, value in values.items() if name in metric_names
+        }
+    trials = [trial for trial, *_ in read]
+    _, hydra_cfg, config, _ = read[0]
     sweeper = str(hydra_cfg.sweeper.get("_target_", "")).rsplit(".", 1)[-1] or "BasicSweeper"
     direction = hydra_cfg.sweeper.get("direction") if "direction" in hydra_cfg.sweeper else None
     results = directory / "optimization_results.yaml"
     optuna_best = OmegaConf.to_container(OmegaConf.load(results)) if results.exists() else None
-    return Sweep(directory, trials, sweeper, config.get("optimized_metric"), direction, optuna_best)
+    return Sweep(directory, trials, sweeper, config.get("optimized_metric"), direction, optuna_best, unreadable)
 
 
 def sort_direction(sweep: Sweep, metric: str) -> str:
@@ -125,12 +172,13 @@ def sort_direction(sweep: Sweep, metric: str) -> str:
 
 
 def best_first(trials: list[Trial], metric: str, direction: str) -> list[Trial]:
-    """``trials`` sorted by ``metric``, the best first; trials without it (failed or still running) last."""
+    """``trials`` sorted by ``metric``, the best first; trials without it (failed or still running) or with a
+    non-finite value (NaN, infinite) last."""
     sign = -1.0 if direction == "maximize" else 1.0
 
     def key(trial: Trial) -> tuple[bool, float, int]:
         value = trial.metrics.get(metric)
-        missing = value is None or math.isnan(value)
+        missing = value is None or not math.isfinite(value)
         return missing, 0.0 if missing else sign * value, trial.number
 
     return sorted(trials, key=key)
