@@ -76,6 +76,21 @@ class InMemoryDataModule(ClassificationDataModule):
     native_channels: int
     native_size: int
     published_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    pad: int = 0  # zero pixels added on every side of each image after resizing (``pad_to``)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        side = self.image_size + 2 * self.pad
+        return (self.in_channels, side, side)
+
+    def pad_to(self, field: int) -> bool:
+        """Centre the images in a ``field`` x ``field`` field of zeros (before ``setup``), as LeCun et al. 1998
+        centred the 28x28 MNIST digits in LeNet-5's 32x32 input; False if they do not fit it evenly."""
+        margin = field - self.image_size
+        if margin <= 0 or margin % 2:
+            return False
+        self.pad = margin // 2
+        return True
 
     def __init__(
         self,
@@ -117,6 +132,8 @@ class InMemoryDataModule(ClassificationDataModule):
             steps.append(v2.Resize([self.image_size, self.image_size], antialias=True))
         if self.in_channels != self.native_channels:
             steps.append(v2.RGB())
+        if self.pad:
+            steps.append(v2.Pad(self.pad))
         return steps
 
     def _final_steps(self) -> list[Callable]:

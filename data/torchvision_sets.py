@@ -8,8 +8,10 @@ and served by ``data.in_memory`` (whole-batch fast path by default). ``val_size`
 out of the training split by a permutation seeded with ``split_seed``, independent of the training
 seed (5,000 by default: He et al.'s 45k/5k split of CIFAR-10). Each image is scaled to [0, 1],
 augmented if asked (training split only; ``data.augment``'s presets), resized to ``image_size`` if that
-differs from the native size (e.g. 227 for AlexNet), repeated to 3 channels if asked for a grey set,
-and normalised (``data.normalize``: the published per-channel mean and standard deviation by default).
+differs from the native size (e.g. 227 for AlexNet), repeated to 3 channels if asked for a grey set, padded
+with ``pad`` zero pixels on every side (2 centres MNIST's 28x28 digits in LeNet-5's 32x32 field, as the paper did;
+a network with such a field gets it without asking, ``training.tasks.build``), and normalised
+(``data.normalize``: the published per-channel mean and standard deviation by default).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class TorchvisionDataModule(InMemoryDataModule):
         batch_size: int = 128,
         image_size: int | None = None,
         in_channels: int | None = None,
+        pad: int = 0,
         val_size: int = 5000,
         split_seed: int = 0,
         augment: str = "none",
@@ -68,11 +71,14 @@ class TorchvisionDataModule(InMemoryDataModule):
             raise ValueError(f"in_channels must be {accepted} for {name}{why}, got {in_channels!r}")
         if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 1:
             raise ValueError(f"val_size must be a positive integer, got {val_size!r}")
+        if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
+            raise ValueError(f"pad must be a non-negative integer (pixels on every side), got {pad!r}")
         self._set_class_names(list(self.class_names_of_set))
         self.data_dir = str(data_dir)
         self.download = download
         self.image_size = image_size
         self.in_channels = in_channels
+        self.pad = pad
         self.val_size = val_size
         self.split_seed = split_seed
 
@@ -134,6 +140,7 @@ class TorchvisionDataModule(InMemoryDataModule):
             "split_seed": self.split_seed,
             "image_size": self.image_size,
             "in_channels": self.in_channels,
+            **({"pad": self.pad} if self.pad else {}),  # (keeps the key of caches written before padding existed)
             "sizing_preset": self.augment in SIZING_PRESETS,
         }
         return self.data_dir, key

@@ -20,13 +20,16 @@ class ClassifierNet(nn.Module):
     ``classifier_path`` is the dotted name of the final layer (``"fc"``, ``"classifier.fc8"``),
     ``native_input_size`` the paper's (channels, height, width), ``min_input_size`` the smallest
     height and width the network takes and ``max_input_size`` the largest, for networks whose
-    fully-connected layers take feature maps of one size only (AlexNet, ZFNet).
+    fully-connected layers take feature maps of one size only (AlexNet, ZFNet). ``input_field`` is set by a
+    network that takes one size only and whose paper centred smaller images in it (LeNet-5's 32x32 field): the
+    training stack pads smaller images to it, instead of asking for a resize.
     """
 
     classifier_path: str = "classifier"
     native_input_size: tuple[int, int, int] = (3, 224, 224)
     min_input_size: int = 1
     max_input_size: int | None = None
+    input_field: int | None = None
 
     def __init__(self, num_classes: int, in_channels: int) -> None:
         super().__init__()

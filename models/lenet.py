@@ -58,6 +58,8 @@ class _LeNet(ClassifierNet):
     classifier_path = "classifier"
     native_input_size = (1, 32, 32)
     min_input_size = 32
+    # Sec. III.A: "the images were centered in a 28x28 field" ... "in a 32x32 field", 2 pixels of padding
+    input_field = 32
     features: nn.Sequential
     classifier: nn.Module
 

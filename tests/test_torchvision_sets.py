@@ -342,7 +342,12 @@ def test_configs_name_the_module_and_its_arguments(config: str, module: type) ->
 
 @pytest.mark.parametrize(
     ("model", "data", "extra"),
-    [("resnet20", "cifar10", []), ("lenet5", "mnist", ["data.image_size=32"]), ("resnet20", "cifar100", [])],
+    [
+        ("resnet20", "cifar10", []),
+        ("lenet5", "mnist", []),
+        ("lenet5", "mnist", ["data.image_size=32"]),
+        ("resnet20", "cifar100", []),
+    ],
 )
 def test_models_train_from_the_files_through_the_train_entry_point(
     train_config, fake_root: tuple, model: str, data: str, extra: list[str]
@@ -356,6 +361,37 @@ def test_models_train_from_the_files_through_the_train_entry_point(
     )  # fmt: skip
     summary = train(cfg)
     assert 0.0 <= summary["test/acc"] <= 1.0
+
+
+def test_lenet5_on_mnist_centres_the_digits_in_its_32x32_field_as_the_paper_did(
+    train_config, fake_root: tuple, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from training.inference import load_model
+    from training.tasks import train
+
+    root, files = fake_root
+    cfg = train_config(
+        "model=lenet5", "data=mnist", f"data.data_dir={root}", f"data.val_size={VAL}", "data.batch_size=4",
+        "trainer.max_epochs=1", "test=false",
+    )  # fmt: skip
+    summary = train(cfg)
+    assert cfg.data.pad == 2  # recorded: the run's config.yaml and its checkpoints pad as well
+    assert "pad: 2" in (Path(summary["output_dir"]) / "config.yaml").read_text()
+    padded = _make(MNISTDataModule, root, pad=2)
+    plain = _make(MNISTDataModule, root)
+    images, _ = model_inputs(padded, "test")
+    assert images.shape[1:] == (1, 32, 32)
+    background = (0 - 0.1307) / 0.3081  # a zero pixel, normalised with MNIST's published statistics
+    border = torch.ones(32, 32, dtype=torch.bool)
+    border[2:30, 2:30] = False
+    assert torch.allclose(images[:, :, border], torch.tensor(background))
+    torch.testing.assert_close(images[:, :, 2:30, 2:30], model_inputs(plain, "test")[0])
+    # predict.py's preprocessing of a 28x28 image is the evaluation's: centred, not resized
+    model = load_model(summary["last_checkpoint"])
+    Image.fromarray(files[MNISTDataModule]["test_x"][0]).save(tmp_path / "digit.png")
+    torch.testing.assert_close(model.transform(Image.open(tmp_path / "digit.png")), images[0])
 
 
 def test_missing_files_stop_the_run_before_training_with_one_line(train_config, tmp_path: Path) -> None:

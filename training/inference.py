@@ -110,7 +110,9 @@ def _size_steps(datamodule: Any) -> list[Any]:
     size, crop = datamodule.image_size, getattr(datamodule, "eval_crop", None)
     if crop is not None or getattr(datamodule, "augment", None) in SIZING_PRESETS:
         return [eval_transform(size, crop or "center")]
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize([size, size], antialias=True)]
+    pad = getattr(datamodule, "pad", 0)  # the in-memory sets' images centred in a larger field (data.pad)
+    resize = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Resize([size, size], antialias=True)]
+    return [*resize, v2.Pad(pad)] if pad else resize
 
 
 def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:

@@ -55,6 +55,21 @@ def check_model_fits_data(net: nn.Module, datamodule: pl.LightningDataModule) ->
         raise UserError(f"the model has {outputs.shape[-1]} outputs but the data has {needed}")
 
 
+def pad_to_input_field(cfg: DictConfig, net: nn.Module, datamodule: pl.LightningDataModule) -> None:
+    """Centre smaller images in the one input field of a network that has one (LeNet-5's 32x32: the 28x28 MNIST
+    digits padded by 2, as LeCun et al. 1998 did), for data sets that can pad (``data.pad``, still 0); recorded
+    in ``cfg.data.pad``, so that the run's config and checkpoints, and everything rebuilt from them, pad too."""
+    field = getattr(net, "input_field", None)
+    if field is None or cfg.data.get("pad", None) != 0 or not datamodule.pad_to(field):
+        return
+    cfg.data.pad = datamodule.pad
+    side, pad = datamodule.image_size, datamodule.pad
+    console.print(
+        f"data: the {side}x{side} images centred in {type(net).__name__}'s {field}x{field} input field ({pad} zero "
+        f"pixels on every side, data.pad={pad}); data.image_size={field} resizes them instead"
+    )
+
+
 def _try(key: str, factory: Any, argument: Any) -> Any:
     try:
         return factory(argument)
@@ -139,13 +154,14 @@ def build_net(cfg: DictConfig, finetune: FineTuning | None = None) -> nn.Module:
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """The DataModule and the LightningModule (with its network) that ``cfg`` describes."""
     datamodule = instantiate(cfg.data, "data")
-    try:  # read the data now, so that missing or unreadable files are reported before anything else
+    finetune = instantiate(cfg.finetune, "finetune") if cfg.get("finetune") else None
+    net = build_net(cfg, finetune)
+    pad_to_input_field(cfg, net, datamodule)
+    try:  # read the data now, so that missing or unreadable files are reported before training starts
         datamodule.prepare_data()
         datamodule.setup("fit")
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"data: {err}") from err
-    finetune = instantiate(cfg.finetune, "finetune") if cfg.get("finetune") else None
-    net = build_net(cfg, finetune)
     check_model_fits_data(net, datamodule)
     optimizer = instantiate(cfg.optimizer, "optimizer")
     scheduler, module_arguments = build_scheduler(cfg.get("scheduler"))
