@@ -19,10 +19,10 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from data.base import ClassificationDataModule
-from models._pretrained import ClassCountMismatch, load_file, load_pretrained
+from models._pretrained import ClassCountMismatch, check_finite, load_file, load_pretrained
 from training.base import SchedulerFactory, TrainingModule
 from training.classifier import Classifier
-from training.config import UserError, instantiate
+from training.config import UserError, check_stored_config, instantiate
 from training.finetune import FineTuning
 from training.interrupt import StopOnSignal, interrupted
 from training.lr_finder import find_learning_rate
@@ -309,7 +309,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by ``scripts/train.py`` (tensors and plain data only, never code)."""
+    """Read a checkpoint written by ``scripts/train.py`` (tensors and plain data only, never code), its run config
+    vetted (``check_stored_config``) and its weights checked: intact (``check_archive``) and finite."""
     path = Path(path)
     try:
         checkpoint = load_file(path, "checkpoint")
@@ -318,6 +319,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     config = checkpoint.get("hyper_parameters", {}).get("run_config") if isinstance(checkpoint, dict) else None
     if not isinstance(config, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{path} is not a classicnets training checkpoint (it holds no run config and weights)")
+    check_stored_config(config, str(path))  # untrusted: eval, predict and export build from it
+    try:  # the weights, and an EMA run's live weights
+        for weights in (checkpoint["state_dict"], checkpoint.get("current_model_state")):
+            if isinstance(weights, dict):
+                check_finite(weights, path)
+    except ValueError as err:
+        raise UserError(str(err)) from err
     return checkpoint
 
 
