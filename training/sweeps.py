@@ -22,6 +22,8 @@ from omegaconf import OmegaConf
 
 from training.config import UserError
 
+NON_FINITE = ("nan", "inf", "-inf")  # how metrics.json holds a NaN or infinite metric
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
@@ -91,7 +93,7 @@ def _read_trial(hydra_dir: Path) -> tuple[Trial, Any, Any]:
     seconds = None
     if metrics_path.exists():
         written = json.loads(metrics_path.read_text())
-        metrics = {key: float(value) for key, value in written.items() if _is_number(value)}
+        metrics = {key: float(value) for key, value in written.items() if _is_number(value) or value in NON_FINITE}
         # Hydra writes .hydra/ as the job starts; the run writes metrics.json as it ends
         seconds = metrics_path.stat().st_mtime - (hydra_dir / "overrides.yaml").stat().st_mtime
     trial = Trial(int(hydra_cfg.job.num), job_dir, overrides, metrics, seconds)

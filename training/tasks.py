@@ -194,14 +194,25 @@ def _hparams(cfg: DictConfig) -> dict[str, Any]:
     return hparams
 
 
-def _finite(metrics: dict[str, Any]) -> dict[str, float]:
-    values = {key: float(value) for key, value in metrics.items()}
-    return {key: value for key, value in values.items() if math.isfinite(value)}
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with each NaN or infinite float as the string "nan", "inf" or "-inf", which JSON can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _write_metrics(output_dir: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``metrics.json``: every metric, a non-finite one as "nan", "inf" or "-inf" (JSON has no NaN)."""
     path = output_dir / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    path.write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -264,7 +275,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise interrupted(trainer, stopper) from None
     except torch.OutOfMemoryError as err:
         raise out_of_memory(cfg, trainer) from err
-    fit_metrics = _finite(trainer.callback_metrics)
+    fit_metrics = _floats(trainer.callback_metrics)
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     # read before testing: loading the best checkpoint restores the callback's state as it was then
@@ -275,7 +286,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     test_metrics: dict[str, float] = {}
     if cfg.get("test", True):
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
-        test_metrics = _finite(results[0]) if results else {}
+        test_metrics = _floats(results[0]) if results else {}
 
     tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     summary = {
@@ -424,7 +435,7 @@ def ensemble_predictions(cfg: DictConfig, paths: list[str]) -> tuple[torch.Tenso
         recorder = ProbabilityRecorder()
         trainer = instantiate(cfg.trainer, "trainer", logger=False, callbacks=[recorder])
         results = trainer.test(module, datamodule=datamodule)
-        members.append({**_finite(results[0]), "checkpoint": path})
+        members.append({**_floats(results[0]), "checkpoint": path})
         probabilities.append(torch.cat(recorder.probabilities))
         labels.append(torch.cat(recorder.labels))
     for path, other in zip(paths[1:], labels[1:], strict=True):
@@ -461,7 +472,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = _rebuild(cfg, paths[0], load_checkpoint(paths[0]))
     trainer = instantiate(cfg.trainer, "trainer", logger=False, callbacks=[])
     results = trainer.test(module, datamodule=datamodule)
-    metrics = {**_finite(results[0]), "checkpoint": paths[0]}
+    metrics = {**_floats(results[0]), "checkpoint": paths[0]}
     metrics_path = _write_metrics(Path(cfg.paths.output_dir), metrics)
     console.rule("[bold]classicnets: evaluation")
     console.print(f"  metrics written to {metrics_path}")
