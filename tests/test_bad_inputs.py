@@ -19,11 +19,13 @@ from hydra.core.global_hydra import GlobalHydra
 from test_guards import DIVERGING
 from test_reliability import fill_disk_after_step
 from test_safety import REFUSAL, write_malicious_checkpoint
+from test_untrusted import load_chain, write_damaged, write_nan, write_with_config
 
 import models
 from conftest import ROOT
 from test_imagefolder import SIZE, VAL, write_tree
 from training.cli import run
+from training.export import export
 from training.tasks import evaluate, train
 
 DOCS = ROOT / "docs" / "reliability.md"
@@ -68,6 +70,25 @@ def _truncated_checkpoint(directory: Path, checkpoint: Path, monkeypatch: pytest
 
 def _malicious(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_malicious_checkpoint(directory / "evil.ckpt", directory / "marker")
+
+
+def _code_in_the_stored_config(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_with_config(
+        checkpoint, directory / "evil.ckpt", lambda run: run.update(data=load_chain(directory / "marker"))
+    )
+
+
+def _damaged(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_damaged(checkpoint, directory / "damaged.ckpt")
+
+
+def _nan_weights(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_nan(checkpoint, directory / "nan.ckpt")
+
+
+def _checkpoint_and_a_link_to_it(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (directory / "last.ckpt").write_bytes(checkpoint.read_bytes())
+    (directory / "link.ckpt").symlink_to(directory / "last.ckpt")
 
 
 def _image_folder_with_a_broken_image(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,6 +282,41 @@ ROWS = [
         when="with a batch too big for the GPU",
         extra=QUICK,
     ),
+    Row(
+        "Checkpoint whose stored config runs code (evaluation)",
+        ["ckpt_path=<dir>/evil.ckpt"],
+        "error: <dir>/evil.ckpt: its stored run config names _target_ 'torch.load' at data; a checkpoint may rebuild "
+        "only the project's own classes",
+        script="eval.py",
+        prepare=_code_in_the_stored_config,
+    ),
+    Row(
+        "Damaged checkpoint (evaluation)",
+        ["ckpt_path=<dir>/damaged.ckpt"],
+        "error: <dir>/damaged.ckpt is damaged: its part archive/data/",
+        script="eval.py",
+        prepare=_damaged,
+    ),
+    Row(
+        "Damaged checkpoint (resume)",
+        ["ckpt_path=<dir>/damaged.ckpt"],
+        "error: <dir>/damaged.ckpt is damaged: its part archive/data/",
+        prepare=_damaged,
+    ),
+    Row(
+        "Checkpoint with NaN weights (evaluation)",
+        ["ckpt_path=<dir>/nan.ckpt"],
+        "error: <dir>/nan.ckpt is damaged: its weight net.features.c1.weight holds NaN; nothing was loaded from it",
+        script="eval.py",
+        prepare=_nan_weights,
+    ),
+    Row(
+        "Export over its own checkpoint",
+        ["ckpt_path=<dir>/last.ckpt", "format=state_dict", "out=<dir>/link.ckpt", "overwrite=true"],
+        "error: out: <dir>/link.ckpt is the checkpoint being exported, <dir>/last.ckpt; nothing was written",
+        script="export.py",
+        prepare=_checkpoint_and_a_link_to_it,
+    ),
 ]
 
 
@@ -279,7 +335,9 @@ def run_script_in_process(
     script: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> tuple[int | None, str]:
     """``scripts/<script> args`` through the scripts' own entry point: the exit status and what went to stderr."""
-    task, config_name = {"train.py": (train, "train"), "eval.py": (evaluate, "eval")}[script]
+    task, config_name = {"train.py": (train, "train"), "eval.py": (evaluate, "eval"), "export.py": (export, "export")}[
+        script
+    ]
     monkeypatch.setattr(sys, "argv", [f"scripts/{script}", *args])
     capsys.readouterr()
     try:
@@ -300,7 +358,7 @@ def seen(row: Row, directory: Path, checkpoint: Path, monkeypatch: pytest.Monkey
         row.prepare(directory, checkpoint, monkeypatch)
     args = [arg.replace("<dir>", str(directory)).replace("<checkpoint>", str(checkpoint)) for arg in row.args]
     fixed = [] if any(arg.startswith("hydra.run.dir=") for arg in args) else [f"hydra.run.dir={directory}/run"]
-    extra = [] if row.script == "eval.py" else FAST
+    extra = FAST if row.script == "train.py" else []
     code, stderr = run_script_in_process(row.script, [*extra, *args, *row.extra, *fixed], monkeypatch, capsys)
     lines = [line for line in stderr.splitlines() if line.startswith(("error:", "stopped by"))]
     assert len(lines) == 1, stderr
