@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
+import yaml
+from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import MissingMandatoryValue
 
 import models
@@ -153,12 +154,13 @@ def config_targets(config_dir: Path = CONFIG_DIR) -> dict[str, dict[str, frozens
     (``model``, ``data``, ``optimizer``, ...), each with the other Hydra keys (``_partial_``) given with it."""
     targets: dict[str, dict[str, set[str]]] = {}
     for path in sorted(config_dir.rglob("*.yaml")):
-        header = itertools.takewhile(lambda line: line.startswith("#"), path.read_text().splitlines())
+        text = path.read_text()
+        header = itertools.takewhile(lambda line: line.startswith("#"), text.splitlines())
         package = next((m.group(1) for line in header if (m := PACKAGE_HEADER.match(line))), None)
         group = path.parent.relative_to(config_dir).as_posix()
         package = group if package in (None, "_group_") else package
         top = package.replace("/", ".").split(".")[0] if package not in ("", ".", "_global_") else None
-        content = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        content = yaml.safe_load(text)
         for key, node in _config_nodes(content, top):
             if key is not None and isinstance(node.get("_target_"), str):
                 keys = targets.setdefault(key, {}).setdefault(node["_target_"], set())
