@@ -26,7 +26,7 @@ from test_export import export_config
 from test_safety import CreatesFile
 
 import models
-from conftest import compose_config
+from conftest import compose_config, run_script
 from training import load_model
 from training.config import UserError, check_stored_config, config_targets
 from training.export import export
@@ -123,6 +123,18 @@ def test_a_target_chain_in_the_stored_config_never_runs(
     assert not marker.exists(), "the checkpoint's command ran"
     assert str(error.value).startswith(f"{evil}: its stored run config names _target_ 'torch.load' at {group}; ")
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_predict_py_refuses_in_one_line(checkpoint: Path, tmp_path: Path) -> None:
+    """The script as a user runs it: exit 2, one error line, no traceback, the command never run."""
+    marker = tmp_path / "marker"
+    evil = write_with_config(checkpoint, tmp_path / "evil.ckpt", lambda run: run.update(model=load_chain(marker)))
+    (tmp_path / "image.png").write_bytes(b"")
+    result = run_script("predict.py", f"ckpt_path={evil}", f"inputs={tmp_path / 'image.png'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: {evil}: its stored run config names _target_ 'torch.load' at model; ")
+    assert "Traceback" not in result.stderr and not marker.exists()
 
 
 def _exec(marker: Path) -> dict[str, Any]:
