@@ -16,6 +16,7 @@ import pickle
 import pickletools
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -88,14 +89,40 @@ def _unreadable(path: Path, kind: str, err: Exception) -> ValueError:
     return ValueError(f"{path} is not a readable PyTorch {kind}: neither a torch.save file nor a safetensors file")
 
 
+def check_archive(path: Path) -> None:
+    """Raise ``ValueError`` naming ``path`` as damaged when a member of its zip archive (``torch.save``'s format)
+    fails its CRC check: its bytes changed after it was written. A file that is no whole zip archive passes."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return  # a truncated archive, a legacy pickle, not a PyTorch file: torch.load's error says which
+    with archive:
+        damaged = archive.testzip()
+    if damaged is not None:
+        raise ValueError(
+            f"{path} is damaged: its part {damaged} fails the zip's CRC check (its bytes changed after it was "
+            "written); nothing was loaded from it, use an intact copy"
+        )
+
+
+def check_finite(tensors: Mapping[str, Any], path: str | Path) -> None:
+    """Raise ``ValueError`` naming ``path`` as damaged when a floating tensor of ``tensors`` (weights) holds NaN or
+    an infinity, which no trained network has (``training.guards.NanGuard`` stops a run before it saves them)."""
+    for key, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not value.isfinite().all():
+            what = "NaN" if value.isnan().any() else "an infinity"
+            raise ValueError(f"{path} is damaged: its weight {key} holds {what}; nothing was loaded from it")
+
+
 def load_file(path: str | Path, kind: str) -> Any:
     """What a ``torch.save`` file at ``path`` holds, read with ``weights_only=True``: tensors and plain data,
     never code. A missing file raises ``FileNotFoundError``, anything else unreadable ``ValueError``; both
     messages name the file and ``kind`` ("weights file", "checkpoint"), and the latter tells a file that holds
-    code (refused) from a truncated one and from one that is not a PyTorch file."""
+    code (refused) from a truncated one, a damaged one (``check_archive``) and one that is not a PyTorch file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{kind} not found: {path}")
+    check_archive(path)
     try:
         with warnings.catch_warnings():  # a pickle of another protocol than torch.save's: refused below if it fails
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -141,6 +168,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]
     ):
         what = f"a {type(content).__name__}" if not isinstance(content, Mapping) else "a dict of other things"
         raise ValueError(f"{path} is not a checkpoint or weights file: it holds {what}, not a state dict of tensors")
+    check_finite(content, path)
     net = {key.removeprefix("net."): value for key, value in content.items() if key.startswith("net.")}
     if net and (is_checkpoint or len(net) == len(content)):  # a LightningModule's state dict: the network's part
         return net, trained_as

@@ -22,11 +22,13 @@ from test_guards import DIVERGING
 from test_images import write_decompression_bomb
 from test_reliability import fill_disk_after_step
 from test_safety import REFUSAL, write_malicious_checkpoint
+from test_untrusted import load_chain, write_damaged, write_nan, write_with_config
 
 import models
 from conftest import ROOT
 from test_imagefolder import SIZE, VAL, write_tree
 from training.cli import run
+from training.export import export
 from training.inference import predict
 from training.tasks import evaluate, train
 
@@ -72,6 +74,25 @@ def _truncated_checkpoint(directory: Path, checkpoint: Path, monkeypatch: pytest
 
 def _malicious(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_malicious_checkpoint(directory / "evil.ckpt", directory / "marker")
+
+
+def _code_in_the_stored_config(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_with_config(
+        checkpoint, directory / "evil.ckpt", lambda run: run.update(data=load_chain(directory / "marker"))
+    )
+
+
+def _damaged(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_damaged(checkpoint, directory / "damaged.ckpt")
+
+
+def _nan_weights(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_nan(checkpoint, directory / "nan.ckpt")
+
+
+def _checkpoint_and_a_link_to_it(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (directory / "last.ckpt").write_bytes(checkpoint.read_bytes())
+    (directory / "link.ckpt").symlink_to(directory / "last.ckpt")
 
 
 def _image_folder_with_a_broken_image(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,6 +338,41 @@ ROWS = [
         prepare=_image_folder_with_a_decompression_bomb,
         extra=QUICK,
     ),
+    Row(
+        "Checkpoint whose stored config runs code (evaluation)",
+        ["ckpt_path=<dir>/evil.ckpt"],
+        "error: <dir>/evil.ckpt: its stored run config names _target_ 'torch.load' at data; a checkpoint may rebuild "
+        "only the project's own classes",
+        script="eval.py",
+        prepare=_code_in_the_stored_config,
+    ),
+    Row(
+        "Damaged checkpoint (evaluation)",
+        ["ckpt_path=<dir>/damaged.ckpt"],
+        "error: <dir>/damaged.ckpt is damaged: its part archive/data/",
+        script="eval.py",
+        prepare=_damaged,
+    ),
+    Row(
+        "Damaged checkpoint (resume)",
+        ["ckpt_path=<dir>/damaged.ckpt"],
+        "error: <dir>/damaged.ckpt is damaged: its part archive/data/",
+        prepare=_damaged,
+    ),
+    Row(
+        "Checkpoint with NaN weights (evaluation)",
+        ["ckpt_path=<dir>/nan.ckpt"],
+        "error: <dir>/nan.ckpt is damaged: its weight net.features.c1.weight holds NaN; nothing was loaded from it",
+        script="eval.py",
+        prepare=_nan_weights,
+    ),
+    Row(
+        "Export over its own checkpoint",
+        ["ckpt_path=<dir>/last.ckpt", "format=state_dict", "out=<dir>/link.ckpt", "overwrite=true"],
+        "error: out: <dir>/link.ckpt is the checkpoint being exported, <dir>/last.ckpt; nothing was written",
+        script="export.py",
+        prepare=_checkpoint_and_a_link_to_it,
+    ),
 ]
 
 
@@ -335,7 +391,10 @@ def run_script_in_process(
     script: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> tuple[int | None, str]:
     """``scripts/<script> args`` through the scripts' own entry point: the exit status and what went to stderr."""
-    scripts = {"train.py": (train, "train"), "eval.py": (evaluate, "eval"), "predict.py": (predict, "predict")}
+    scripts = {
+        "train.py": (train, "train"), "eval.py": (evaluate, "eval"), "predict.py": (predict, "predict"),
+        "export.py": (export, "export"),
+    }  # fmt: skip
     task, config_name = scripts[script]
     monkeypatch.setattr(sys, "argv", [f"scripts/{script}", *args])
     capsys.readouterr()

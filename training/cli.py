@@ -20,15 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from data.imagefolder import UnreadableImageError
 from models._registry import close_matches
-from training.config import UserError
+from training.config import CONFIG_DIR, UserError
 from training.guards import TrainingDiverged
 from training.interrupt import TrainingInterrupted, resume_command
 from training.sweeps import check_multirun_strategy, metric_value
 
 # Errors a user causes that surface while training runs, not while it is set up: one line each too.
 RUN_ERRORS = (UserError, UnreadableImageError, TrainingDiverged)
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _override_values(override: Any) -> list[str]:

@@ -4,21 +4,34 @@
 ``_target_``'s signature before calling it, so ``trainer.max_epochs=abc`` reads
 "trainer.max_epochs: expected int or None, got 'abc' (str)" instead of failing deep inside
 Lightning, and any error the target raises is reported under the config key that caused it.
+
+``check_stored_config(config, origin)`` vets a run config read from a file (a checkpoint's): untrusted data, it may
+name only the ``_target_``s that the project's own configs (``configs/``) name at the same place, and hold plain
+values, so that rebuilding from it creates the project's own objects and never runs what a file names.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import itertools
+import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import MissingMandatoryValue
 
 import models
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+HYDRA_KEY = re.compile(r"_\w+_")  # Hydra's own keys: _target_, _args_, _partial_, _recursive_, _convert_
+PACKAGE_HEADER = re.compile(r"#\s*@package\s+(\S+)")
 
 
 class UserError(Exception):
@@ -122,3 +135,73 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
     except hydra.errors.InstantiationException as err:
         cause = err.__cause__ or err
         raise UserError(f"{key}: {cause}") from err
+
+
+def _config_nodes(node: Any, top: str | None) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """Every mapping in a plain config, with the top-level key it lies under (``top``: given, or its own key)."""
+    if isinstance(node, dict):
+        yield top, node
+        for key, value in node.items():
+            yield from _config_nodes(value, top if top is not None else str(key))
+    elif isinstance(node, list):
+        for value in node:
+            yield from _config_nodes(value, top)
+
+
+@functools.cache
+def config_targets(config_dir: Path = CONFIG_DIR) -> dict[str, dict[str, frozenset[str]]]:
+    """The ``_target_``s that the configs in ``config_dir`` name, by the top-level key of the run config they go to
+    (``model``, ``data``, ``optimizer``, ...), each with the other Hydra keys (``_partial_``) given with it."""
+    targets: dict[str, dict[str, set[str]]] = {}
+    for path in sorted(config_dir.rglob("*.yaml")):
+        text = path.read_text()
+        header = itertools.takewhile(lambda line: line.startswith("#"), text.splitlines())
+        package = next((m.group(1) for line in header if (m := PACKAGE_HEADER.match(line))), None)
+        group = path.parent.relative_to(config_dir).as_posix()
+        package = group if package in (None, "_group_") else package
+        top = package.replace("/", ".").split(".")[0] if package not in ("", ".", "_global_") else None
+        content = yaml.safe_load(text)
+        for key, node in _config_nodes(content, top):
+            if key is not None and isinstance(node.get("_target_"), str):
+                keys = targets.setdefault(key, {}).setdefault(node["_target_"], set())
+                keys.update(name for name in node if HYDRA_KEY.fullmatch(str(name)) and name != "_target_")
+    return {key: {target: frozenset(keys) for target, keys in named.items()} for key, named in targets.items()}
+
+
+def check_stored_config(config: Any, origin: str) -> None:
+    """Raise ``UserError`` unless ``config``, a run config read from the file ``origin``, holds only plain values
+    (no ``${...}`` interpolation) and the ``_target_``s that the project's configs name at the same top-level key,
+    with the Hydra keys they give there; at any depth, in lists and ``_args_`` too."""
+    allowed = config_targets()
+
+    def refuse(what: str, where: str) -> UserError:
+        return UserError(
+            f"{origin}: its stored run config {what} at {where or 'its top'}; a checkpoint may rebuild only the "
+            "project's own classes (the _target_s of configs/) from plain values: refusing it, nothing was built"
+        )
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            top = where.split(".")[0]
+            if "_target_" in node:
+                target = node["_target_"]
+                if not isinstance(target, str) or target not in allowed.get(top, {}):
+                    raise refuse(f"names _target_ {target!r}", where)
+                extra = [key for key in node if HYDRA_KEY.fullmatch(str(key)) and key != "_target_"]
+                unexpected = [key for key in extra if key not in allowed[top][target]]
+                if unexpected:
+                    raise refuse(f"gives {unexpected[0]} to {target}", where)
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    raise refuse(f"has a key that is not a name ({type(key).__name__})", where)
+                walk(value, f"{where}.{key}" if where else key)
+        elif isinstance(node, list | tuple):
+            for index, value in enumerate(node):
+                walk(value, f"{where}[{index}]")
+        elif isinstance(node, str):
+            if "${" in node:
+                raise refuse("holds an interpolation (${...})", where)
+        elif node is not None and not isinstance(node, bool | int | float):
+            raise refuse(f"holds a {type(node).__name__}, not a plain value,", where)
+
+    walk(config, "")

@@ -112,11 +112,13 @@ def default_path(ckpt_path: str | Path, format: str) -> Path:
 
 def export(cfg: DictConfig) -> Path:
     """Export the network of the checkpoint ``cfg.ckpt_path`` in ``cfg.format`` to ``cfg.out`` (default: beside the
-    checkpoint); an existing file is replaced only with ``cfg.overwrite``."""
+    checkpoint); an existing file is replaced only with ``cfg.overwrite``, and the checkpoint itself never."""
     require(cfg, "ckpt_path", "format")
     if cfg.format not in FORMATS:
         raise UserError(f"format: expected one of {', '.join(FORMATS)}, got {cfg.format!r}")
     out = Path(str(cfg.out)) if cfg.get("out") else default_path(cfg.ckpt_path, cfg.format)
+    if out.exists() and Path(str(cfg.ckpt_path)).exists() and os.path.samefile(out, str(cfg.ckpt_path)):
+        raise UserError(f"out: {out} is the checkpoint being exported, {cfg.ckpt_path}; nothing was written")
     if out.exists() and not cfg.get("overwrite"):
         raise UserError(f"{out} already exists; nothing was written (overwrite=true replaces it)")
     if not out.parent.is_dir():

@@ -19,10 +19,10 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from data.base import ClassificationDataModule
-from models._pretrained import ClassCountMismatch, load_file, load_pretrained
+from models._pretrained import ClassCountMismatch, check_finite, load_file, load_pretrained
 from training.base import SchedulerFactory, TrainingModule
 from training.classifier import Classifier
-from training.config import UserError, instantiate
+from training.config import UserError, check_stored_config, instantiate
 from training.finetune import FineTuning
 from training.interrupt import StopOnSignal, interrupted
 from training.lr_finder import find_learning_rate
@@ -210,14 +210,25 @@ def _hparams(cfg: DictConfig) -> dict[str, Any]:
     return hparams
 
 
-def _finite(metrics: dict[str, Any]) -> dict[str, float]:
-    values = {key: float(value) for key, value in metrics.items()}
-    return {key: value for key, value in values.items() if math.isfinite(value)}
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with each NaN or infinite float as the string "nan", "inf" or "-inf", which JSON can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _write_metrics(output_dir: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``metrics.json``: every metric, a non-finite one as "nan", "inf" or "-inf" (JSON has no NaN)."""
     path = output_dir / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    path.write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -280,7 +291,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise interrupted(trainer, stopper) from None
     except torch.OutOfMemoryError as err:
         raise out_of_memory(cfg, trainer) from err
-    fit_metrics = _finite(trainer.callback_metrics)
+    fit_metrics = _floats(trainer.callback_metrics)
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     # read before testing: loading the best checkpoint restores the callback's state as it was then
@@ -291,7 +302,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     test_metrics: dict[str, float] = {}
     if cfg.get("test", True):
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
-        test_metrics = _finite(results[0]) if results else {}
+        test_metrics = _floats(results[0]) if results else {}
 
     tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     summary = {
@@ -325,7 +336,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by ``scripts/train.py`` (tensors and plain data only, never code)."""
+    """Read a checkpoint written by ``scripts/train.py`` (tensors and plain data only, never code), its run config
+    vetted (``check_stored_config``) and its weights checked: intact (``check_archive``) and finite."""
     path = Path(path)
     try:
         checkpoint = load_file(path, "checkpoint")
@@ -334,6 +346,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     config = checkpoint.get("hyper_parameters", {}).get("run_config") if isinstance(checkpoint, dict) else None
     if not isinstance(config, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{path} is not a classicnets training checkpoint (it holds no run config and weights)")
+    check_stored_config(config, str(path))  # untrusted: eval, predict and export build from it
+    try:  # the weights, and an EMA run's live weights
+        for weights in (checkpoint["state_dict"], checkpoint.get("current_model_state")):
+            if isinstance(weights, dict):
+                check_finite(weights, path)
+    except ValueError as err:
+        raise UserError(str(err)) from err
     return checkpoint
 
 
@@ -432,7 +451,7 @@ def ensemble_predictions(cfg: DictConfig, paths: list[str]) -> tuple[torch.Tenso
         recorder = ProbabilityRecorder()
         trainer = instantiate(cfg.trainer, "trainer", logger=False, callbacks=[recorder])
         results = trainer.test(module, datamodule=datamodule)
-        members.append({**_finite(results[0]), "checkpoint": path})
+        members.append({**_floats(results[0]), "checkpoint": path})
         probabilities.append(torch.cat(recorder.probabilities))
         labels.append(torch.cat(recorder.labels))
     for path, other in zip(paths[1:], labels[1:], strict=True):
@@ -469,7 +488,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module = _rebuild(cfg, paths[0], load_checkpoint(paths[0]))
     trainer = instantiate(cfg.trainer, "trainer", logger=False, callbacks=[])
     results = trainer.test(module, datamodule=datamodule)
-    metrics = {**_finite(results[0]), "checkpoint": paths[0]}
+    metrics = {**_floats(results[0]), "checkpoint": paths[0]}
     metrics_path = _write_metrics(Path(cfg.paths.output_dir), metrics)
     console.rule("[bold]classicnets: evaluation")
     console.print(f"  metrics written to {metrics_path}")
