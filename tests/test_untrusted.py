@@ -177,7 +177,10 @@ CHAINS = {
         _set("data._args_", lambda marker: [load_chain(marker)]),
         "gives _args_ to data.DigitsDataModule at data;",
     ),
-    "in a list": (_set("trainer.plugins", lambda marker: [_exec(marker)]), "names _target_ 'builtins.exec' at "),
+    "in a list": (
+        _set("data.extra", lambda marker: [_exec(marker)]),
+        "names _target_ 'builtins.exec' at data.extra[0]",
+    ),
     "deep in the module's arguments": (
         _set("module.extra", lambda marker: {"a": [{"b": _run(marker)}]}),
         "names _target_ 'subprocess.run' at module.extra.a[0].b;",
@@ -212,6 +215,20 @@ def test_other_chains_are_refused_before_anything_is_built(
     assert not marker.exists()
     assert str(error.value).startswith(f"{evil}: its stored run config {said}"), error.value
     assert "\n" not in str(error.value) and "hunter2" not in str(error.value)
+
+
+@pytest.mark.parametrize("where", ["callbacks.lr_monitor", "trainer.plugins", "logger.wandb"])
+def test_a_target_in_a_part_never_rebuilt_is_a_record_that_never_runs(
+    checkpoint: Path, tmp_path: Path, where: str
+) -> None:
+    """A run's own callback (``+callbacks.lr_monitor._target_=...``) leaves checkpoints that load: the callbacks,
+    loggers and trainer of a stored config are never instantiated from it, whatever they name."""
+    marker = tmp_path / "marker"
+    ours = write_with_config(checkpoint, tmp_path / "ours.ckpt", _set(where, lambda marker: [_exec(marker)])(marker))
+    model = load_model(ours)
+    (tmp_path / "eval").mkdir()
+    evaluate(compose_config("eval", tmp_path / "eval", ["trainer.accelerator=cpu", f"ckpt_path={ours}"]))
+    assert model.class_names and not marker.exists()
 
 
 def test_the_allowed_targets_are_those_of_the_configs() -> None:

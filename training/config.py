@@ -168,10 +168,18 @@ def config_targets(config_dir: Path = CONFIG_DIR) -> dict[str, dict[str, frozens
     return {key: {target: frozenset(keys) for target, keys in named.items()} for key, named in targets.items()}
 
 
+# The parts of a stored run config that eval, predict, export, load_model and sample.py build objects from
+# (training.tasks.build and build_net, training.inference.load_model); the others (callbacks, logger, trainer, paths)
+# are a record of the run that nothing instantiates from a checkpoint.
+REBUILT = frozenset({"data", "model", "module", "optimizer", "scheduler", "regularizer", "finetune"})
+
+
 def check_stored_config(config: Any, origin: str) -> None:
     """Raise ``UserError`` unless ``config``, a run config read from the file ``origin``, holds only plain values
-    (no ``${...}`` interpolation) and the ``_target_``s that the project's configs name at the same top-level key,
-    with the Hydra keys they give there; at any depth, in lists and ``_args_`` too."""
+    (no ``${...}`` interpolation) and, in the parts that are rebuilt from it (``REBUILT``), the ``_target_``s that
+    the project's configs name at the same top-level key, with the Hydra keys they give there; at any depth, in
+    lists and ``_args_`` too. Elsewhere a ``_target_`` is a record (a run's own callback, say) and may name any
+    class: nothing is built from it."""
     allowed = config_targets()
 
     def refuse(what: str, where: str) -> UserError:
@@ -183,7 +191,7 @@ def check_stored_config(config: Any, origin: str) -> None:
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
             top = where.split(".")[0]
-            if "_target_" in node:
+            if "_target_" in node and (top in REBUILT or not isinstance(node["_target_"], str)):
                 target = node["_target_"]
                 if not isinstance(target, str) or target not in allowed.get(top, {}):
                     raise refuse(f"names _target_ {target!r}", where)
