@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -161,3 +162,17 @@ def test_torchscript_and_onnx_exports_of_the_zoo_match_pytorch(name: str, tmp_pa
     assert np.allclose(
         onnx_outputs(export_model(net, "onnx", tmp_path / "net.onnx", shape), inputs), expected, atol=1e-4
     )
+
+
+def test_onnx_without_the_export_extra_names_the_pip_install(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxscript" else installed(name))
+    with pytest.raises(UserError) as error:
+        export(export_config(f"ckpt_path={checkpoint}", "format=onnx", f"out={tmp_path / 'net.onnx'}"))
+    assert str(error.value) == (
+        "format=onnx needs onnxscript, not installed here; install the 'export' extra: "
+        "pip install -c constraints.txt -e '.[export]'"
+    )
+    assert not (tmp_path / "net.onnx").exists()

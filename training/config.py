@@ -13,6 +13,7 @@ values, so that rebuilding from it creates the project's own objects and never r
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import itertools
 import re
@@ -213,3 +214,14 @@ def check_stored_config(config: Any, origin: str) -> None:
             raise refuse(f"holds a {type(node).__name__}, not a plain value,", where)
 
     walk(config, "")
+
+
+def require_extra(extra: str, modules: Sequence[str], what: str) -> None:
+    """Raise ``UserError`` naming the ``pip install`` of the project's optional ``extra`` (pyproject.toml) when one of
+    ``modules``, which ``what`` needs, is not installed."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"{what} needs {', '.join(missing)}, not installed here; install the '{extra}' extra: "
+            f"pip install -c constraints.txt -e '.[{extra}]'"
+        )

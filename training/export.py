@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from torch import nn
 
-from training.config import UserError
+from training.config import UserError, require_extra
 from training.inference import load_model, require
 
 console = Console(soft_wrap=True)
@@ -116,6 +116,8 @@ def export(cfg: DictConfig) -> Path:
     require(cfg, "ckpt_path", "format")
     if cfg.format not in FORMATS:
         raise UserError(f"format: expected one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    if cfg.format == "onnx":
+        require_extra("export", ["onnx", "onnxscript"], "format=onnx")
     out = Path(str(cfg.out)) if cfg.get("out") else default_path(cfg.ckpt_path, cfg.format)
     if out.exists() and Path(str(cfg.ckpt_path)).exists() and os.path.samefile(out, str(cfg.ckpt_path)):
         raise UserError(f"out: {out} is the checkpoint being exported, {cfg.ckpt_path}; nothing was written")
