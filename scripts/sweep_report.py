@@ -4,7 +4,8 @@
 
 Works on the basic sweeper's grids (``-m optimizer.lr=0.1,0.01``) and on Optuna searches (``hparams_search=...``):
 each row is a job with its overrides, the metrics of its metrics.json and its wall time. The trials are sorted by
-``metric`` (default: the sweep's ``optimized_metric``; job order when there is none), best first: ``mode=max`` or
+``metric`` (default: the sweep's ``optimized_metric``, else ``val/acc_best`` or ``val/loss_best``, whichever the
+trials have; job order when none), best first: ``mode=max`` or
 ``min`` (default: the Optuna sweeper's direction for its own metric, else ``min`` for a loss or an error and ``max``
 for the rest); non-finite values (NaN, infinite; null or "nan", "inf", "-inf" in a metrics.json) sort last. The
 table is printed and written to ``sweep_report.md`` and ``sweep_report.csv`` in the directory. A file that cannot be
@@ -22,6 +23,9 @@ from training.sweeps import read_sweep, sort_direction, sweep_table
 
 USAGE = "usage: python scripts/sweep_report.py <multirun dir> [metric=<name>] [mode=max|min]"
 MODES = {"max": "maximize", "min": "minimize"}
+# the metric a sweep is sorted by when neither metric= nor its optimized_metric names one: the best validation
+# accuracy that every classifier's run records, or a language model's best validation loss
+FALLBACK_METRICS = ("val/acc_best", "val/loss_best")
 
 
 def main(args: list[str]) -> None:
@@ -33,10 +37,11 @@ def main(args: list[str]) -> None:
     if options.get("mode", "max") not in MODES:
         raise UserError(f"mode: expected max or min, got {options['mode']!r}")
     sweep = read_sweep(directories[0])
-    metric = options.get("metric") or sweep.optimized_metric
+    available = {name for trial in sweep.trials for name in trial.metrics}
+    fallback = next((name for name in FALLBACK_METRICS if name in available), None)
+    metric = options.get("metric") or sweep.optimized_metric or fallback
     direction = MODES[options["mode"]] if "mode" in options else None
     if metric is not None:
-        available = {name for trial in sweep.trials for name in trial.metrics}
         if metric not in available:
             raise UserError(f"metric: no trial has {metric!r}; available: {', '.join(sorted(available)) or 'none'}")
         direction = direction or sort_direction(sweep, metric)

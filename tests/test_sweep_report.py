@@ -21,7 +21,7 @@ sweep_report = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(sweep_report)
 
 
-def write_job(directory: Path, number: int, lr: float, metrics: Any) -> Path:
+def write_job(directory: Path, number: int, lr: float, metrics: Any, optimized: str | None = "val/acc_best") -> Path:
     """Job ``number`` of a grid over optimizer.lr, as Hydra records it, with ``metrics`` as its metrics.json (a
     dict, or the text itself)."""
     job = directory / str(number)
@@ -29,7 +29,7 @@ def write_job(directory: Path, number: int, lr: float, metrics: Any) -> Path:
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"optimizer.lr={lr}"]))
     hydra = {"hydra": {"job": {"num": number}, "sweeper": {"_target_": "hydra._internal.core_plugins.BasicSweeper"}}}
     (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
-    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": "val/acc_best"}))
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": optimized}))
     (job / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
     return job
 
@@ -94,3 +94,16 @@ def test_non_finite_metrics_are_read_and_sorted_last(tmp_path: Path) -> None:
     assert rows == ["0.9", "0.5", "nan", "nan", "inf", "-inf", "nan"]
     markdown, _ = sweep_table(sweep, "val/acc_best", "minimize")
     assert [line.split(" | ")[2] for line in markdown.splitlines()[2:]][:2] == ["0.5", "0.9"]
+
+
+@pytest.mark.parametrize(("metric", "best"), [("val/acc_best", 0.9), ("val/loss_best", 0.2)])
+def test_a_grid_without_an_optimized_metric_is_sorted_by_the_best_validation_metric(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, metric: str, best: float
+) -> None:
+    for number, value in enumerate([0.5, 0.9, 0.2]):
+        write_job(tmp_path, number, 10.0**-number, {metric: value, "test/loss": 1.0}, optimized=None)
+    code, out, _ = report(tmp_path, monkeypatch, capsys)
+    direction = "maximize" if metric.startswith("val/acc") else "minimize"
+    assert code == 0 and f"best first by {metric} ({direction})" in out
+    first_row = next(line for line in out.splitlines() if line.startswith("| ") and "job" not in line)
+    assert first_row.split(" | ")[2] == str(best)  # the best trial first
