@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -436,3 +437,95 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_weights_of_an_uninter
     weights = final_weights(resumed)
     assert weights.keys() == uninterrupted.keys()
     assert all(torch.equal(weights[key], uninterrupted[key]) for key in weights)
+
+
+# --- Every phase stopped by a signal exits non-zero with its one line (training/interrupt.py) ---
+
+# Runs a script as a user would, after wrapping one function (module:attribute) so that its n-th call sends the
+# process a real signal: the phase it belongs to is under way when the signal arrives.
+SIGNAL_AT = """
+import importlib, os, runpy, signal, sys
+target, signame, nth, script, *args = sys.argv[1:]
+module_name, _, attribute = target.partition(":")
+owner_name, _, name = attribute.rpartition(".")
+module = importlib.import_module(module_name)
+owner = getattr(module, owner_name) if owner_name else module
+original, calls = getattr(owner, name), []
+
+def send(*args, **kwargs):
+    calls.append(None)
+    if len(calls) == int(nth):
+        os.kill(os.getpid(), getattr(signal, signame))
+    return original(*args, **kwargs)
+
+setattr(owner, name, send)
+sys.argv = [script, *args]
+runpy.run_path(script, run_name="__main__")
+"""
+QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2"]
+
+
+def signal_at(target: str, signum: int, nth: int, script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``scripts/<script> args``, sent ``signum`` at the ``nth`` call of ``target``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "COLUMNS": "400"}
+    command = [sys.executable, "-c", SIGNAL_AT, target, signal.Signals(signum).name, str(nth)]
+    return subprocess.run(
+        [*command, str(ROOT / "scripts" / script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quick_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("quick") / "run"
+    return Path(train(compose_config("train", run_dir, [*FAST, *QUICK, "test=false"]))["last_checkpoint"])
+
+
+TEST_STEP = "training.classifier:Classifier.test_step"
+STOPPED_TESTING = (
+    r"while testing, after training finished; no metrics were written: test it with python scripts/eval\.py "
+)
+
+
+@pytest.mark.parametrize(
+    ("script", "target", "nth", "signum", "args", "line", "absent"),
+    [
+        ("train.py", TEST_STEP, 2, signal.SIGTERM, [], STOPPED_TESTING, "metrics.json"),
+        ("train.py", TEST_STEP, 2, signal.SIGINT, [], STOPPED_TESTING, "metrics.json"),
+        ("train.py", "training.classifier:Classifier.training_step", 2, signal.SIGTERM, ["lr_find=true"],
+         r"during the learning-rate range test \(lr_find=true\), before training; nothing to resume", "checkpoints"),
+        ("train.py", "training.classifier:Classifier.validation_step", 3, signal.SIGTERM, [],  # after the sanity check
+         r"at step 2 \(epoch 0\); checkpoint saved: \S+/checkpoints/last\.ckpt; resume with: .*", "metrics.json"),
+        ("eval.py", TEST_STEP, 2, signal.SIGTERM, [], "while testing; no metrics were written", "metrics.json"),
+        ("predict.py", "training.inference:LoadedModel.probabilities", 1, signal.SIGTERM, ["batch_size=1"],
+         "before the run finished; its results were not written", "predictions.json"),
+        ("export.py", "training.export:_state_dict", 1, signal.SIGINT, ["format=state_dict"],
+         "before the run finished; its results were not written", "exported.pt"),
+    ],
+    ids=["train-test-SIGTERM", "train-test-SIGINT", "lr_find", "validation", "eval", "predict", "export"],
+)  # fmt: skip
+def test_a_signal_in_any_phase_stops_the_script_in_one_line_with_a_non_zero_status(
+    tmp_path: Path, quick_checkpoint: Path, script: str, target: str, nth: int, signum: int, args: list, line: str,
+    absent: str,
+) -> None:  # fmt: skip
+    run_dir = tmp_path / "run"
+    given = {
+        "train.py": [*FAST, *QUICK],
+        "eval.py": [f"ckpt_path={quick_checkpoint}", "trainer.accelerator=cpu"],
+        "predict.py": [f"ckpt_path={quick_checkpoint}", f"inputs={tmp_path / 'images'}"],
+        "export.py": [f"ckpt_path={quick_checkpoint}", f"out={run_dir / 'exported.pt'}"],
+    }[script]
+    if script == "export.py":
+        run_dir.mkdir()
+    (tmp_path / "images").mkdir()
+    for number in range(2):
+        Image.new("L", (8, 8), 16 * number).save(tmp_path / "images" / f"{number}.png")
+    result = signal_at(target, signum, nth, script, *given, *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 128 + signum, result.stderr
+    name = signal.Signals(signum).name
+    [stopped] = [text for text in result.stderr.splitlines() if text.startswith("stopped by")]
+    assert re.fullmatch(f"stopped by {name} {line}", stopped), stopped
+    assert "Traceback" not in result.stderr and not re.search("^error:", result.stderr, re.MULTILINE)
+    assert not (run_dir / absent).exists()
+    left = [path.name for path in tmp_path.rglob("*") if path.name.startswith(".lr_find") or path.suffix == ".tmp"]
+    assert left == []  # no temporary checkpoint of the range test, no half-written file

@@ -29,6 +29,7 @@ from torchvision.transforms import v2
 
 from data.augment import SIZING_PRESETS, eval_transform
 from data.normalize import Normalizer
+from training.checkpoint_io import write_record
 from training.classifier import Classifier
 from training.config import UserError, instantiate
 from training.tasks import build_net, load_checkpoint
@@ -230,7 +231,6 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
             )
     console.print(table)
     output = Path(cfg.paths.output_dir) / "predictions.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(predictions, indent=2) + "\n")
+    write_record(output, json.dumps(predictions, indent=2) + "\n", "the predictions are printed above")
     console.print(f"predictions written to {output}")
     return predictions
