@@ -131,7 +131,7 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
 
 # The file that marks a directory as a run's own, made before anything else is written into it
 CLAIM = ".claimed"
-RECORDS = (CLAIM, ".hydra", "config.yaml", "metrics.json", "checkpoints")
+RECORDS = (CLAIM, ".hydra", "config.yaml", "metrics.json", "checkpoints", "multirun.yaml")
 
 
 def _unwritable(directory: Path, key: str, error: OSError) -> UserError:

@@ -359,9 +359,9 @@ def _check_eval_data(trained: DictConfig, given: DictConfig) -> None:
     for key, value in now.items():
         if key not in EVAL_DATA_SETTINGS and was.get(key) != value:
             raise UserError(
-                f"data.{key}={value!r}: the checkpoint was trained with data.{key}={was.get(key)!r}; an evaluation "
-                "scores the test split held out in training, and this would change which images are scored (some "
-                f"may be training images); the data settings it may change: {', '.join(EVAL_DATA_SETTINGS)}"
+                f"data.{key}={value!r} would change which images are scored (the checkpoint was trained with "
+                f"{was.get(key)!r}): an evaluation scores the test split held out in training, never training "
+                f"images; it may change only data.{', data.'.join(EVAL_DATA_SETTINGS)}"
             )
 
 
