@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 
+from training.checkpoint_io import write_record
 from training.cli import run_plain
 from training.config import UserError
 from training.sweeps import read_sweep, sort_direction, sweep_table
@@ -53,8 +54,8 @@ def main(args: list[str]) -> None:
         print(f"Optuna's best: {sweep.optuna_best.get('best_value')} with {sweep.optuna_best.get('best_params')}")
     print()
     print(markdown, end="")
-    (sweep.directory / "sweep_report.md").write_text(markdown)
-    (sweep.directory / "sweep_report.csv").write_text(table_csv)
+    write_record(sweep.directory / "sweep_report.md", markdown, "the table is printed above")
+    write_record(sweep.directory / "sweep_report.csv", table_csv, "the table is printed above")
     print(f"\nwritten: {sweep.directory / 'sweep_report.md'}, {sweep.directory / 'sweep_report.csv'}")
     if sweep.unreadable:
         print("\n".join(sweep.unreadable), file=sys.stderr)

@@ -7,6 +7,9 @@ its time importing torch); test_cli.py and the signal tests in test_reliability.
 
 from __future__ import annotations
 
+import errno
+import os
+import pathlib
 import re
 import sys
 from collections.abc import Callable
@@ -27,7 +30,7 @@ from test_untrusted import load_chain, write_damaged, write_nan, write_with_conf
 import models
 from conftest import ROOT
 from test_imagefolder import SIZE, VAL, write_tree
-from training.cli import run
+from training.cli import CLAIM, run
 from training.export import export
 from training.inference import predict
 from training.tasks import evaluate, train
@@ -144,6 +147,36 @@ def _out_of_memory(directory: Path, checkpoint: Path, monkeypatch: pytest.Monkey
         return forward(self, x)
 
     monkeypatch.setattr(models.lenet.LeNet5, "forward", forward_out_of_memory)
+
+
+def _claimed_run_dir(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (directory / "taken").mkdir()
+    (directory / "taken" / CLAIM).write_text("pid 1: python scripts/train.py\n")  # a run starting in it
+
+
+def _earlier_sweep(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (directory / "sweep" / "0" / ".hydra").mkdir(parents=True)
+    (directory / "sweep" / "multirun.yaml").write_text("earlier: sweep\n")
+
+
+def _earlier_records(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (directory / "earlier").mkdir()
+    for name in ("config.yaml", "metrics.json"):
+        (directory / "earlier" / name).write_text("{}\n")
+
+
+def _read_only_at_the_end(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Creating metrics.json (or its temporary file) fails as on a read-only file system."""
+    open_file, write_text = os.open, pathlib.Path.write_text
+
+    def refuse(path: str | Path) -> None:
+        if Path(path).name.startswith((".metrics.json", "metrics.json")):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "open", lambda path, *args, **kwargs: refuse(path) or open_file(path, *args, **kwargs))
+    monkeypatch.setattr(
+        pathlib.Path, "write_text", lambda path, *args, **kwargs: refuse(path) or write_text(path, *args, **kwargs)
+    )
 
 
 IMAGES = [
@@ -289,7 +322,7 @@ ROWS = [
     Row(
         "Run directory of an earlier run",
         ["hydra.run.dir=<dir>/old_run"],
-        "error: hydra.run.dir=<dir>/old_run already holds a run; nothing was changed.",
+        "error: hydra.run.dir=<dir>/old_run already holds a run (.hydra); nothing was changed.",
         prepare=_used_run_dir,
     ),
     Row(
@@ -373,6 +406,39 @@ ROWS = [
         script="export.py",
         prepare=_checkpoint_and_a_link_to_it,
     ),
+    Row(
+        "Run directory another run is starting in",
+        ["hydra.run.dir=<dir>/taken"],
+        "error: hydra.run.dir=<dir>/taken already holds a run (started just now); nothing was changed.",
+        prepare=_claimed_run_dir,
+    ),
+    Row(
+        "Sweep directory of an earlier sweep",
+        ["seed=1,2", "hydra.sweep.dir=<dir>/sweep", "-m"],
+        "error: hydra.sweep.dir=<dir>/sweep already holds a run (0, multirun.yaml); nothing was changed.",
+        prepare=_earlier_sweep,
+    ),
+    Row(
+        "Output directory of an earlier run",
+        ["paths.output_dir=<dir>/earlier"],
+        "error: paths.output_dir=<dir>/earlier already holds a run (config.yaml, metrics.json); nothing was changed.",
+        prepare=_earlier_records,
+    ),
+    Row(
+        "Evaluation on another split",
+        ["ckpt_path=<checkpoint>", "+data.split_seed=1"],
+        "error: data.split_seed=1 would change which images are scored (the checkpoint was trained with 0): ",
+        script="eval.py",
+    ),
+    Row(
+        "Run directory that turns read-only",
+        ["trainer.max_epochs=1"],
+        "error: could not write <dir>/run/metrics.json: Read-only file system; the checkpoints are kept, the metrics "
+        "printed above",
+        prepare=_read_only_at_the_end,
+        when="on a file system that turns read-only before the run ends",
+        extra=QUICK[1:],
+    ),
 ]
 
 
@@ -417,7 +483,7 @@ def seen(row: Row, directory: Path, checkpoint: Path, monkeypatch: pytest.Monkey
     args = [arg.replace("<dir>", str(directory)).replace("<checkpoint>", str(checkpoint)) for arg in row.args]
     fixed = [] if any(arg.startswith("hydra.run.dir=") for arg in args) else [f"hydra.run.dir={directory}/run"]
     extra = FAST if row.script == "train.py" else []
-    code, stderr = run_script_in_process(row.script, [*extra, *args, *row.extra, *fixed], monkeypatch, capsys)
+    code, stderr = run_script_in_process(row.script, [*extra, *row.extra, *fixed, *args], monkeypatch, capsys)
     lines = [line for line in stderr.splitlines() if line.startswith(("error:", "stopped by"))]
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr

@@ -42,7 +42,7 @@ def test_train_refuses_to_reuse_a_run_directory(tmp_path: Path) -> None:
     (run_dir / ".hydra" / "config.yaml").write_text("earlier: run\n")
     result = run_script("train.py", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 2
-    assert "already holds a run; nothing was changed" in error_lines(result.stderr)[0]
+    assert "already holds a run (.hydra); nothing was changed" in error_lines(result.stderr)[0]
     assert (run_dir / ".hydra" / "config.yaml").read_text() == "earlier: run\n"
 
 

@@ -16,7 +16,7 @@ from data import CIFAR10DataModule
 from data.base import ClassificationDataModule
 from test_imagefolder import write_tree
 from test_torchvision_sets import write_cifar, write_mnist_like
-from training.cli import check_overrides
+from training.cli import check_overrides, claim_directory
 from training.config import UserError, check_arguments, instantiate
 from training.tasks import build, train
 
@@ -172,10 +172,11 @@ def test_known_options_and_keys_pass() -> None:
     check_overrides(["ckpt_path=x.ckpt", "trainer.accelerator=cpu"], config_name="eval")
 
 
-def test_an_existing_run_directory_is_refused(tmp_path: Path) -> None:
+def test_an_existing_run_directory_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
     (tmp_path / ".hydra").mkdir()
-    with pytest.raises(UserError, match="already holds a run; nothing was changed"):
-        check_overrides([f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(UserError, match=r"already holds a run \(\.hydra\); nothing was changed"):
+        claim_directory(tmp_path, "hydra.run.dir")
+    assert [path.name for path in tmp_path.iterdir()] == [".hydra"]
 
 
 def documented_train_commands() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -23,10 +25,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import ROOT, compose_config, run_script
 from models.lenet import LeNet5
 from training import checkpoint_io
-from training.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, atomic_save
+from training.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, RecordWriteError, atomic_save, write_record
 from training.checkpointing import ModelCheckpoint
 from training.config import UserError
-from training.interrupt import StopOnSignal, resume_command
+from training.interrupt import StopOnSignal, hydra_override, resume_command
 from training.tasks import load_checkpoint, train
 
 FAST = ["trainer.accelerator=cpu", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
@@ -436,3 +438,257 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_weights_of_an_uninter
     weights = final_weights(resumed)
     assert weights.keys() == uninterrupted.keys()
     assert all(torch.equal(weights[key], uninterrupted[key]) for key in weights)
+
+
+# --- Every phase stopped by a signal exits non-zero with its one line (training/interrupt.py) ---
+
+# Runs a script as a user would, after wrapping one function (module:attribute) so that its n-th call sends the
+# process a real signal: the phase it belongs to is under way when the signal arrives.
+SIGNAL_AT = """
+import importlib, os, runpy, signal, sys
+target, signame, nth, script, *args = sys.argv[1:]
+module_name, _, attribute = target.partition(":")
+owner_name, _, name = attribute.rpartition(".")
+module = importlib.import_module(module_name)
+owner = getattr(module, owner_name) if owner_name else module
+original, calls = getattr(owner, name), []
+
+def send(*args, **kwargs):
+    calls.append(None)
+    if len(calls) == int(nth):
+        os.kill(os.getpid(), getattr(signal, signame))
+    return original(*args, **kwargs)
+
+setattr(owner, name, send)
+sys.argv = [script, *args]
+runpy.run_path(script, run_name="__main__")
+"""
+QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2"]
+
+
+def signal_at(target: str, signum: int, nth: int, script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``scripts/<script> args``, sent ``signum`` at the ``nth`` call of ``target``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "COLUMNS": "400"}
+    command = [sys.executable, "-c", SIGNAL_AT, target, signal.Signals(signum).name, str(nth)]
+    return subprocess.run(
+        [*command, str(ROOT / "scripts" / script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quick_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("quick") / "run"
+    return Path(train(compose_config("train", run_dir, [*FAST, *QUICK, "test=false"]))["last_checkpoint"])
+
+
+TEST_STEP = "training.classifier:Classifier.test_step"
+STOPPED_TESTING = (
+    r"while testing, after training finished; no metrics were written: test it with python scripts/eval\.py "
+    r"ckpt_path=\S+/best-epoch000\.ckpt"
+)
+
+
+@pytest.mark.parametrize(
+    ("script", "target", "nth", "signum", "args", "line", "absent"),
+    [
+        ("train.py", TEST_STEP, 2, signal.SIGTERM, [], STOPPED_TESTING, "metrics.json"),
+        ("train.py", TEST_STEP, 2, signal.SIGINT, [], STOPPED_TESTING, "metrics.json"),
+        ("train.py", "training.classifier:Classifier.training_step", 2, signal.SIGTERM, ["lr_find=true"],
+         r"during the learning-rate range test \(lr_find=true\), before training; nothing to resume", "checkpoints"),
+        ("train.py", "training.classifier:Classifier.validation_step", 3, signal.SIGTERM, [],  # after the sanity check
+         r"at step 2 \(epoch 0\); checkpoint saved: \S+/checkpoints/last\.ckpt; resume with: .*", "metrics.json"),
+        ("eval.py", TEST_STEP, 2, signal.SIGTERM, [], "while testing; no metrics were written", "metrics.json"),
+        ("predict.py", "training.inference:LoadedModel.probabilities", 1, signal.SIGTERM, ["batch_size=1"],
+         "before the run finished; its results were not written", "predictions.json"),
+        ("export.py", "training.export:_state_dict", 1, signal.SIGINT, ["format=state_dict"],
+         "before the run finished; its results were not written", "exported.pt"),
+    ],
+    ids=["train-test-SIGTERM", "train-test-SIGINT", "lr_find", "validation", "eval", "predict", "export"],
+)  # fmt: skip
+def test_a_signal_in_any_phase_stops_the_script_in_one_line_with_a_non_zero_status(
+    tmp_path: Path, quick_checkpoint: Path, script: str, target: str, nth: int, signum: int, args: list, line: str,
+    absent: str,
+) -> None:  # fmt: skip
+    run_dir = tmp_path / "run"
+    given = {
+        "train.py": [*FAST, *QUICK],
+        "eval.py": [f"ckpt_path={quick_checkpoint}", "trainer.accelerator=cpu"],
+        "predict.py": [f"ckpt_path={quick_checkpoint}", f"inputs={tmp_path / 'images'}"],
+        "export.py": [f"ckpt_path={quick_checkpoint}", f"out={run_dir / 'exported.pt'}"],
+    }[script]
+    if script == "export.py":
+        run_dir.mkdir()
+    (tmp_path / "images").mkdir()
+    for number in range(2):
+        Image.new("L", (8, 8), 16 * number).save(tmp_path / "images" / f"{number}.png")
+    result = signal_at(target, signum, nth, script, *given, *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 128 + signum, result.stderr
+    name = signal.Signals(signum).name
+    [stopped] = [text for text in result.stderr.splitlines() if text.startswith("stopped by")]
+    assert re.fullmatch(f"stopped by {name} {line}", stopped), stopped
+    assert "Traceback" not in result.stderr and not re.search("^error:", result.stderr, re.MULTILINE)
+    assert not (run_dir / absent).exists()
+    left = [path.name for path in tmp_path.rglob("*") if path.name.startswith(".lr_find") or path.suffix == ".tmp"]
+    assert left == []  # no temporary checkpoint of the range test, no half-written file
+
+
+# --- No run writes over another: run directories are claimed atomically (training/cli.py) ---
+
+
+def run_in_process(script: str, *args: str, monkeypatch: pytest.MonkeyPatch, capsys) -> tuple[int, list[str]]:
+    """``scripts/<script> args`` through the scripts' entry point, in this process: exit status and error lines."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from training.cli import run
+    from training.tasks import evaluate
+
+    task, config_name = {"train.py": (train, "train"), "eval.py": (evaluate, "eval")}[script]
+    monkeypatch.setattr(sys, "argv", [f"scripts/{script}", *args])
+    capsys.readouterr()
+    try:
+        run(task, config_name)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        GlobalHydra.instance().clear()
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    return code, [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def contents(directory: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+
+
+def test_two_runs_started_together_in_one_directory_one_runs_the_other_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "train.py"),
+        *FAST,
+        *QUICK,
+        "test=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    processes = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = sorted((process.communicate(timeout=300)[1], process.returncode)[::-1] for process in processes)
+    (won, _), (lost, stderr) = results
+    assert (won, lost) == (0, 2), stderr
+    [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
+    refused = rf"error: hydra\.run\.dir={re.escape(str(run_dir))} already holds a run \(.+\); nothing was changed\. .*"
+    assert re.fullmatch(refused, line), line
+    assert "Traceback" not in stderr
+    assert len({path.name.split(".")[-2] for path in run_dir.glob("tensorboard/events.*")}) == 1  # one process's
+    assert json.loads((run_dir / "metrics.json").read_text())["output_dir"] == str(run_dir)
+
+
+def test_a_timestamped_run_directory_is_claimed_too(tmp_path: Path, monkeypatch, capsys) -> None:
+    # a second run whose timestamp resolves to the same directory (here: the same year) is refused
+    taken = tmp_path / time.strftime("%Y")
+    taken.mkdir()
+    (taken / ".claimed").write_text("pid 1\n")
+    code, errors = run_in_process("train.py", *FAST, f"hydra.run.dir={tmp_path}/${{now:%Y}}", monkeypatch=monkeypatch,
+                                  capsys=capsys)  # fmt: skip
+    assert code == 2 and errors[0].startswith(f"error: hydra.run.dir={taken} already holds a run (started just now)")
+    assert sorted(path.name for path in taken.iterdir()) == [".claimed"]
+
+
+def earlier_sweep(directory: Path) -> None:
+    """The files of a finished sweep of two jobs."""
+    for job in ("0", "1"):
+        (directory / job / ".hydra").mkdir(parents=True)
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            (directory / job / ".hydra" / name).write_text(f"job {job}: {name}\n")
+        (directory / job / "checkpoints").mkdir()
+        (directory / job / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+        (directory / job / "metrics.json").write_text('{"test/acc": 0.9}\n')
+    (directory / "multirun.yaml").write_text("earlier: sweep\n")
+
+
+def test_reusing_a_sweep_directory_is_refused_before_anything_is_written(tmp_path: Path, monkeypatch, capsys) -> None:
+    sweep = tmp_path / "sweep"
+    earlier_sweep(sweep)
+    before = contents(sweep)
+    monkeypatch.chdir(tmp_path)
+    args = [*FAST, "seed=3,4", f"hydra.sweep.dir={sweep}", "-m"]
+    code, errors = run_in_process("train.py", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and len(errors) == 1 and "already holds a run (0, 1, multirun.yaml)" in errors[0]
+    assert contents(sweep) == before  # byte for byte
+
+
+def test_an_output_directory_with_earlier_records_is_never_reused(tmp_path: Path, monkeypatch, capsys) -> None:
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "config.yaml").write_text("seed: 1\n")
+    (earlier / "metrics.json").write_text('{"test/acc": 0.9}\n')
+    before = contents(earlier)
+    monkeypatch.chdir(tmp_path)
+    code, errors = run_in_process("train.py", *FAST, f"paths.output_dir={earlier}", f"hydra.run.dir={tmp_path}/run",
+                                  monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
+    assert code == 2 and len(errors) == 1 and errors[0].startswith(f"error: paths.output_dir={earlier} already holds")
+    assert contents(earlier) == before
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs Linux's /sys")
+def test_a_run_directory_where_writing_fails_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, errors = run_in_process("train.py", *FAST, "hydra.run.dir=/sys/x", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and len(errors) == 1
+    assert re.fullmatch(r"error: cannot write the run's directory /sys/x: .+; choose another hydra\.run\.dir or "
+                        r"paths\.log_dir", errors[0]), errors[0]  # fmt: skip
+
+
+def test_an_evaluation_may_change_how_images_are_fed(
+    tmp_path: Path, quick_checkpoint: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [f"ckpt_path={quick_checkpoint}", "trainer.accelerator=cpu", "+data.batch_size=7", "+data.split_seed=0"]
+    code, errors = run_in_process("eval.py", *args, f"hydra.run.dir={tmp_path}/eval", monkeypatch=monkeypatch,
+                                  capsys=capsys)  # fmt: skip
+    assert (code, errors) == (0, [])  # the batch size, and the split seed the checkpoint was trained with
+    assert "test/acc" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
+
+
+def test_a_record_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "metrics.json"
+    write_record(path, '{"test/acc": 0.5}\n', "nothing else changed")
+    fill_disk(monkeypatch, room=10)
+    with pytest.raises(RecordWriteError) as error:
+        write_record(path, '{"test/acc": 0.75, "test/loss": 0.5}\n', "nothing else changed")
+    assert str(error.value) == f"could not write {path}: No space left on device; nothing else changed"
+    assert isinstance(error.value, UserError)
+    assert path.read_text() == '{"test/acc": 0.5}\n' and leftovers(tmp_path) == []
+
+
+def test_the_resume_command_runs_as_printed_from_a_directory_with_any_characters(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs ✓ it's a=b $HOME" / "run"
+    run_dir.parent.mkdir()
+    args = [*FAST, "trainer.max_epochs=1", "+trainer.limit_train_batches=30", "+trainer.limit_val_batches=2",
+            "test=false", "callbacks.model_checkpoint.last_every_n_train_steps=5"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *args, hydra_override("hydra.run.dir", str(run_dir))],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(run_dir / "checkpoints" / "last.ckpt", process)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    [line] = [line for line in stderr.splitlines() if line.startswith("stopped by")]
+    command = line.partition("; resume with: ")[2]
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # `python` is this interpreter
+    resumed = subprocess.run(
+        ["bash", "-c", command], cwd=tmp_path, env={**env, "PATH": path}, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(next((tmp_path / "logs" / "train" / "runs").glob("*/metrics.json")).read_text())
+    assert summary["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")

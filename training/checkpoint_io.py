@@ -1,4 +1,5 @@
-"""Crash-safe checkpoint files: each one is written beside its final name, synced to disk, then renamed over it.
+"""Crash-safe checkpoint files and records of runs: each one is written beside its final name, synced to disk, then
+renamed over it.
 
 Lightning's own ``TorchCheckpointIO`` serialises the checkpoint into memory and moves a file from the system's
 temporary directory into place, which is a copy (not atomic) when that directory is on another file system, and
@@ -6,7 +7,8 @@ never syncs. Here a checkpoint is written straight into a hidden temporary file 
 ``fsync``-ed, and ``os.replace``-d over the old file, whose directory is synced too: a run killed, or a machine
 that loses power, in the middle of a save leaves the previous file whole (and at worst a stray ``.*.tmp`` file).
 A save that fails (a full disk, a quota, a read-only or unwritable directory) removes its temporary file, keeps
-the previous checkpoint and ends the run in one line.
+the previous checkpoint and ends the run in one line. The records of a run (``metrics.json``, ``config.yaml``,
+``predictions.json``, reports) are written the same way (``write_record``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -27,6 +30,10 @@ from training.config import UserError
 
 class CheckpointWriteError(UserError):
     """A checkpoint could not be written (full disk, quota, read-only or unwritable directory)."""
+
+
+class RecordWriteError(UserError):
+    """A record of a run (metrics, config, predictions) could not be written."""
 
 
 def _in_chain(
@@ -61,25 +68,16 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-def atomic_save(checkpoint: Any, path: str | Path) -> None:
-    """``torch.save(checkpoint, path)`` such that ``path`` is either the old file or the complete new one.
-
-    Raises ``CheckpointWriteError`` (one line naming the file and the reason) when the file system refuses the
-    write; any other failure, an interruption included, is re-raised after the temporary file is removed.
-    """
-    path = Path(path)
-    existed = path.is_file()
-    kept = "the previous checkpoint is kept" if existed else "earlier checkpoints are untouched"
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a hidden temporary file beside ``path``, sync it and rename it over ``path``. An ``OSError``
+    of the file system (also one that ``write`` wraps in another error) is raised as such, and an interruption
+    re-raised, after the temporary file is removed."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as error:  # mkdir says "File exists" for a file in the way
-        reason = f"{error.filename} is not a directory" if isinstance(error, FileExistsError) else _describe(error)
-        raise CheckpointWriteError(f"could not write checkpoint {path}: {reason}; {kept}") from error
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with open(descriptor, "wb") as file:
-            torch.save(checkpoint, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -90,10 +88,41 @@ def atomic_save(checkpoint: Any, path: str | Path) -> None:
         if interruption is not None:
             raise interruption from None
         cause = _in_chain(error, OSError)
-        if cause is None:
+        if cause is None or cause is error:
             raise
-        raise CheckpointWriteError(f"could not write checkpoint {path}: {_describe(cause)}; {kept}") from error
+        raise cause from error
     _fsync_directory(path.parent)
+
+
+def _reason(error: OSError) -> str:
+    """Why a write failed: the system's words, or a file where a directory should be (mkdir says "File exists")."""
+    return f"{error.filename} is not a directory" if isinstance(error, FileExistsError) else _describe(error)
+
+
+def atomic_save(checkpoint: Any, path: str | Path) -> None:
+    """``torch.save(checkpoint, path)`` such that ``path`` is either the old file or the complete new one.
+
+    Raises ``CheckpointWriteError`` (one line naming the file and the reason) when the file system refuses the
+    write; any other failure, an interruption included, is re-raised after the temporary file is removed.
+    """
+    path = Path(path)
+    kept = "the previous checkpoint is kept" if path.is_file() else "earlier checkpoints are untouched"
+    try:
+        _atomic_write(path, lambda file: torch.save(checkpoint, file))
+    except OSError as error:
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {_reason(error)}; {kept}") from error
+
+
+def write_record(path: str | Path, text: str, kept: str) -> Path:
+    """Write a record of a run (``metrics.json``, ``config.yaml``, ``predictions.json``, a report) as crash-safely
+    as a checkpoint: ``path`` is either the old file or the complete new one. Raises ``RecordWriteError`` naming
+    the file, the reason and ``kept``, what the run keeps (the earlier records are never touched)."""
+    path = Path(path)
+    try:
+        _atomic_write(path, lambda file: file.write(text.encode()))
+    except OSError as error:
+        raise RecordWriteError(f"could not write {path}: {_reason(error)}; {kept}") from error
+    return path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,7 +24,7 @@ from data.imagefolder import UnreadableImageError
 from models._registry import close_matches
 from training.config import CONFIG_DIR, UserError
 from training.guards import TrainingDiverged
-from training.interrupt import TrainingInterrupted, resume_command
+from training.interrupt import Interrupted, resume_command, stop_on_signals
 from training.sweeps import check_multirun_strategy, metric_value
 
 # Errors a user causes that surface while training runs, not while it is set up: one line each too.
@@ -100,8 +102,7 @@ def _check_modes(args: Sequence[str]) -> None:
 def check_overrides(args: Sequence[str], config_name: str = "train", config_dir: Path = CONFIG_DIR) -> None:
     """Raise ``UserError`` before Hydra writes anything for a config-group choice that does not exist
     (``model=lenett5``), a key the config does not have (``optimizer.lrr=0.1``; add new keys with
-    ``+``), a ``hydra.run.dir`` that already holds a run, a run directory that cannot be written, or two of
-    Hydra's modes at once."""
+    ``+``), or two of Hydra's modes at once. (The run's directory is claimed by ``ClaimDirectories``.)"""
     _check_modes(args)
     try:
         overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
@@ -111,13 +112,6 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
     keys: list[str] = []
     for override in overrides:
         key = override.key_or_group
-        if key == "hydra.run.dir":
-            run_dir = Path(override.get_value_element_as_str())
-            if (run_dir / ".hydra").exists():
-                raise UserError(
-                    f"hydra.run.dir={run_dir} already holds a run; nothing was changed. "
-                    "Choose a new directory, or leave hydra.run.dir out for a fresh timestamped one"
-                )
         if override.is_delete() or override.is_add() or key.startswith("hydra"):
             continue
         group_dir = config_dir / key
@@ -131,37 +125,83 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
         if values:
             choices.append(f"{key}={values[0]}")
     _check_keys(config_name, choices, keys, config_dir)
-    _check_output_dir(config_name, list(args), config_dir)
 
 
-def _check_output_dir(config_name: str, args: list[str], config_dir: Path) -> None:
-    """Raise ``UserError`` when Hydra could not create the run's directory: a file in its path, or a place that
-    cannot be written (a read-only file system, a directory without write permission)."""
-    multirun = "-m" in args or "--multirun" in args
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
-            overrides = [arg for arg in args if not arg.startswith("-")]
-            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-        directory = Path(OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir"))
-    except Exception:
-        return  # Hydra reports composition errors itself
-    finally:
-        GlobalHydra.instance().clear()
+# The file that marks a directory as a run's own, made before anything else is written into it
+CLAIM = ".claimed"
+RECORDS = (CLAIM, ".hydra", "config.yaml", "metrics.json", "checkpoints", "multirun.yaml")
+
+
+def _unwritable(directory: Path, key: str, error: OSError) -> UserError:
     existing = directory
-    while not existing.exists():
+    while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    if not existing.is_dir():
-        raise UserError(
-            f"cannot write the run's directory {directory}: {existing} is a file, not a directory; "
-            f"choose another {key} or paths.log_dir"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(
-            f"cannot write the run's directory {directory}: {existing} is not writable; "
-            f"choose another {key} or paths.log_dir"
-        )
+    reason = f"{existing} is a file, not a directory" if not existing.is_dir() else os.strerror(error.errno or 0)
+    where = f"{key} or paths.log_dir" if key.startswith("hydra.") else key
+    return UserError(f"cannot write the run's directory {directory}: {reason}; choose another {where}")
+
+
+def claim_directory(directory: Path, key: str, *, empty: bool = True) -> None:
+    """Make ``directory`` (the setting ``key``) a run's own before anything is written into it: create it and,
+    atomically (``O_CREAT | O_EXCL``), its claim file, so that of two runs started together one wins and the other
+    is refused. Raise ``UserError`` for a directory another run has claimed, one that holds any file when ``empty``
+    (an earlier run's records, say), or one that cannot be written; the loser writes nothing into it."""
+    claim = directory / CLAIM
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError as err:
+        if str(err.filename) != str(claim):  # a file where the directory should be
+            raise _unwritable(directory, key, err) from None
+        claimed = True
+    except OSError as err:
+        raise _unwritable(directory, key, err) from None
+    else:
+        with open(descriptor, "w") as file:
+            file.write(f"pid {os.getpid()}: {shlex.join(sys.argv)}\n")
+        claimed = False
+    names = sorted(path.name for path in directory.iterdir() if path.name != CLAIM) if claimed or empty else []
+    if not claimed and not names:
+        return
+    if not claimed:
+        claim.unlink()
+    what = "a run" if claimed or set(names) & set(RECORDS) else "files"
+    shown = ", ".join(names[:4]) + (", …" if len(names) > 4 else "") if names else "started just now"
+    instead = "the run's own directory" if key == "paths.output_dir" else "a fresh timestamped one"
+    raise UserError(
+        f"{key}={directory} already holds {what} ({shown}); nothing was changed. Choose a new directory, or leave "
+        f"{key} out for {instead}"
+    )
+
+
+class ClaimDirectories(Callback):
+    """Hydra callback (``configs/hydra/default.yaml``): a run claims the directories it writes into
+    (``claim_directory``) before Hydra writes anything there: a run's ``hydra.run.dir``, a multirun's
+    ``hydra.sweep.dir`` (before ``multirun.yaml``) and each of its jobs' directories, and ``paths.output_dir`` where it
+    is set to another directory. A refusal ends the process in one line (exit 2)."""
+
+    @staticmethod
+    def _claim(directory: Any, key: str, *, empty: bool = True) -> None:
+        if int(os.environ.get("LOCAL_RANK", 0)) != 0:
+            return  # the other processes of a distributed run work in the first one's directory
+        try:
+            claim_directory(Path(str(directory)), key, empty=empty)
+        except UserError as err:
+            _exit_with(err)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._claim(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._claim(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if config.hydra.mode == RunMode.MULTIRUN:  # in the sweep's directory; Hydra has written the job's .hydra/
+            self._claim(job_dir, "hydra.sweep.subdir", empty=False)
+        output_dir = OmegaConf.select(config, "paths.output_dir")
+        if output_dir is not None and Path(str(output_dir)).resolve() != job_dir.resolve():
+            self._claim(output_dir, "paths.output_dir")
 
 
 def _exit_with(err: Exception) -> None:
@@ -194,9 +234,21 @@ def _in_sweep() -> bool:
 
 
 def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
-    """Run ``task`` as the Hydra app ``configs/<config_name>.yaml`` with the command line's overrides."""
+    """Run ``task`` as the Hydra app ``configs/<config_name>.yaml`` with the command line's overrides. A signal
+    (SIGTERM, SIGINT) stops it in one line, wherever it is, with a non-zero exit status (training/interrupt.py)."""
     # An upstream deprecation inside Lightning 2.6 that users can do nothing about.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    argv = list(sys.argv)
+    with stop_on_signals():
+        try:
+            _run(task, config_name)
+        except Interrupted as stop:  # not an error, but the run did not finish
+            resume = f"; resume with: {resume_command(stop.checkpoint, argv)}" if stop.checkpoint else ""
+            print(f"{stop}{resume}", file=sys.stderr)
+            sys.exit(stop.code)
+
+
+def _run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     # Lightning's DDP launcher starts the other processes of a run (LOCAL_RANK 1, 2, ...) with this command and
     # the run's own directory, checked already by the first process
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
@@ -218,9 +270,5 @@ def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
                 print(f"error: {err}", file=sys.stderr)  # this trial only: the sweep goes on
                 return None  # the Optuna sweeper records a failed trial
             _exit_with(err)
-        except TrainingInterrupted as stop:  # SIGTERM or SIGINT: not an error, but the run did not finish
-            resume = f"; resume with: {resume_command(stop.checkpoint, sys.argv)}" if stop.checkpoint else ""
-            print(f"{stop}{resume}", file=sys.stderr)
-            sys.exit(stop.exit_code)
 
     app()

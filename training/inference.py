@@ -31,6 +31,7 @@ from torchvision.transforms import v2
 from data.augment import SIZING_PRESETS, eval_transform
 from data.images import MODES, open_image, to_model_mode, why_unreadable
 from data.normalize import Normalizer
+from training.checkpoint_io import write_record
 from training.classifier import Classifier
 from training.config import UserError, instantiate
 from training.tasks import build_net, load_checkpoint
@@ -249,8 +250,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
             )
     console.print(table)
     output = Path(cfg.paths.output_dir) / "predictions.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(predictions, indent=2) + "\n")
+    write_record(output, json.dumps(predictions, indent=2) + "\n", "the predictions are printed above")
     console.print(f"predictions written to {output}")
     if unreadable:
         raise UserError(f"{gone}; the other {len(predictions)} are predicted in {output}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from data.base import ClassificationDataModule
 from models._pretrained import ClassCountMismatch, check_finite, load_file, load_pretrained
 from training.base import SchedulerFactory, TrainingModule
+from training.checkpoint_io import write_record
 from training.classifier import Classifier
 from training.config import UserError, check_stored_config, instantiate
 from training.finetune import FineTuning
-from training.interrupt import StopOnSignal, interrupted
+from training.interrupt import Interrupted, StopOnSignal, during, hydra_override, interrupted
 from training.lr_finder import find_learning_rate
 from training.resume import RandomState, check_resumable, resume_path
 from training.schedulers import with_warmup
@@ -225,11 +227,11 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _write_metrics(output_dir: Path, metrics: dict[str, Any]) -> Path:
-    """Write ``metrics.json``: every metric, a non-finite one as "nan", "inf" or "-inf" (JSON has no NaN)."""
-    path = output_dir / "metrics.json"
-    path.write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
-    return path
+def _write_metrics(output_dir: Path, metrics: dict[str, Any], kept: str) -> Path:
+    """Write ``metrics.json`` whole (``write_record``): every metric, a non-finite one as "nan", "inf" or "-inf"
+    (JSON has no NaN)."""
+    text = json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n"
+    return write_record(output_dir / "metrics.json", text, kept)
 
 
 def out_of_memory(cfg: DictConfig, trainer: pl.Trainer) -> UserError:
@@ -276,19 +278,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = [instantiate(node, f"logger.{key}") for key, node in (cfg.get("logger") or {}).items() if node]
     trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     if cfg.get("lr_find"):
-        lr = find_learning_rate(trainer, module, datamodule, output_dir / "lr_find.png")
+        with during("during the learning-rate range test (lr_find=true), before training; nothing to resume"):
+            lr = find_learning_rate(trainer, module, datamodule, output_dir / "lr_find.png")
         if lr is not None:  # train as a run given optimizer.lr=<lr> would: same seed, fresh data and module
             cfg.optimizer.lr = float(lr)
             if cfg.get("seed") is not None:
                 pl.seed_everything(cfg.seed, workers=True)
             datamodule, module = build(cfg)
     if trainer.is_global_zero:  # the other processes of a distributed run write nothing themselves
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+        write_record(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "nothing was trained")
 
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    except SIGTERMException:
-        raise interrupted(trainer, stopper) from None
+    except (SIGTERMException, Interrupted) as stop:  # at a step boundary, or at once outside the training steps
+        raise interrupted(trainer, stopper, getattr(stop, "signum", None)) from None
     except torch.OutOfMemoryError as err:
         raise out_of_memory(cfg, trainer) from err
     fit_metrics = _floats(trainer.callback_metrics)
@@ -301,7 +304,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         last_path = str(last) if last.is_file() else ""
     test_metrics: dict[str, float] = {}
     if cfg.get("test", True):
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
+        saved = best_path or last_path
+        evaluation = shlex.join(["python", "scripts/eval.py", hydra_override("ckpt_path", saved)]) if saved else ""
+        then = f": test it with {evaluation}" if saved else ""
+        with during(f"while testing, after training finished; no metrics were written{then}"):
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
         test_metrics = _floats(results[0]) if results else {}
 
     tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
@@ -321,7 +328,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tensorboard.finalize("success")  # written now: the next job of a multirun runs in this same process
     if not trainer.is_global_zero:
         return summary
-    metrics_path = _write_metrics(output_dir, summary)
 
     console.rule("[bold]classicnets: training finished")
     for key, value in test_metrics.items():
@@ -329,6 +335,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     console.print(f"      checkpoint  {summary['best_checkpoint'] or summary['last_checkpoint']}")
     if resume is not None:
         console.print(f"    resumed from  {resume}")
+    metrics_path = _write_metrics(output_dir, summary, "the checkpoints are kept, the metrics printed above")
     console.print(f"         metrics  {metrics_path}")
     if tensorboard is not None:
         console.print(f"     tensorboard  tensorboard --logdir {tensorboard.log_dir}")
@@ -362,6 +369,7 @@ def _rebuild(cfg: DictConfig, path: str, checkpoint: dict[str, Any]) -> tuple[pl
     if run_cfg.model.get("pretrained") is not None:  # the checkpoint's weights replace them: the file may be gone
         run_cfg.model.pretrained = None
     if cfg.get("data"):
+        _check_eval_data(run_cfg.data, cfg.data)
         run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
     datamodule, module = build(run_cfg)
     try:
@@ -375,6 +383,23 @@ def _rebuild(cfg: DictConfig, path: str, checkpoint: dict[str, Any]) -> tuple[pl
 PER_MEMBER_DATA_SETTINGS = (
     "batch_size", "num_workers", "pin_memory", "fast_path", "augment", "image_size", "in_channels", "normalize",
 )  # fmt: skip
+
+
+# What an evaluation may change of a checkpoint's data: how the test images are fed and seen, not which are scored.
+EVAL_DATA_SETTINGS = (*PER_MEMBER_DATA_SETTINGS, "eval_crop")
+
+
+def _check_eval_data(trained: DictConfig, given: DictConfig) -> None:
+    """Raise ``UserError`` for a data override of an evaluation that changes which images it scores (the split's
+    seed or sizes, another data set or directory): the test split would no longer be the one held out in training."""
+    was, now = OmegaConf.to_container(trained, resolve=True), OmegaConf.to_container(given, resolve=True)
+    for key, value in now.items():
+        if key not in EVAL_DATA_SETTINGS and was.get(key) != value:
+            raise UserError(
+                f"data.{key}={value!r} would change which images are scored (the checkpoint was trained with "
+                f"{was.get(key)!r}): an evaluation scores the test split held out in training, never training "
+                f"images; it may change only data.{', data.'.join(EVAL_DATA_SETTINGS)}"
+            )
 
 
 def _check_same_data(paths: list[str], checkpoints: list[dict[str, Any]]) -> None:
@@ -465,12 +490,12 @@ def evaluate_ensemble(cfg: DictConfig, paths: list[str]) -> dict[str, Any]:
     the ensemble's metrics with each member's."""
     probabilities, labels, members = ensemble_predictions(cfg, paths)
     metrics = {**_ensemble_metrics(probabilities.mean(dim=0), labels), "checkpoints": paths, "members": members}
-    metrics_path = _write_metrics(Path(cfg.paths.output_dir), metrics)
     console.rule("[bold]classicnets: ensemble evaluation")
     console.print(f"{'test/acc':>8}  {'test/loss':>9}")
     for member in members:
         console.print(f"{member['test/acc']:8.4f}  {member['test/loss']:9.4f}  {member['checkpoint']}")
     console.print(f"{metrics['test/acc']:8.4f}  {metrics['test/loss']:9.4f}  ensemble of {len(members)}")
+    metrics_path = _write_metrics(Path(cfg.paths.output_dir), metrics, "the metrics are printed above")
     console.print(f"  metrics written to {metrics_path}")
     return metrics
 
@@ -484,12 +509,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not paths:
         raise UserError("ckpt_path: give a checkpoint, or a list of them: ckpt_path=[a.ckpt,b.ckpt]")
     if len(paths) > 1:
-        return evaluate_ensemble(cfg, paths)
+        with during("while testing the ensemble; no metrics were written"):
+            return evaluate_ensemble(cfg, paths)
     datamodule, module = _rebuild(cfg, paths[0], load_checkpoint(paths[0]))
     trainer = instantiate(cfg.trainer, "trainer", logger=False, callbacks=[])
-    results = trainer.test(module, datamodule=datamodule)
+    with during("while testing; no metrics were written"):
+        results = trainer.test(module, datamodule=datamodule)
     metrics = {**_floats(results[0]), "checkpoint": paths[0]}
-    metrics_path = _write_metrics(Path(cfg.paths.output_dir), metrics)
+    metrics_path = _write_metrics(Path(cfg.paths.output_dir), metrics, "the metrics are printed above")
     console.rule("[bold]classicnets: evaluation")
     console.print(f"  metrics written to {metrics_path}")
     return metrics
