@@ -294,11 +294,6 @@ ROWS = [
         "error: optimizer.betas: expected finite numbers, got [0.9, inf]",
     ),
     Row(
-        "Label smoothing above 1",
-        ["module.label_smoothing=1.5"],
-        "error: module.label_smoothing: expected a number from 0 to 1, got 1.5",
-    ),
-    Row(
         "Scheduler step size below 1",
         ["scheduler.step_size=-2"],
         "error: scheduler.step_size: expected 1 or more, got -2",

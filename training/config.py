@@ -31,15 +31,13 @@ class UserError(Exception):
 # number of a config (a learning rate, momentum, weight decay, betas, label smoothing, dropout...) must be finite.
 INFINITY_ALLOWED = ("norm_type",)
 # The range of arguments that their targets take unchecked (torch's StepLR a step_size of -2, Lightning a negative
-# gradient_clip_val, CrossEntropyLoss a label_smoothing of 1.5 until the first step), by the argument's name in any
+# gradient_clip_val, a monitoring callback a negative max_images), by the argument's name in any
 # target: the smallest and the largest accepted value (None: no bound).
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "num_classes": (1, None),
     "image_size": (1, None),
     "step_size": (1, None),
     "gamma": (0, None),
-    "label_smoothing": (0, 1),
-    "dropout": (0, 1),
     "gradient_clip_val": (0, None),
     "every_n_steps": (1, None),
     "every_n_epochs": (1, None),
