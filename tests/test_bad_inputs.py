@@ -31,6 +31,7 @@ import models
 from conftest import ROOT
 from test_imagefolder import SIZE, VAL, write_tree
 from training.cli import CLAIM, run
+from training.config import UserError
 from training.export import export
 from training.inference import predict
 from training.tasks import evaluate, train
@@ -179,6 +180,20 @@ def _read_only_at_the_end(directory: Path, checkpoint: Path, monkeypatch: pytest
     )
 
 
+def _mid_epoch_checkpoint(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """<dir>/stopped/checkpoints/last.ckpt, saved at step 2 of a 4-step epoch (saved every step, the disk full
+    from step 3 on)."""
+    from conftest import compose_config
+
+    overrides = [*FAST, *QUICK[:1], "+trainer.limit_train_batches=4", "test=false"]
+    with monkeypatch.context() as patch, pytest.raises(UserError, match="could not write checkpoint"):
+        fill_disk_after_step(patch, 2)
+        train(compose_config("train", directory / "stopped", [*overrides, LAST_EVERY_STEP]))
+    GlobalHydra.instance().clear()
+
+
+LAST_EVERY_STEP = "callbacks.model_checkpoint.last_every_n_train_steps=1"
+EARLY_STOPPING = "+callbacks.early_stopping._target_=pytorch_lightning.callbacks.EarlyStopping"
 IMAGES = [
     "data=imagefolder", "data.data_dir=<dir>/images", "data.num_classes=3", f"data.val_size={VAL}",
     f"data.image_size={SIZE}", "data.batch_size=4", "data.num_workers=0", "model=resnet20",
@@ -438,6 +453,76 @@ ROWS = [
         prepare=_read_only_at_the_end,
         when="on a file system that turns read-only before the run ends",
         extra=QUICK[1:],
+    ),
+    Row(
+        "Checkpoint monitoring a metric that is not logged",
+        ["callbacks.model_checkpoint.monitor=val/los"],
+        "error: callbacks.model_checkpoint.monitor: Classifier does not log 'val/los'; did you mean val/loss? "
+        "accepted: val/loss, val/acc, ",
+    ),
+    Row(
+        "Early stopping on a metric that is not logged",
+        [EARLY_STOPPING, "+callbacks.early_stopping.monitor=val/acc_bst"],
+        "error: callbacks.early_stopping.monitor: Classifier does not log 'val/acc_bst'; did you mean val/acc_best? ",
+    ),
+    Row("Learning rate that is not a number", ["optimizer.lr=nan"], "error: optimizer.lr: expected a finite number, "),
+    Row(
+        "Infinite Adam beta",
+        ["optimizer=adam", "optimizer.betas=[0.9,inf]"],
+        "error: optimizer.betas: expected finite numbers, got [0.9, inf]",
+    ),
+    Row(
+        "Scheduler step size below 1",
+        ["scheduler.step_size=-2"],
+        "error: scheduler.step_size: expected 1 or more, got -2",
+    ),
+    Row(
+        "No epoch to train",
+        ["trainer.max_epochs=0"],
+        "error: trainer.max_epochs: expected 1 or more (or -1 or null), got 0; 0 trains nothing",
+    ),
+    Row(
+        "No step to train",
+        ["+trainer.max_steps=0"],
+        "error: trainer.max_steps: expected 1 or more (or -1 or null), got 0; 0 trains nothing",
+    ),
+    Row(
+        "No training batch",
+        ["+trainer.limit_train_batches=0"],
+        "error: trainer.limit_train_batches: expected a positive number (a fraction or a count), got 0",
+    ),
+    Row(
+        "Resuming a run that has trained all its epochs",
+        ["ckpt_path=<checkpoint>", "trainer.max_epochs=1"],
+        "error: ckpt_path: <checkpoint> has trained 1 epoch, and trainer.max_epochs=1 leaves nothing to train; ",
+    ),
+    Row(
+        "Resuming mid-epoch with another batch size",
+        ["ckpt_path=<dir>/stopped/checkpoints/last.ckpt", "data.batch_size=16"],
+        "error: ckpt_path: <dir>/stopped/checkpoints/last.ckpt was saved in the middle of epoch 0 with "
+        "data.batch_size=32, this run has data.batch_size=16; resume with data.batch_size=32",
+        prepare=_mid_epoch_checkpoint,
+    ),
+    Row(
+        "Switch that is neither true nor false",
+        ["test=no"],
+        "error: test: expected true or false, got 'no'",
+    ),
+    Row(
+        "Wrong type for an argument of a callback's base class",
+        ["callbacks.model_checkpoint.save_last=maybe"],
+        "error: callbacks.model_checkpoint.save_last: expected ",
+    ),
+    Row(
+        "Data set that does not fit the model's config",
+        ["data=adding"],
+        "error: model.num_classes: Interpolation key 'data.num_classes' not found",
+    ),
+    Row(
+        "Evaluation without a checkpoint",
+        [],
+        "error: ckpt_path is required: give it on the command line, ckpt_path=...",
+        script="eval.py",
     ),
 ]
 

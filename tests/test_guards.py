@@ -110,19 +110,19 @@ class TinyClassifier(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-def tiny_loader() -> DataLoader:
+def tiny_loader(batch_size: int = 8) -> DataLoader:
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 3, (64,), generator=generator)
     inputs = nn.functional.one_hot(labels, 4).float() + 0.1 * torch.randn(64, 4, generator=generator)
-    return DataLoader(TensorDataset(inputs, labels), batch_size=8)
+    return DataLoader(TensorDataset(inputs, labels), batch_size=batch_size)
 
 
-def fit(module: pl.LightningModule, callback: pl.Callback, **trainer_args) -> pl.Trainer:
+def fit(module: pl.LightningModule, callback: pl.Callback, batch_size: int = 8, **trainer_args) -> pl.Trainer:
     trainer = pl.Trainer(
         accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[callback], **trainer_args,
     )  # fmt: skip
-    trainer.fit(module, tiny_loader())
+    trainer.fit(module, tiny_loader(batch_size))
     return trainer
 
 
@@ -196,8 +196,32 @@ def test_initial_loss_check_is_silent_for_the_default_initialisation(train_confi
 
 
 def test_initial_loss_check_warns_for_a_network_that_knows_the_labels_already() -> None:
+    assert InitialLossCheck.min_examples(3, 0.5) == 37
     with pytest.warns(InitialLossWarning, match=r"initial loss \S+ is far from ln\(3\).*leak into the inputs"):
-        fit(TinyClassifier(scale=20.0), InitialLossCheck())
+        fit(TinyClassifier(scale=20.0), InitialLossCheck(), batch_size=37)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 36])
+def test_initial_loss_check_does_not_call_a_few_examples_a_leak(batch_size: int) -> None:
+    """A network that knows the labels, but a first batch too small to tell it from one that was lucky: silent."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(TinyClassifier(scale=20.0), InitialLossCheck(), batch_size=batch_size, max_steps=1)
+    assert not [warning for warning in caught if issubclass(warning.category, InitialLossWarning)]
+
+
+@pytest.mark.parametrize("classes", [3, 10])
+def test_initial_loss_check_min_examples_bounds_the_false_alarms_of_a_network_that_knows_nothing(classes: int) -> None:
+    """Peaked softmax outputs with labels drawn independently of them: one example is often far below ln C (the
+    false alarm the minimum prevents), a batch of min_examples in at most ALPHA of the batches."""
+    generator = torch.Generator().manual_seed(0)
+    batches, n = 20000, InitialLossCheck.min_examples(classes, 0.5)
+    logits = 3.0 * torch.randn(batches, n, classes, generator=generator)
+    labels = torch.randint(0, classes, (batches, n), generator=generator)
+    losses = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(batches, n)
+    bound = 0.5 * math.log(classes)
+    assert (losses[:, 0] < bound).float().mean() > 10 * InitialLossCheck.ALPHA
+    assert (losses.mean(dim=1) < bound).float().mean() <= InitialLossCheck.ALPHA
 
 
 def test_initial_loss_check_skips_modules_without_a_softmax_cross_entropy(train_config) -> None:

@@ -112,7 +112,8 @@ def test_a_warmup_cannot_precede_reduce_on_plateau(train_config) -> None:
 def test_a_monitored_metric_that_nobody_logs_fails_before_training(train_config) -> None:
     with pytest.raises(
         UserError,
-        match=r"^scheduler.monitor: Classifier does not log 'val/accuracy'; accepted: val/loss, val/acc, val/acc_top5",
+        match=r"^scheduler.monitor: Classifier does not log 'val/accuracy'; did you mean [^?]*val/acc\b[^?]*\? "
+        r"accepted: val/loss, val/acc, ",
     ):
         build(train_config("scheduler=plateau", "scheduler.monitor=val/accuracy"))
     with pytest.raises(UserError, match=r"^scheduler.monitor: Regressor does not log 'val/acc'; accepted: val/loss, "):

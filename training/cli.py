@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from data.imagefolder import UnreadableImageError
 from models._registry import close_matches
-from training.config import CONFIG_DIR, UserError
+from training.config import CONFIG_DIR, UserError, check_settings
 from training.guards import TrainingDiverged
 from training.interrupt import Interrupted, resume_command, stop_on_signals
 from training.sweeps import check_multirun_strategy, metric_value
@@ -260,6 +260,7 @@ def _run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
     def app(cfg: DictConfig) -> Any:
         try:
+            check_settings(cfg, OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml"))
             if _in_sweep() and cfg.get("trainer"):
                 check_multirun_strategy(cfg.trainer, str(HydraConfig.get().launcher.get("_target_", "")))
             result = task(cfg)

@@ -50,7 +50,16 @@ class InitialLossCheck(pl.Callback):
     label smoothing or auxiliary heads. Modules whose criterion is not ``nn.CrossEntropyLoss`` (multi-label,
     regression, the SVM losses, language models) are skipped, and so are resumed runs and pretrained networks
     (``model.pretrained``), which are not at chance.
+
+    "Far below" needs enough examples: one example of the class that a fresh network happens to favour has a low
+    loss by chance. The warning says so only for a batch of at least ``min_examples(C, low)`` examples, the number at
+    which a network whose outputs carry no information about the labels is below the bound with probability under
+    ``ALPHA`` (see there); a smaller first batch is checked for "far above" only, which any one example shows (its
+    softmax is far from uniform: the logits are large).
     """
+
+    # The chance of a false "labels leak" warning that ``min_examples`` allows.
+    ALPHA = 0.01
 
     def __init__(self, low: float = 0.5, high: float = 3.0) -> None:
         if not 0.0 < low < 1.0 < high:
@@ -59,6 +68,21 @@ class InitialLossCheck(pl.Callback):
         self.high = high
         self._hook: RemovableHandle | None = None
         self._logits: torch.Tensor | None = None
+
+    @classmethod
+    def min_examples(cls, num_classes: int, low: float) -> int:
+        """The fewest examples whose mean loss below ``low * ln C`` shows that the network predicts the labels.
+
+        Suppose the outputs carried no information about the labels: each label independent of the softmax q_i of
+        its example and uniform over the C classes. Then p_i = q_i(y_i) are independent, in [0, 1], with mean 1/C.
+        By Jensen, a mean loss -1/n sum log p_i below ``low * ln C`` needs a mean p_i above C^-low, and by the
+        Chernoff-Hoeffding bound that happens with probability at most exp(-n KL(C^-low || 1/C)) (KL of two
+        Bernoulli distributions); n is the smallest with that at most ``ALPHA``: 27 for 10 classes, 37 for 3, 53
+        for 2, 59 for 1000 (with ``low=0.5``).
+        """
+        a, mu = num_classes**-low, 1 / num_classes
+        divergence = a * math.log(a / mu) + (1 - a) * math.log((1 - a) / (1 - mu))
+        return math.ceil(math.log(1 / cls.ALPHA) / divergence)
 
     @staticmethod
     def applies_to(pl_module: pl.LightningModule) -> bool:
@@ -93,6 +117,8 @@ class InitialLossCheck(pl.Callback):
             logger.log_metrics({"sanity/initial_loss": loss, "sanity/expected_initial_loss": expected}, step=0)
         if self.low * expected <= loss <= self.high * expected:
             return
+        if loss < expected and labels.numel() < self.min_examples(logits.shape[-1], self.low):
+            return  # too few examples to tell a network that knows the labels from chance
         if loss > expected:
             cause = (
                 "the initial weights are likely too large (a smaller init scale, e.g. model.init_std, or another "

@@ -36,6 +36,17 @@ RESUMED_KEYS = (
     "data._target_",
 )
 IGNORED = ("model.pretrained",)  # the checkpoint's weights replace them
+# What decides the rest of an epoch that a checkpoint from its middle goes on with: the restored position in the
+# training order counts examples, so another batch size would make the rest of that epoch one odd step.
+MID_EPOCH_KEYS = ("data.batch_size",)
+
+
+def _epochs(checkpoint: dict[str, Any]) -> tuple[int, bool]:
+    """The whole epochs a training checkpoint has trained, and whether it was saved in the middle of an epoch (as
+    Lightning's fit loop tells on a restart)."""
+    total = checkpoint["loops"].get("fit_loop", {}).get("epoch_progress", {}).get("total", {})
+    started, processed = total.get("started", 0), total.get("processed", 0)
+    return processed, started == total.get("ready", 0) and processed == started - 1
 
 
 def random_states() -> dict[str, Any]:
@@ -142,7 +153,8 @@ def _differences(saved: Any, current: Any, key: str) -> list[tuple[str, Any, Any
 def check_resumable(cfg: DictConfig, path: Path, checkpoint: dict[str, Any]) -> None:
     """Raise ``UserError`` when ``checkpoint`` (read from ``path``) cannot be resumed with ``cfg``: it holds weights
     but no training state, or its run had another model, module, optimizer, scheduler, regulariser, fine-tuning,
-    EMA or data set; or ``lr_find`` is on, whose learning rate the restored optimizer state would override."""
+    EMA or data set; or it was saved in the middle of an epoch and the batch size differs; or the trainer's limits
+    leave nothing to train; or ``lr_find`` is on, whose learning rate the restored optimizer state would override."""
     if cfg.get("lr_find"):
         raise UserError("lr_find=true cannot resume a run (ckpt_path): the optimizer's restored state sets the lr")
     if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
@@ -160,3 +172,23 @@ def check_resumable(cfg: DictConfig, path: Path, checkpoint: dict[str, Any]) -> 
                 f"ckpt_path: {path} was trained with {name}={was!r}, this run has {name}={now!r}; resume with the "
                 f"settings of the checkpoint's run (its config.yaml){hint}"
             )
+    epochs, mid_epoch = _epochs(checkpoint)
+    for key in MID_EPOCH_KEYS if mid_epoch else ():
+        was, now = _select(run_config, key), _select(current, key)
+        if was != now:
+            raise UserError(
+                f"ckpt_path: {path} was saved in the middle of epoch {epochs} with {key}={was!r}, this run has "
+                f"{key}={now!r}; resume with {key}={was!r} (a checkpoint from the end of an epoch may change it)"
+            )
+    trainer, step = cfg.get("trainer") or {}, checkpoint.get("global_step")
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    if isinstance(max_epochs, int) and max_epochs != -1 and epochs >= max_epochs:
+        raise UserError(
+            f"ckpt_path: {path} has trained {epochs} epoch{'s' if epochs != 1 else ''}, and trainer.max_epochs="
+            f"{max_epochs} leaves nothing to train; give a trainer.max_epochs above {epochs}"
+        )
+    if isinstance(max_steps, int) and max_steps != -1 and isinstance(step, int) and step >= max_steps:
+        raise UserError(
+            f"ckpt_path: {path} has trained {step} steps, and trainer.max_steps={max_steps} leaves nothing to "
+            f"train; give a trainer.max_steps above {step}"
+        )

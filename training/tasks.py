@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from rich.console import Console
@@ -21,10 +23,18 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from data.base import ClassificationDataModule
 from models._pretrained import ClassCountMismatch, check_finite, load_file, load_pretrained
+from models._registry import close_matches
 from training.base import SchedulerFactory, TrainingModule
 from training.checkpoint_io import write_record
 from training.classifier import Classifier
-from training.config import UserError, check_stored_config, instantiate
+from training.config import (
+    UserError,
+    check_config,
+    check_stored_config,
+    check_trainer,
+    instantiate,
+    warn_zero_learning_rate,
+)
 from training.finetune import FineTuning
 from training.interrupt import Interrupted, StopOnSignal, during, hydra_override, interrupted
 from training.lr_finder import find_learning_rate
@@ -111,13 +121,28 @@ def build_scheduler(node: DictConfig | None) -> tuple[SchedulerFactory | None, d
     return schedule, {"scheduler_interval": interval} | ({"scheduler_monitor": monitor} if monitor else {})
 
 
-def check_monitor(module: TrainingModule, monitor: str) -> None:
-    """Raise ``UserError`` when the scheduler watches a metric that ``module`` does not log."""
-    accepted = module.monitorable_metrics()
+def check_monitor(
+    module: TrainingModule, monitor: str, key: str = "scheduler.monitor", also: Sequence[str] = ()
+) -> None:
+    """Raise ``UserError`` when the setting ``key`` watches a metric that ``module`` does not log (nor is one of
+    ``also``), with the close matches."""
+    accepted = [*module.monitorable_metrics(), *also]
     if monitor not in accepted:
+        close = close_matches(monitor, accepted)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
         raise UserError(
-            f"scheduler.monitor: {type(module).__name__} does not log {monitor!r}; accepted: {', '.join(accepted)}"
+            f"{key}: {type(module).__name__} does not log {monitor!r}; {hint}accepted: {', '.join(accepted)}"
         )
+
+
+def check_callback_monitors(module: TrainingModule, callbacks: dict[str, pl.Callback]) -> None:
+    """Raise ``UserError`` for a callback (a checkpoint's, early stopping's) that monitors a metric ``module`` does not
+    log, before training rather than when the first epoch ends; a checkpoint may monitor ``epoch`` and ``step`` too."""
+    for key, callback in callbacks.items():
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str):
+            also = ("epoch", "step") if isinstance(callback, ModelCheckpoint) else ()
+            check_monitor(module, monitor, f"callbacks.{key}.monitor", also)
 
 
 def check_targets(module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
@@ -251,6 +276,9 @@ def out_of_memory(cfg: DictConfig, trainer: pl.Trainer) -> UserError:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, validate, test the best checkpoint; print and return the test metrics and where things are."""
+    check_config(cfg, skip={"scheduler": SCHEDULER_SETTINGS})  # every value, before anything is read or built
+    check_trainer(cfg.trainer)
+    warn_zero_learning_rate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
     if checkpoint_dir.exists() and any(checkpoint_dir.iterdir()):
@@ -269,7 +297,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pl.seed_everything(seed, workers=True)
 
     datamodule, module = build(cfg)
-    callbacks = [instantiate(node, f"callbacks.{key}") for key, node in (cfg.get("callbacks") or {}).items() if node]
+    configured = {
+        key: instantiate(node, f"callbacks.{key}") for key, node in (cfg.get("callbacks") or {}).items() if node
+    }
+    check_callback_monitors(module, configured)
+    callbacks = list(configured.values())
     if cfg.get("channels_last") or cfg.get("compile"):
         callbacks.append(SpeedSwitches(channels_last=bool(cfg.channels_last), compile=bool(cfg.compile)))
     stopper = StopOnSignal()  # SIGTERM and SIGINT stop at a step boundary, with a checkpoint (docs/reliability.md)
