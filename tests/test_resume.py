@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from test_safety import REFUSAL, WRITERS
 
 from conftest import compose_config, run_script
 from training.checkpointing import ModelCheckpoint
 from training.config import UserError
-from training.resume import random_states, set_random_states
+from training.resume import random_states, resume_path, set_random_states
 from training.tasks import load_checkpoint, train
 
 FAST = ["trainer.accelerator=cpu", "callbacks.progress_bar=null", "callbacks.model_summary=null", "logger=csv"]
@@ -155,3 +159,55 @@ def test_the_script_says_why_it_cannot_resume_in_one_line(tmp_path: Path) -> Non
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert line == f"error: ckpt_path=last: no earlier run with a last checkpoint under {Path('logs/train/runs')}"
     assert "Traceback" not in result.stderr
+
+
+def _newer_run(runs_dir: Path, name: str, like: Path, **changes: Any) -> Path:
+    """A run directory ``name`` newer than every other, copied from the run that wrote ``like`` (its last.ckpt),
+    its config.yaml with ``changes`` (dotted keys), as a run of other settings leaves it."""
+    run = runs_dir / name
+    (run / "checkpoints").mkdir(parents=True)
+    config = yaml.safe_load((like.parents[1] / "config.yaml").read_text())
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[last] = value
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    shutil.copy(like, run / "checkpoints" / "last.ckpt")
+    newest = max(path.stat().st_mtime_ns for path in runs_dir.glob("*/checkpoints/last.ckpt")) + 10**9
+    os.utime(run / "checkpoints" / "last.ckpt", ns=(newest, newest))
+    return run
+
+
+def test_last_takes_the_newest_run_that_trained_the_same_settings_and_says_which(
+    runs: dict, resume_config, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    log_dir = tmp_path / "logs"
+    shutil.copytree(runs["log_dir"], log_dir)
+    runs_dir = log_dir / "train" / "runs"
+    newest_same = max(runs_dir.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime_ns)
+    _newer_run(runs_dir, "finetuned", newest_same, **{"model.num_classes": 5})  # a fine-tuning run, newer
+    cfg = resume_config(*STATE, *DATA_PATHS["fast_path"], f"paths.log_dir={log_dir}", "ckpt_path=last")
+    assert resume_path(cfg) == newest_same
+    assert capsys.readouterr().out == (
+        f"ckpt_path=last: resuming {newest_same}, the newest run of 'train' that trained the same model, data and "
+        "training settings\n"
+    )
+
+
+def test_last_without_a_run_of_the_same_settings_names_the_newest_and_what_differs(
+    runs: dict, resume_config, tmp_path: Path
+) -> None:
+    log_dir = tmp_path / "logs"
+    runs_dir = log_dir / "train" / "runs"
+    runs_dir.mkdir(parents=True)
+    _newer_run(runs_dir, "finetuned", Path(runs["first"]["last_checkpoint"]), **{"model.num_classes": 5})
+    cfg = resume_config(*STATE, f"paths.log_dir={log_dir}", "ckpt_path=last")
+    with pytest.raises(UserError) as error:
+        resume_path(cfg)
+    assert str(error.value) == (
+        f"ckpt_path=last: none of the 1 runs with a last checkpoint under {runs_dir} trained what this run trains; "
+        "the newest, finetuned, has model.num_classes=5 where this run has 10. Give ckpt_path=<its checkpoint> "
+        "with its settings, or the settings of the run to resume"
+    )

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from training.config import UserError
@@ -106,27 +107,72 @@ class RandomState(pl.Callback):
         self._restored = None
 
 
-def find_last_checkpoint(runs_dir: Path, exclude: Path | None = None) -> Path:
+def first_difference(run_config: dict[str, Any], current: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first setting of ``RESUMED_KEYS`` whose value differs between a checkpoint's run config and this run's
+    (plain configs), as (dotted key, the checkpoint's value, this run's); None when it can be resumed."""
+    for key in RESUMED_KEYS:
+        differences = _differences(_select(run_config, key), _select(current, key), key)
+        if differences:
+            return differences[0]
+    return None
+
+
+def _run_config(checkpoint: Path) -> dict[str, Any] | None:
+    """The resolved config.yaml of the run that wrote ``<run>/checkpoints/last.ckpt`` (None if unreadable)."""
+    try:
+        config = yaml.safe_load((checkpoint.parents[1] / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def find_last_checkpoint(runs_dir: Path, cfg: DictConfig, exclude: Path | None = None) -> Path:
     """The most recently written ``checkpoints/last.ckpt`` of the run directories in ``runs_dir`` (``exclude``,
-    the new run's own directory, left out); ``UserError`` when there is none."""
-    candidates = [
-        path
-        for path in runs_dir.glob(f"*/checkpoints/{LAST_CHECKPOINT}")
-        if path.is_file() and (exclude is None or path.parents[1].resolve() != exclude.resolve())
-    ]
+    the new run's own directory, left out) whose run trained what ``cfg`` trains (its config.yaml agrees on
+    ``RESUMED_KEYS``: a fine-tuning run's checkpoint is not the one to resume a plain run with); ``UserError`` when
+    there is none, naming the newest run and what differs."""
+    candidates = sorted(
+        (
+            path
+            for path in runs_dir.glob(f"*/checkpoints/{LAST_CHECKPOINT}")
+            if path.is_file() and (exclude is None or path.parents[1].resolve() != exclude.resolve())
+        ),
+        key=lambda path: path.stat().st_mtime_ns,
+        reverse=True,
+    )
     if not candidates:
         raise UserError(f"ckpt_path=last: no earlier run with a last checkpoint under {runs_dir}")
-    return max(candidates, key=lambda path: path.stat().st_mtime_ns)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    differences = []
+    for path in candidates:
+        config = _run_config(path)
+        difference = first_difference(config, current) if config is not None else None
+        if difference is None:  # resumable, or a run without a readable config.yaml (checked when it is loaded)
+            return path
+        differences.append(difference)
+    newest, (name, was, now) = candidates[0], differences[0]
+    raise UserError(
+        f"ckpt_path=last: none of the {len(candidates)} runs with a last checkpoint under {runs_dir} trained what "
+        f"this run trains; the newest, {newest.parents[1].name}, has {name}={was!r} where this run has {now!r}. "
+        "Give ckpt_path=<its checkpoint> with its settings, or the settings of the run to resume"
+    )
 
 
 def resume_path(cfg: DictConfig) -> Path | None:
     """The checkpoint that ``cfg.ckpt_path`` names (None: a fresh run); ``last`` is the newest ``last.ckpt`` of the
-    runs of the same ``task_name`` (an experiment sets its own) under ``paths.log_dir``."""
+    runs of the same ``task_name`` (an experiment sets its own) under ``paths.log_dir`` that trained the same
+    model, data and training settings (``find_last_checkpoint``), named in one line."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None:
         return None
     if str(ckpt_path) == LAST:
-        return find_last_checkpoint(Path(cfg.paths.log_dir) / cfg.task_name / "runs", Path(cfg.paths.output_dir))
+        runs_dir = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+        path = find_last_checkpoint(runs_dir, cfg, Path(cfg.paths.output_dir))
+        print(
+            f"ckpt_path=last: resuming {path}, the newest run of {cfg.task_name!r} that trained the same model, data "
+            "and training settings"
+        )
+        return path
     return Path(str(ckpt_path))
 
 
@@ -163,15 +209,16 @@ def check_resumable(cfg: DictConfig, path: Path, checkpoint: dict[str, Any]) -> 
             f"from its weights with model.pretrained={path}"
         )
     run_config, current = checkpoint["hyper_parameters"]["run_config"], OmegaConf.to_container(cfg, resolve=True)
-    for key in RESUMED_KEYS:
-        differences = _differences(_select(run_config, key), _select(current, key), key)
-        if differences:
-            name, was, now = differences[0]
-            hint = "" if key == "model" else f"; or start a new run from its weights with model.pretrained={path}"
-            raise UserError(
-                f"ckpt_path: {path} was trained with {name}={was!r}, this run has {name}={now!r}; resume with the "
-                f"settings of the checkpoint's run (its config.yaml){hint}"
-            )
+    difference = first_difference(run_config, current)
+    if difference:
+        name, was, now = difference
+        hint = (
+            "" if name.startswith("model.") else f"; or start a new run from its weights with model.pretrained={path}"
+        )
+        raise UserError(
+            f"ckpt_path: {path} was trained with {name}={was!r}, this run has {name}={now!r}; resume with the "
+            f"settings of the checkpoint's run (its config.yaml){hint}"
+        )
     epochs, mid_epoch = _epochs(checkpoint)
     for key in MID_EPOCH_KEYS if mid_epoch else ():
         was, now = _select(run_config, key), _select(current, key)
