@@ -8,6 +8,7 @@ its time importing torch); test_cli.py and the signal tests in test_reliability.
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import os
 import pathlib
 import re
@@ -92,6 +93,22 @@ def _damaged(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch)
 
 def _nan_weights(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_nan(checkpoint, directory / "nan.ckpt")
+
+
+def _without(package: str) -> Prepare:
+    """A Python environment in which ``package`` (a distribution name) is not installed."""
+
+    def prepare(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        installed = importlib.metadata.distribution
+
+        def distribution(name: str) -> importlib.metadata.Distribution:
+            if name == package:
+                raise importlib.metadata.PackageNotFoundError(name)
+            return installed(name)
+
+        monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+
+    return prepare
 
 
 def _checkpoint_and_a_link_to_it(directory: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -523,6 +540,31 @@ ROWS = [
         [],
         "error: ckpt_path is required: give it on the command line, ckpt_path=...",
         script="eval.py",
+    ),
+    Row(
+        "Optuna search without the sweep extra",
+        ["hparams_search=lenet5_digits_random"],
+        "error: hparams_search=lenet5_digits_random needs hydra-optuna-sweeper, not installed here; install the "
+        "'sweep' extra: pip install -c constraints.txt -e '.[sweep]'",
+        prepare=_without("hydra-optuna-sweeper"),
+        when="without the sweep extra installed",
+    ),
+    Row(
+        "SLURM launcher without the sweep extra",
+        ["-m", "hydra/launcher=slurm", "seed=1,2"],
+        "error: hydra/launcher=slurm needs hydra-submitit-launcher, not installed here; install the 'sweep' extra: "
+        "pip install -c constraints.txt -e '.[sweep]'",
+        prepare=_without("hydra-submitit-launcher"),
+        when="without the sweep extra installed",
+    ),
+    Row(
+        "ONNX export without the export extra",
+        ["ckpt_path=<checkpoint>", "format=onnx", "out=<dir>/net.onnx"],
+        "error: format=onnx needs onnxscript, not installed here; install the 'export' extra: "
+        "pip install -c constraints.txt -e '.[export]'",
+        script="export.py",
+        prepare=_without("onnxscript"),
+        when="without the export extra installed",
     ),
 ]
 

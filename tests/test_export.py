@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import json
 import re
 from pathlib import Path
@@ -167,8 +167,14 @@ def test_torchscript_and_onnx_exports_of_the_zoo_match_pytorch(name: str, tmp_pa
 def test_onnx_without_the_export_extra_names_the_pip_install(
     checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    installed = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxscript" else installed(name))
+    installed = importlib.metadata.distribution
+
+    def without_onnxscript(name: str) -> importlib.metadata.Distribution:
+        if name == "onnxscript":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", without_onnxscript)
     with pytest.raises(UserError) as error:
         export(export_config(f"ckpt_path={checkpoint}", "format=onnx", f"out={tmp_path / 'net.onnx'}"))
     assert str(error.value) == (

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from data.imagefolder import UnreadableImageError
 from models._registry import close_matches
-from training.config import CONFIG_DIR, UserError, check_settings
+from training.config import CONFIG_DIR, UserError, check_settings, require_extra
 from training.guards import TrainingDiverged
 from training.interrupt import Interrupted, resume_command, stop_on_signals
 from training.sweeps import check_multirun_strategy, metric_value
@@ -99,6 +99,10 @@ def _check_modes(args: Sequence[str]) -> None:
         )
 
 
+# Config groups whose options need a Hydra plugin from an optional extra of pyproject.toml: (package, extra)
+PLUGINS = {"hparams_search": ("hydra-optuna-sweeper", "sweep"), "hydra/launcher": ("hydra-submitit-launcher", "sweep")}
+
+
 def check_overrides(args: Sequence[str], config_name: str = "train", config_dir: Path = CONFIG_DIR) -> None:
     """Raise ``UserError`` before Hydra writes anything for a config-group choice that does not exist
     (``model=lenett5``), a key the config does not have (``optimizer.lrr=0.1``; add new keys with
@@ -112,6 +116,9 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
     keys: list[str] = []
     for override in overrides:
         key = override.key_or_group
+        if key in PLUGINS and not override.is_delete() and override.value() is not None:
+            package, extra = PLUGINS[key]
+            require_extra(extra, [package], f"{key}={override.value()}")
         if override.is_delete() or override.is_add() or key.startswith("hydra"):
             continue
         group_dir = config_dir / key

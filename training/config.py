@@ -13,7 +13,7 @@ values, so that rebuilding from it creates the project's own objects and never r
 from __future__ import annotations
 
 import functools
-import importlib.util
+import importlib.metadata
 import inspect
 import itertools
 import math
@@ -297,10 +297,18 @@ def check_stored_config(config: Any, origin: str) -> None:
     walk(config, "")
 
 
-def require_extra(extra: str, modules: Sequence[str], what: str) -> None:
+def _installed(package: str) -> bool:
+    try:
+        importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def require_extra(extra: str, packages: Sequence[str], what: str) -> None:
     """Raise ``UserError`` naming the ``pip install`` of the project's optional ``extra`` (pyproject.toml) when one of
-    ``modules``, which ``what`` needs, is not installed."""
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    ``packages`` (distribution names, as pip names them), which ``what`` needs, is not installed."""
+    missing = [package for package in packages if not _installed(package)]
     if missing:
         raise UserError(
             f"{what} needs {', '.join(missing)}, not installed here; install the '{extra}' extra: "
