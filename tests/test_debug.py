@@ -96,3 +96,41 @@ def test_lr_find_is_skipped_under_fast_dev_run(train_config, capsys: pytest.Capt
     train(cfg)
     assert "lr_find: skipped (fast_dev_run)" in capsys.readouterr().out
     assert cfg.optimizer.lr == 0.05 and not (Path(cfg.paths.output_dir) / "lr_find.png").exists()
+
+
+def test_lr_find_cut_short_by_the_epochs_keeps_the_configured_rate(train_config, capsys: pytest.CaptureFixture):
+    cfg = train_config("lr_find=true", "trainer.max_epochs=1", "test=false")  # 40 batches: the test stops at 40
+    train(cfg)
+    out = capsys.readouterr().out
+    assert "lr_find: not used: the test ran 40 of its 100 steps (the run's epochs have no more training batches)" in out
+    assert cfg.optimizer.lr == 0.05
+
+
+class RangeTest:
+    """What find_learning_rate reads of Lightning's finder: the rates and smoothed losses, the steps asked for."""
+
+    def __init__(self, losses: list[float], best: int) -> None:
+        self.num_training = len(losses)
+        self.results = {"lr": [1e-8 * 10 ** (8 * step / len(losses)) for step in range(len(losses))], "loss": losses}
+        self.best = best
+
+    def suggestion(self) -> float:
+        return self.results["lr"][self.best]
+
+    def plot(self, suggest: bool, ax: Any) -> None:
+        ax.plot(self.results["lr"], self.results["loss"])
+
+
+@pytest.mark.parametrize(("best", "used"), [(50, True), (5, False), (95, False)])
+def test_lr_find_does_not_use_a_suggestion_at_an_edge_of_the_range(
+    best: int, used: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from training import lr_finder
+
+    losses = [2.3 - 0.01 * step for step in range(100)]
+    monkeypatch.setattr(lr_finder.Tuner, "lr_find", lambda self, *args, **kwargs: RangeTest(losses, best))
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    suggestion = lr_finder.find_learning_rate(trainer, None, None, tmp_path / "lr_find.png")
+    assert (suggestion is not None) == used
+    if not used:
+        assert "lies at an edge of the rates tried; the configured learning rate stays" in capsys.readouterr().out
