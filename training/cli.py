@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from data.imagefolder import UnreadableImageError
 from models._registry import close_matches
 from training.config import CONFIG_DIR, UserError
+from training.console import drop_lightning_tips
 from training.guards import TrainingDiverged
 from training.interrupt import TrainingInterrupted, resume_command
 from training.sweeps import check_multirun_strategy, metric_value
@@ -197,6 +198,7 @@ def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     """Run ``task`` as the Hydra app ``configs/<config_name>.yaml`` with the command line's overrides."""
     # An upstream deprecation inside Lightning 2.6 that users can do nothing about.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    drop_lightning_tips()
     # Lightning's DDP launcher starts the other processes of a run (LOCAL_RANK 1, 2, ...) with this command and
     # the run's own directory, checked already by the first process
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:

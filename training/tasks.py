@@ -301,7 +301,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         last_path = str(last) if last.is_file() else ""
     test_metrics: dict[str, float] = {}
     if cfg.get("test", True):
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
+        results = trainer.test(  # verbose=False: the summary below prints the test metrics
+            module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True, verbose=False
+        )
         test_metrics = _floats(results[0]) if results else {}
 
     tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
