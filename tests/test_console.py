@@ -22,8 +22,9 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def summary_line(net: torch.nn.Module, datamodule: object, capsys: pytest.CaptureFixture[str]) -> str:
-    trainer = SimpleNamespace(datamodule=datamodule, is_global_zero=True)
-    ModelSummary().setup(trainer, SimpleNamespace(net=net), "fit")
+    trainer, callback = SimpleNamespace(datamodule=datamodule, is_global_zero=True), ModelSummary()
+    callback.setup(trainer, SimpleNamespace(net=net), "fit")
+    callback.setup(trainer, SimpleNamespace(net=net), "fit")  # lr_find's range test, then the fit: printed once
     return capsys.readouterr().out.strip()
 
 

@@ -33,12 +33,16 @@ class ModelSummary(pl.Callback):
     """Prints, as a fit sets up, one line: the network, its parameters (and how many train, where some are frozen)
     and its multiply-adds for one input of the data (``models.summary``; ``scripts/summary.py`` gives them layer
     by layer). Lightning's own summary (``trainer.enable_model_summary``) lists the metric objects too, and counts
-    no multiply-adds without an example input."""
+    no multiply-adds without an example input. Printed once: not again for the fit after ``lr_find``'s range test."""
+
+    def __init__(self) -> None:
+        self.printed = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         datamodule = trainer.datamodule
-        if stage != "fit" or not trainer.is_global_zero or datamodule is None:
+        if stage != "fit" or not trainer.is_global_zero or datamodule is None or self.printed:
             return
+        self.printed = True
         net = pl_module.net if isinstance(getattr(pl_module, "net", None), torch.nn.Module) else pl_module
         shape = tuple(datamodule.input_shape)
         summary = summarize(net, shape, getattr(datamodule, "input_dtype", torch.float32))
