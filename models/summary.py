@@ -44,9 +44,18 @@ class ModelSummary:
         return self.activations * 4 / 2**20
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSummary:
-    """Run one image of ``input_shape`` (C, H, W) through ``model`` in eval mode and tabulate each leaf layer
-    (but ``nn.Identity``, the placeholder of a layer that a model option leaves out)."""
+def scaled(count: int) -> str:
+    """``15.47 G``, ``416.52 K``: the count in the largest unit that keeps it at least 1."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}"
+    return str(count)
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> ModelSummary:
+    """Run one input of ``input_shape`` (an image's C, H, W; a sequence's shape) and ``dtype`` (``torch.long``:
+    token ids) through ``model`` in eval mode, on the device of its parameters, and tabulate each leaf layer (but
+    ``nn.Identity``, the placeholder of a layer that a model option leaves out)."""
     leaves = {
         module: name
         for name, module in model.named_modules()
@@ -54,7 +63,8 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSumma
     }
     outputs: list[tuple[nn.Module, tuple[int, ...], bool]] = []
 
-    def record(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor | tuple) -> None:
+        out = out[0] if isinstance(out, tuple) else out  # a recurrent layer's (outputs, state)
         stored = isinstance(module, nn.Conv2d | nn.Linear) or (isinstance(module, POOLS) and out.shape != args[0].shape)
         outputs.append((module, tuple(out.shape[1:]), stored))
 
@@ -63,7 +73,8 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelSumma
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_shape))
+            device = next(model.parameters(), torch.empty(0)).device
+            model(torch.zeros(1, *input_shape, dtype=dtype, device=device))
     finally:
         model.train(was_training)
         for hook in hooks:

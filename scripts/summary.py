@@ -9,18 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 import models
-from models.summary import summarize
+from models.summary import scaled, summarize
 from training.cli import run_plain
 
 USAGE = "usage: python scripts/summary.py model=<name> [input_size=CxHxW] [num_classes=N]"
-
-
-def _scaled(count: int) -> str:
-    """``15.47 G``, ``416.5 K``: the count in the largest unit that keeps it at least 1."""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= size:
-            return f"{count / size:.2f} {unit}"
-    return str(count)
 
 
 def parse_args(args: list[str]) -> dict[str, str]:
@@ -57,9 +49,9 @@ def main(args: list[str]) -> None:
     console = Console(soft_wrap=True)
     console.print(table)
     console.print(f"parameters: {summary.parameters:,}")
-    console.print(f"multiply-adds: {_scaled(summary.macs)} ({summary.macs:,})")
+    console.print(f"multiply-adds: {scaled(summary.macs)} ({summary.macs:,})")
     console.print(
-        f"forward activations per image: {_scaled(summary.activations)} values = "
+        f"forward activations per image: {scaled(summary.activations)} values = "
         f"{summary.activation_megabytes:.1f} MB (float32; input + conv, pooling and linear outputs)"
     )
 

@@ -22,6 +22,12 @@ def test_default_training_reaches_97_percent_and_eval_reproduces_it(tmp_path: Pa
     assert summary["best_checkpoint"] in result.stdout
     assert f"tensorboard --logdir {summary['tensorboard_dir']}" in result.stdout
     assert re.search(r"test/acc\s+0\.9[7-9]\d\d", result.stdout)
+    # piped, the output is short: no tips, the network's own summary, one table of test metrics (ours, at the end)
+    output = result.stdout + result.stderr
+    assert len(output.splitlines()) <= 30, output
+    assert "Tip" not in output and "Total FLOPs" not in output and "already configured" not in output
+    assert output.count("test/acc ") == 1
+    assert "model: LeNet5, 61,706 parameters, 416.52 K multiply-adds per 1x32x32 input" in result.stdout
 
     scalars = set(read_events(summary["tensorboard_dir"]).Tags()["scalars"])
     assert {"train/loss_epoch", "train/acc_epoch", "val/loss", "val/acc", "lr-SGD"} <= scalars

@@ -340,7 +340,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         evaluation = shlex.join(["python", "scripts/eval.py", hydra_override("ckpt_path", saved)]) if saved else ""
         then = f": test it with {evaluation}" if saved else ""
         with during(f"while testing, after training finished; no metrics were written{then}"):
-            results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
+            results = trainer.test(
+                module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True, verbose=False
+            )
         test_metrics = _floats(results[0]) if results else {}
 
     tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)

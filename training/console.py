@@ -1,0 +1,85 @@
+"""What a training run prints while it trains (``configs/callbacks/default.yaml``): a one-line model summary as the
+fit starts and a progress bar of one line of at most 80 columns; its other output is filtered here too.
+
+Piped to a file, rich draws a progress bar once, as it ends, instead of redrawing it (rich knows when its output is
+not a terminal, and then takes it to be 80 columns wide).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.callbacks.progress.rich_progress import BatchesProcessedColumn, CustomBarColumn
+from rich.console import Console
+from rich.progress import ProgressColumn, TextColumn, TimeRemainingColumn
+
+from models.summary import scaled, summarize
+
+console = Console(soft_wrap=True)
+
+
+def drop_lightning_tips() -> None:
+    """Leave Lightning's advertisements ("💡 Tip: ... try installing litlogger") out of its log, and its note on the
+    temporary checkpoint of ``lr_find``'s range test ("`weights_only` was not set"), which only Lightning reads."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: not record.getMessage().startswith("💡 Tip")
+    )
+    logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").addFilter(
+        lambda record: "`weights_only` was not set" not in record.getMessage()
+    )
+
+
+class ModelSummary(pl.Callback):
+    """Prints, as a fit sets up, one line: the network, its parameters (and how many train, where some are frozen)
+    and its multiply-adds for one input of the data (``models.summary``; ``scripts/summary.py`` gives them layer
+    by layer). Lightning's own summary (``trainer.enable_model_summary``) lists the metric objects too, and counts
+    no multiply-adds without an example input. Printed once: not again for the fit after ``lr_find``'s range test."""
+
+    def __init__(self) -> None:
+        self.printed = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if stage != "fit" or not trainer.is_global_zero or datamodule is None or self.printed:
+            return
+        self.printed = True
+        net = pl_module.net if isinstance(getattr(pl_module, "net", None), torch.nn.Module) else pl_module
+        shape = tuple(datamodule.input_shape)
+        summary = summarize(net, shape, getattr(datamodule, "input_dtype", torch.float32))
+        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        frozen = f" ({trainable:,} trainable)" if trainable != summary.parameters else ""
+        console.print(
+            f"model: {type(net).__name__}, {summary.parameters:,} parameters{frozen}, "
+            f"{scaled(summary.macs)} multiply-adds per {'x'.join(map(str, shape))} input"
+        )
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar in one line of at most 80 columns: the epoch, its batches, the time left and
+    ``metrics``, a mapping of the logged metrics it shows to the names it shows them under (those a task does not
+    log are left out)."""
+
+    def __init__(self, metrics: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.metrics = dict(metrics)
+
+    def configure_columns(self, trainer: pl.Trainer) -> list[ProgressColumn]:
+        return [
+            TextColumn("[progress.description]{task.description}"),
+            CustomBarColumn(
+                bar_width=20,
+                complete_style=self.theme.progress_bar,
+                finished_style=self.theme.progress_bar_finished,
+                pulse_style=self.theme.progress_bar_pulse,
+            ),
+            BatchesProcessedColumn(style=self.theme.batch_progress),
+            TimeRemainingColumn(),
+        ]
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        logged = trainer.callback_metrics
+        return {name: float(logged[key]) for key, name in self.metrics.items() if key in logged}
