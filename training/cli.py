@@ -118,7 +118,7 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
                     f"hydra.run.dir={run_dir} already holds a run; nothing was changed. "
                     "Choose a new directory, or leave hydra.run.dir out for a fresh timestamped one"
                 )
-        if override.is_delete() or override.is_add() or key.startswith("hydra"):
+        if override.is_delete() or override.is_add() or override.is_force_add() or key.startswith("hydra"):
             continue
         group_dir = config_dir / key
         if not group_dir.is_dir():
