@@ -170,6 +170,8 @@ def test_known_options_and_keys_pass() -> None:
     check_overrides(["model=lenet5", "optimizer=adam", "scheduler=none", "~logger", "optimizer.lr=0.1", "-m"])
     check_overrides(["debug=fdr", "trainer.fast_dev_run=2", "+trainer.limit_val_batches=2", "seed=3"])
     check_overrides(["ckpt_path=x.ckpt", "trainer.accelerator=cpu"], config_name="eval")
+    # Hydra's ++ sets a key or adds it where the config has none
+    check_overrides(["++trainer.limit_train_batches=2", "++trainer.max_epochs=1"])
 
 
 def test_an_existing_run_directory_is_refused_and_left_as_it_was(tmp_path: Path) -> None:

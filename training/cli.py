@@ -120,7 +120,7 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
         if key in PLUGINS and not override.is_delete() and override.value() is not None:
             package, extra = PLUGINS[key]
             require_extra(extra, [package], f"{key}={override.value()}")
-        if override.is_delete() or override.is_add() or key.startswith("hydra"):
+        if override.is_delete() or override.is_add() or override.is_force_add() or key.startswith("hydra"):
             continue
         group_dir = config_dir / key
         if not group_dir.is_dir():
