@@ -58,11 +58,6 @@ LIMITS = [
     "trainer.max_epochs=1",
 ]
 NOT_RUN = ("python3 -m venv", ". .venv/bin/activate", "pip ", "pytest")
-# commands that fail today for a reason another item of issue 20 fixes: strict, so the fix must remove them
-KNOWN_FAILURES = {
-    "python scripts/train.py trainer.max_epochs=20 ckpt_path=last": "issue 20 item 6: ckpt_path=last takes the newest "
-    "run of any kind (here one with model.dropconnect=0.5) and stops on the settings that differ",
-}
 HYDRA_SCRIPTS = {"train.py": "train", "eval.py": "eval", "predict.py": "predict", "export.py": "export"}
 
 
@@ -201,12 +196,10 @@ def _check_composes(words: list[str], script: str, tmp_path: Path) -> None:
 
 
 def _params() -> list:
-    """``documented_commands()``, those that run a process marked slow, the known failures strictly xfail."""
+    """``documented_commands()``, those that run a process marked slow."""
     params = []
     for command in documented_commands():
         marks = [] if command.needs or command.text.startswith(NOT_RUN) else [pytest.mark.slow]
-        if command.text in KNOWN_FAILURES:
-            marks.append(pytest.mark.xfail(reason=KNOWN_FAILURES[command.text], strict=True))
         params.append(pytest.param(command, id=command.where, marks=marks))
     return params
 
