@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import run_script
 from test_train import read_events
+from training.config import UserError
 from training.guards import InitialLossCheck, InitialLossWarning, NanGuard, TrainingDiverged
 from training.tasks import load_checkpoint, train
 
@@ -62,8 +63,10 @@ def test_without_the_guard_the_same_run_writes_nan_weights_to_last_ckpt(train_co
     train(cfg)
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     assert len(list(checkpoints.iterdir())) == 4  # best-epoch000 to 002 and last
-    last = load_checkpoint(checkpoints / "last.ckpt")
+    last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 2 and not finite_weights(last)
+    with pytest.raises(UserError, match=r"last.ckpt is damaged: its weight net\..* holds (NaN|an infinity)"):
+        load_checkpoint(checkpoints / "last.ckpt")  # what the project's readers make of it
 
 
 def test_the_script_ends_a_diverging_run_in_one_error_line(tmp_path: Path) -> None:

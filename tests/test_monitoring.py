@@ -253,7 +253,7 @@ def test_a_regressor_without_conv_layers_gets_the_statistics_that_apply(train_co
 
 
 def test_a_bad_setting_is_named(train_config) -> None:
-    with pytest.raises(UserError, match=r"callbacks.layer_stats: every_n_steps must be a positive integer, got 0"):
+    with pytest.raises(UserError, match=r"^callbacks.layer_stats.every_n_steps: expected 1 or more, got 0$"):
         train(train_config("callbacks.layer_stats.every_n_steps=0", "debug=fdr"))
 
 
