@@ -294,7 +294,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if resume is not None:
         check_resumable(cfg, resume, load_checkpoint(resume))
     if seed is not None:
-        pl.seed_everything(seed, workers=True)
+        pl.seed_everything(seed, workers=True, verbose=False)  # the seed is in config.yaml
 
     datamodule, module = build(cfg)
     configured = {
@@ -315,7 +315,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if lr is not None:  # train as a run given optimizer.lr=<lr> would: same seed, fresh data and module
             cfg.optimizer.lr = float(lr)
             if cfg.get("seed") is not None:
-                pl.seed_everything(cfg.seed, workers=True)
+                pl.seed_everything(cfg.seed, workers=True, verbose=False)
             datamodule, module = build(cfg)
     if trainer.is_global_zero:  # the other processes of a distributed run write nothing themselves
         write_record(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "nothing was trained")
