@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from data.imagefolder import UnreadableImageError
 from models._registry import close_matches
 from training.config import CONFIG_DIR, UserError, check_settings, require_extra
-from training.console import drop_lightning_tips
+from training.console import quiet_lightning_log
 from training.guards import TrainingDiverged
 from training.interrupt import Interrupted, resume_command, stop_on_signals
 from training.sweeps import check_multirun_strategy, metric_value
@@ -246,7 +246,7 @@ def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     (SIGTERM, SIGINT) stops it in one line, wherever it is, with a non-zero exit status (training/interrupt.py)."""
     # An upstream deprecation inside Lightning 2.6 that users can do nothing about.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    drop_lightning_tips()
+    quiet_lightning_log()
     argv = list(sys.argv)
     with stop_on_signals():
         try:

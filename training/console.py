@@ -22,11 +22,23 @@ from models.summary import scaled, summarize
 console = Console(soft_wrap=True)
 
 
-def drop_lightning_tips() -> None:
-    """Leave Lightning's advertisements ("💡 Tip: ... try installing litlogger") out of its log, and its note on the
-    temporary checkpoint of ``lr_find``'s range test ("`weights_only` was not set"), which only Lightning reads."""
+# Lightning's info lines that say nothing the run's own output does not: its advertisements, the end of the fit (which
+# lands on the progress bar's line, still drawn in a terminal) and the checkpoints restored (the one tested, which the
+# summary names; a resumed run's, which it names itself; lr_find's temporary one)
+UNSAID = (
+    "💡 Tip",
+    "`Trainer.fit` stopped:",
+    "Restoring states from the checkpoint",
+    "Restored all states from the checkpoint",
+    "Loaded model weights from the checkpoint",
+)
+
+
+def quiet_lightning_log() -> None:
+    """Leave ``UNSAID`` out of Lightning's log, and its note on the temporary checkpoint of ``lr_find``'s range test
+    ("`weights_only` was not set"), which only Lightning reads."""
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda record: not record.getMessage().startswith("💡 Tip")
+        lambda record: not record.getMessage().startswith(UNSAID)
     )
     logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").addFilter(
         lambda record: "`weights_only` was not set" not in record.getMessage()
