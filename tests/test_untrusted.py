@@ -22,6 +22,7 @@ import safetensors.torch
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from PIL import Image
 from test_export import export_config
 from test_safety import CreatesFile
 
@@ -229,6 +230,24 @@ def test_a_target_in_a_part_never_rebuilt_is_a_record_that_never_runs(
     (tmp_path / "eval").mkdir()
     evaluate(compose_config("eval", tmp_path / "eval", ["trainer.accelerator=cpu", f"ckpt_path={ours}"]))
     assert model.class_names and not marker.exists()
+
+
+@pytest.mark.parametrize("entry", ["ensemble", "predict", "export", "resume"])
+def test_a_record_target_never_runs_through_any_reader(checkpoint: Path, tmp_path: Path, entry: str) -> None:
+    """The same through the other readers of a checkpoint: each reads it, uses it, and never builds the record."""
+    marker = tmp_path / "marker"
+    ours = write_with_config(
+        checkpoint, tmp_path / "ours.ckpt", _set("callbacks.lr_monitor", lambda marker: _exec(marker))(marker)
+    )
+    Image.new("L", (32, 32)).save(tmp_path / "image.png")  # predict's input
+    (tmp_path / "eval").mkdir()
+    run = tmp_path / "resumed"
+    entries = {
+        **_entry_points(checkpoint, ours, tmp_path),
+        "resume": lambda: train(compose_config("train", run, [*FAST, f"ckpt_path={ours}", "trainer.max_epochs=2"])),
+    }
+    entries[entry]()
+    assert not marker.exists()
 
 
 def test_the_allowed_targets_are_those_of_the_configs() -> None:

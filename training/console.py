@@ -34,15 +34,20 @@ UNSAID = (
 )
 
 
+def _said(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(UNSAID)
+
+
+def _not_about_weights_only(record: logging.LogRecord) -> bool:
+    return "`weights_only` was not set" not in record.getMessage()
+
+
 def quiet_lightning_log() -> None:
     """Leave ``UNSAID`` out of Lightning's log, and its note on the temporary checkpoint of ``lr_find``'s range test
-    ("`weights_only` was not set"), which only Lightning reads."""
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda record: not record.getMessage().startswith(UNSAID)
-    )
-    logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").addFilter(
-        lambda record: "`weights_only` was not set" not in record.getMessage()
-    )
+    ("`weights_only` was not set"), which only Lightning reads. (Each filter is added once, however often a process
+    runs a script: ``addFilter`` skips one it already has.)"""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_said)
+    logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").addFilter(_not_about_weights_only)
 
 
 class ModelSummary(pl.Callback):

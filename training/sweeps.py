@@ -83,7 +83,7 @@ class Sweep:
     unreadable: list[str]
 
 
-NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}  # as strings in a metrics.json
+NON_FINITE = ("nan", "inf", "-inf")  # a non-finite metric in a metrics.json: str() of the float, which float() reads
 
 
 def _why(err: Exception) -> str:
@@ -101,10 +101,8 @@ def _read_metrics(path: Path) -> dict[str, float | None]:
         raise ValueError(f"not a JSON object of metrics but a {type(written).__name__}")
     values: dict[str, float | None] = {}
     for key, value in written.items():
-        if _is_number(value):
+        if _is_number(value) or value in NON_FINITE:
             values[key] = float(value)
-        elif isinstance(value, str) and value in NON_FINITE:
-            values[key] = NON_FINITE[value]
         elif value is None:
             values[key] = None
     return values
