@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from training import Classifier
+from training.base import loss_mean
 
 
 class ThreeHeads(nn.Module):
@@ -70,3 +71,12 @@ def test_a_scheduler_may_watch_the_epoch_metrics_the_classifier_logs() -> None:
     ]  # fmt: skip
     module = Classifier(nn.Linear(4, 10), functools.partial(torch.optim.SGD, lr=0.1), num_classes=10)
     assert {"val/acc_top5", "train/acc_top5"} <= set(module.monitorable_metrics())
+
+
+def test_loss_mean_weighs_batches_by_their_examples_and_keeps_a_nan() -> None:
+    mean = loss_mean()
+    mean.update(torch.tensor(1.0).expand(10))
+    mean.update(torch.tensor(3.0).expand(30))
+    assert mean.compute().item() == 2.5  # (10 x 1 + 30 x 3) / 40, not the mean of the batches' losses
+    mean.update(torch.tensor(float("nan")).expand(2))
+    assert mean.compute().isnan()  # a diverged batch shows in the epoch's loss

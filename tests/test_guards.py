@@ -129,19 +129,27 @@ def fit(module: pl.LightningModule, callback: pl.Callback, batch_size: int = 8, 
     return trainer
 
 
-@pytest.mark.parametrize(("spoil", "what", "step"), [("loss", "training loss", 4), ("gradient", "gradient norm", 4)])
-def test_nan_guard_stops_before_the_step_so_the_weights_stay_finite(spoil: str, what: str, step: int) -> None:
+@pytest.mark.parametrize(
+    ("spoil", "every", "what", "step"),
+    [
+        ("loss", 50, "training loss", 4),  # read at the end of the epoch (step 8): the first non-finite loss is named
+        ("loss", 2, "training loss", 4),
+        ("gradient", 4, "gradient norm", 4),  # read before step 4 is taken
+        ("gradient", 50, "training loss", 5),  # not read at step 4: its update spoils the weights, and so step 5's loss
+    ],
+)
+def test_nan_guard_names_the_first_step_that_is_not_finite(spoil: str, every: int, what: str, step: int) -> None:
     module = TinyClassifier(spoil=spoil)
-    with pytest.raises(TrainingDiverged, match=rf"a non-finite {what} at step {step} \(epoch 0\); last finite loss"):
-        fit(module, NanGuard())
-    assert module.trainer.global_step == step - 1  # the spoilt step was never taken
-    assert all(parameter.isfinite().all() for parameter in module.parameters())
+    with pytest.raises(TrainingDiverged, match=rf"a non-finite {what} at step {step} \(epoch 0\); last finite loss \d"):
+        fit(module, NanGuard(), log_every_n_steps=every)
+    # read every `every` steps (and at the end of the epoch): the run stops at the first read after the spoilt step
+    assert module.trainer.global_step == min(-(-step // every) * every, 8)
 
 
 def test_nan_guard_catches_a_step_that_overflows_the_weights() -> None:
     module = TinyClassifier(spoil="weight")
     with pytest.raises(TrainingDiverged, match=r"a non-finite weight norm at step 4 \(epoch 0\).*learning rate 3e\+38"):
-        fit(module, NanGuard())
+        fit(module, NanGuard(), log_every_n_steps=4)
 
 
 class ValidatedTinyClassifier(TinyClassifier):

@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import MaxMetric, MinMetric
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
 from data.normalize import Normalizer
 from training.finetune import FineTuning
@@ -19,6 +19,24 @@ from training.regularization import Regularizer, split_weights
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter] | Iterable[dict[str, Any]]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
+
+
+def is_logging_step(trainer: pl.Trainer) -> bool:
+    """Whether the training step under way (before its optimizer step) is one whose values Lightning's loggers write:
+    every ``trainer.log_every_n_steps``-th.
+
+    Reading a value on the host makes it wait for a GPU's queue of work to finish, so the tasks, the guards and the
+    monitoring callbacks compute and read per-step values on these steps only; the other steps read nothing.
+    """
+    every = trainer.log_every_n_steps
+    return bool(every) and (trainer.global_step + 1) % every == 0
+
+
+def loss_mean() -> MeanMetric:
+    """A mean of batch losses over the examples: update it with a batch's loss expanded to one value per example
+    (``loss.expand(batch_size)``, a view). A NaN is kept, not dropped: torchmetrics' default NaN strategy reads
+    every update on the host, which waits for a GPU; with ``"disable"`` it does not, but ignores ``weight``."""
+    return MeanMetric(nan_strategy="disable")
 
 
 def configured_value(factory: OptimizerFactory, name: str) -> float:
@@ -77,6 +95,7 @@ class TrainingModule(pl.LightningModule):
         self.decay_bias_and_norm = decay_bias_and_norm
         self.finetune = finetune
         self._restored_best: dict[str, dict[str, torch.Tensor]] | None = None  # from a checkpoint, until training
+        self.train_loss = loss_mean()
 
     def train(self, mode: bool = True) -> TrainingModule:
         """Set training (or eval) mode; the batch norms that ``finetune`` froze stay in eval mode."""
@@ -128,6 +147,35 @@ class TrainingModule(pl.LightningModule):
     def monitorable_metrics(self) -> list[str]:
         """The metrics logged once per epoch that a scheduler can watch (ReduceLROnPlateau's ``monitor``)."""
         return ["train/loss", "val/loss"]
+
+    def logs_this_step(self) -> bool:
+        """Whether ``training_step`` logs the values of its batch: on the steps the loggers write
+        (``is_logging_step``), an epoch's last batch and under ``fast_dev_run``.
+
+        Each ``self.log`` call costs Lightning's bookkeeping about 0.5 ms, as much as a LeNet-5 training step
+        computes (docs/benchmarks.md), and a value shown on the progress bar is read on the host. So the tasks
+        accumulate their epoch values in torchmetrics objects on every batch (which synchronise across processes
+        when computed), log a batch's values (``train/loss_step``, ...) only on these steps, and the epoch's once.
+        """
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a Trainer (a loop of one's own): Lightning's self.log logs nothing
+            return False
+        return is_logging_step(trainer) or trainer.is_last_batch or bool(trainer.fast_dev_run)
+
+    def log_training_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+        """Add a batch's loss to the epoch's mean; log it as ``train/loss_step`` on the steps that log."""
+        self.train_loss.update(loss.detach().expand(batch_size))
+        if self.logs_this_step():
+            self.log("train/loss_step", loss)
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's mean training loss as ``train/loss_epoch`` (and, for a scheduler's ``monitor`` only, as
+        ``train/loss``)."""
+        loss = self.train_loss.compute()
+        self.log("train/loss_epoch", loss, prog_bar=True, sync_dist=True)
+        self.log("train/loss", loss, logger=False, sync_dist=True)
+        self.train_loss.reset()
 
     def regularize(self, loss: torch.Tensor) -> torch.Tensor:
         """``loss`` plus the regulariser's penalty, which is logged as ``train/reg_loss``."""

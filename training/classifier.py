@@ -7,10 +7,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
+from torchmetrics import MaxMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
+from training.base import OptimizerFactory, SchedulerFactory, TrainingModule, loss_mean
 from training.finetune import FineTuning
 from training.regularization import Regularizer
 
@@ -47,7 +47,7 @@ class ScoringModule(TrainingModule):
         self.train_batch_metrics = collection.clone(prefix="train/")  # one batch's, on the steps the loggers write
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_loss, self.test_loss = loss_mean(), loss_mean()
         self.val_acc_best = MaxMetric()
 
     def monitorable_metrics(self) -> list[str]:
@@ -71,41 +71,27 @@ class ScoringModule(TrainingModule):
             return self.criterion(logits, targets) + self.hparams.aux_loss_weight * aux_loss, logits
         return self.criterion(outputs, targets), outputs
 
-    # Each self.log call costs Lightning's bookkeeping about 0.5 ms, as much as a LeNet-5 training step computes
-    # (docs/benchmarks.md). So the loss and the metrics accumulate in torchmetrics objects on every batch (which
-    # synchronise across processes when computed) and are logged only where they are read: a training batch's
-    # values (train/loss_step, train/acc_step, ...) on the steps whose values the loggers write, every
-    # trainer.log_every_n_steps, and on an epoch's last batch; the epoch values (train/loss_epoch, val/loss,
-    # val/acc, ...) once at the end of the epoch.
-
-    def _log_this_step(self) -> bool:
-        trainer = self.trainer
-        return trainer._logger_connector.should_update_logs or trainer.is_last_batch or bool(trainer.fast_dev_run)
-
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, scores = self._shared_step(batch)
         metric_inputs = self._metric_inputs(scores, batch[1])
         self.train_metrics.update(*metric_inputs)
-        self.train_loss.update(loss.detach(), weight=len(batch[1]))
-        if self._log_this_step():
+        self.log_training_loss(loss, len(batch[1]))
+        if self.logs_this_step():  # the batch's own metrics (see TrainingModule.logs_this_step)
             self.train_batch_metrics.reset()
-            values = self.train_batch_metrics(*metric_inputs)
-            self.log("train/loss_step", loss, prog_bar=True)
-            self.log_dict({f"{key}_step": value for key, value in values.items()})
+            self.log_dict({f"{key}_step": value for key, value in self.train_batch_metrics(*metric_inputs).items()})
         return self.regularize(loss)
 
     def on_train_epoch_end(self) -> None:
-        values = {"train/loss": self.train_loss.compute(), **self.train_metrics.compute()}
-        self.log("train/loss_epoch", values["train/loss"], prog_bar=True, sync_dist=True)
-        self.log_dict({f"{key}_epoch": value for key, value in values.items() if key != "train/loss"}, sync_dist=True)
+        super().on_train_epoch_end()
+        values = self.train_metrics.compute()
+        self.log_dict({f"{key}_epoch": value for key, value in values.items()}, sync_dist=True)
         self.log_dict(values, logger=False, sync_dist=True)  # under the names a scheduler may monitor
-        self.train_loss.reset()
         self.train_metrics.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, scores = self._shared_step(batch)
         self.val_metrics.update(*self._metric_inputs(scores, batch[1]))
-        self.val_loss.update(loss, weight=len(batch[1]))
+        self.val_loss.update(loss.expand(len(batch[1])))
 
     def on_validation_epoch_end(self) -> None:
         # computed over the whole validation set: every process's share under DDP (data.base.evaluation_sampler)
@@ -120,7 +106,7 @@ class ScoringModule(TrainingModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, scores = self._shared_step(batch)
         self.test_metrics.update(*self._metric_inputs(scores, batch[1]))
-        self.test_loss.update(loss, weight=len(batch[1]))
+        self.test_loss.update(loss.expand(len(batch[1])))
 
     def on_test_epoch_end(self) -> None:
         self.log_dict({"test/loss": self.test_loss.compute(), **self.test_metrics.compute()}, sync_dist=True)

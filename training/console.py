@@ -83,6 +83,21 @@ class ProgressBar(RichProgressBar):
     def __init__(self, metrics: dict[str, str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.metrics = dict(metrics)
+        self._shown: dict[str, float] = {}  # the values last read, by the names they are shown under
+        self._unchanged = False  # whether the training batch under way logs nothing new
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        logs_this_step = getattr(pl_module, "logs_this_step", None)  # a TrainingModule's schedule of logging
+        self._unchanged = logs_this_step is not None and not logs_this_step()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._unchanged = False
 
     def configure_columns(self, trainer: pl.Trainer) -> list[ProgressColumn]:
         return [
@@ -98,5 +113,10 @@ class ProgressBar(RichProgressBar):
         ]
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        logged = trainer.callback_metrics
-        return {name: float(logged[key]) for key, name in self.metrics.items() if key in logged}
+        """The shown metrics' values, read on the host only when the task has logged new ones: the bar is redrawn
+        after every batch, but a ``TrainingModule`` logs on some steps only (``logs_this_step``), and reading a
+        value on the host waits for the GPU."""
+        if not self._unchanged:
+            logged = trainer.callback_metrics
+            self._shown = {name: float(logged[key]) for key, name in self.metrics.items() if key in logged}
+        return self._shown

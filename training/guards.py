@@ -2,6 +2,7 @@
 
 ``InitialLossCheck`` compares a softmax classifier's first loss with ln C, the loss at chance; ``NanGuard``
 stops a run whose loss, gradients or weights stop being finite, before it writes such weights to a checkpoint.
+Neither reads a value on the host in a steady-state training step (see ``training.base.is_logging_step``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
+
+from training.base import is_logging_step
 
 console = Console(soft_wrap=True)
 
@@ -138,99 +141,104 @@ class InitialLossCheck(pl.Callback):
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Whether every element of ``tensors`` (at least one) is finite, as a 0-d bool tensor on their device.
 
-    One fused 2-norm per tensor, as ``clip_grad_norm_`` computes: NaN or infinite when an element is, and also
-    when the norm overflows its dtype (elements past about 1e19 in float32), which means divergence as surely.
+    The 2-norm of each tensor, as ``clip_grad_norm_`` computes: NaN or infinite when an element is, and also when
+    the norm overflows its dtype (elements past about 1e19 in float32), which means divergence as surely.
     """
-    return torch.stack(torch._foreach_norm(tensors)).isfinite().all()
+    return torch.stack([torch.linalg.vector_norm(tensor.detach()) for tensor in tensors]).isfinite().all()
 
 
 class NanGuard(pl.Callback):
-    """Stop training with ``TrainingDiverged`` when the loss, a gradient or a weight becomes NaN or infinite.
+    """Stop training with ``TrainingDiverged`` when the loss, a gradient or a weight becomes NaN or infinite, before a
+    checkpoint holds it.
 
-    Each step's losses (of every backward pass) and gradients are checked before the optimizer applies them,
-    so a non-finite gradient never reaches the weights; the weights and floating buffers (batch-norm
-    statistics) after each step, for an update that overflows, are checked along with the next step's, before
-    every checkpoint is written and when training ends. Under a mixed-precision GradScaler, which skips steps with
-    infinite gradients by design, only the loss and the weights are checked.
+    Reading a value on the host makes it wait for the GPU's queue of work, so the guard reads once every
+    ``trainer.log_every_n_steps`` steps (``is_logging_step``), at the end of every epoch, before every checkpoint
+    is written and when training ends, and nothing in between: it keeps each step's losses (of every backward
+    pass) as tensors and checks them all at once, with the gradients of the step it reads at (before the
+    optimizer applies them, and before clipping) and the weights and floating buffers (batch-norm statistics) as
+    they are then. The message names the first step whose loss is not finite, or else the step of the check with
+    a non-finite gradient or weight, the last finite loss and the learning rate, and suggests a tenth of the
+    configured one. Under a mixed-precision GradScaler, which skips steps with infinite gradients by design, only
+    the losses and the weights are checked.
 
     The guard raises rather than setting ``trainer.should_stop``: a stop still lets ModelCheckpoint write
     last.ckpt (and validate) with the broken weights, while an exception ends ``fit`` at once, so the
-    checkpoints written so far, last.ckpt included, stay the last good ones. The message names the step, the
-    last finite loss and the learning rate, and suggests a tenth of the configured one.
-
-    Each check is a fused reduction over the tensors where they live; the checks of a step share one host sync.
+    checkpoints written so far, last.ckpt included, stay the last good ones.
     """
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self._losses: list[torch.Tensor] = []
-        self._last_loss: torch.Tensor | None = None
-        # whether the weights after the last step are finite, that step and its epoch
-        self._weights: tuple[torch.Tensor, int, int] | None = None
+        # (loss, step, epoch, learning rate) since the last check
+        self._losses: list[tuple[torch.Tensor, int, int, float]] = []
+        self._last_loss: torch.Tensor | None = None  # the last loss of the checks so far (finite)
+        # whether the gradients read before a step were finite, that step, its epoch and learning rate
+        self._gradients: tuple[torch.Tensor, int, int, float] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset()
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
-        self._losses.append(loss.detach())
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        self._losses.append((loss.detach(), trainer.global_step + 1, trainer.current_epoch, lr))
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
     ) -> None:
-        losses, self._losses = self._losses, []
-        step = (trainer.global_step + 1, trainer.current_epoch)
-        checks = self._pending_weights()
-        if losses:
-            checks["training loss"] = (all_finite(losses), *step)
+        if not is_logging_step(trainer) or getattr(trainer.precision_plugin, "scaler", None) is not None:
+            return
         gradients = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if gradients and getattr(trainer.precision_plugin, "scaler", None) is None:
-            checks["gradient norm"] = (all_finite(gradients), *step)
-        self._check(trainer, checks, optimizer)
-        if losses:
-            self._last_loss = losses[-1]
+        if gradients:
+            self._gradients = (
+                all_finite(gradients),
+                trainer.global_step + 1,
+                trainer.current_epoch,
+                optimizer.param_groups[0]["lr"],
+            )
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._weights = self._weights_check(trainer, pl_module)
+        if self._gradients is not None or batch_idx + 1 == trainer.num_training_batches:  # before the validation
+            self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._losses:  # an epoch of unknown length (an iterable data set): checked before its scheduler step
+            self._check(trainer, pl_module)
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         if trainer.state.fn == TrainerFn.FITTING:  # the weights as they are now, which the checkpoint would hold
-            self._weights = self._weights_check(trainer, pl_module)
-            self._check(trainer, self._pending_weights(), trainer.optimizers[0])
+            self._check(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._check(trainer, self._pending_weights(), trainer.optimizers[0])
+        self._check(trainer, pl_module)
 
-    @staticmethod
-    def _weights_check(trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[torch.Tensor, int, int]:
-        """Whether the weights and floating buffers (batch-norm statistics) are finite now, with the step and epoch
-        they are at."""
-        buffers = (buffer for buffer in pl_module.buffers() if buffer.is_floating_point())
-        return all_finite([*pl_module.parameters(), *buffers]), trainer.global_step, trainer.current_epoch
-
-    def _pending_weights(self) -> dict[str, tuple[torch.Tensor, int, int]]:
-        weights, self._weights = self._weights, None
-        return {"weight norm": weights} if weights is not None else {}
-
-    def _check(
-        self, trainer: pl.Trainer, checks: dict[str, tuple[torch.Tensor, int, int]], optimizer: Optimizer
-    ) -> None:
-        """Raise for the first of ``checks`` (name: (finite, step, epoch)) whose tensors are not all finite."""
-        if not checks:
-            return
-        finite = torch.stack([check[0] for check in checks.values()]).tolist()  # one host sync for all of them
-        for (what, (_, step, epoch)), ok in zip(checks.items(), finite, strict=True):
+    def _check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Raise if a loss kept since the last check, the gradients read this step, or a weight is not finite."""
+        losses, self._losses = self._losses, []
+        gradients, self._gradients = self._gradients, None
+        buffers = [buffer for buffer in pl_module.buffers() if buffer.is_floating_point()]
+        flags = [all_finite([*pl_module.parameters(), *buffers]), *([gradients[0]] if gradients is not None else [])]
+        if losses:
+            flags.append(torch.stack([loss.float() for loss, *_ in losses]).isfinite())
+        weights_ok, *rest = torch.cat([flag.reshape(-1) for flag in flags]).tolist()  # the one host sync
+        gradients_ok = rest.pop(0) if gradients is not None else True
+        for (loss, *when), ok in zip(losses, rest, strict=True):
             if not ok:
-                self._stop(trainer, what, optimizer, step, epoch)
+                self._stop(trainer, "training loss", *when)
+            self._last_loss = loss
+        if not gradients_ok:
+            self._stop(trainer, "gradient norm", *gradients[1:])
+        if not weights_ok:
+            self._stop(trainer, "weight norm", trainer.global_step, trainer.current_epoch)
 
-    def _stop(self, trainer: pl.Trainer, what: str, optimizer: Optimizer, step: int, epoch: int) -> NoReturn:
-        group = optimizer.param_groups[0]
-        lr = group["lr"]
+    def _stop(self, trainer: pl.Trainer, what: str, step: int, epoch: int, lr: float | None = None) -> NoReturn:
+        """Raise ``TrainingDiverged`` for ``what`` at ``step``, trained at ``lr`` (by default the current rate)."""
+        group = trainer.optimizers[0].param_groups[0]
+        lr = group["lr"] if lr is None else lr
         configured = group.get("initial_lr", lr)  # a torch scheduler keeps the rate it started from here
         last = f"{self._last_loss.item():.4g}" if self._last_loss is not None else "none (this was the first step)"
         checkpoint = trainer.checkpoint_callback

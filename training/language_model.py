@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MeanMetric, MinMetric
+from torchmetrics import MinMetric
 
-from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
+from training.base import OptimizerFactory, SchedulerFactory, TrainingModule, loss_mean
 from training.finetune import FineTuning
 from training.regularization import Regularizer
 
@@ -66,7 +66,7 @@ class LanguageModel(TrainingModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer", "finetune"], logger=False)
         self.train_state: State | None = None  # carried from one training batch to the next
         self.eval_state: State | None = None  # the same within one validation or test loop
-        self.val_loss = MeanMetric()
+        self.val_loss = loss_mean()
         self.val_loss_best = MinMetric()
 
     def monitorable_metrics(self) -> list[str]:
@@ -83,7 +83,7 @@ class LanguageModel(TrainingModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, self.train_state = self._step(batch, self.train_state)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_training_loss(loss, len(batch[1]))
         return self.regularize(loss)
 
     def on_validation_epoch_start(self) -> None:

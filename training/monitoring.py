@@ -23,6 +23,7 @@ import gc
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import grad_norm
 from pytorch_lightning.utilities.data import extract_batch_size
 from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 from torch import nn
@@ -42,6 +44,7 @@ from torchvision.utils import make_grid
 
 from models._activations import ChannelMaxout, ScaledTanh
 from models.rnn import RecurrentNet
+from training.base import is_logging_step
 from training.classifier import Classifier
 
 # recurrent layers count with their output sequence of hidden states
@@ -54,6 +57,8 @@ ACTIVATIONS = (*RECTIFIERS, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, 
 # writer checksums the records in pure Python): 30 bins keep a histogram near 500 bytes.
 HISTOGRAM_BINS = 30
 ANNOTATED_CLASSES = 20  # confusion matrices up to this many classes show their counts and class names
+# the one thread that draws the figures (a matplotlib figure belongs to the thread that makes it)
+FIGURES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
 
 
 def logs_to_tensorboard(trainer: pl.Trainer) -> bool:
@@ -126,18 +131,18 @@ class EpochSpeed(pl.Callback):
 
 
 class GradientNorm(pl.Callback):
-    """``train/grad_norm``: the 2-norm of all gradients as one vector, before ``gradient_clip_val`` clips it, on the
-    steps Lightning logs ``train/loss_step`` at (every ``trainer.log_every_n_steps``) and computed on those only."""
+    """``train/grad_norm``: the 2-norm of all gradients as one vector (Lightning's ``grad_norm``), before
+    ``gradient_clip_val`` clips it, on the steps Lightning logs ``train/loss_step`` at (``is_logging_step``, every
+    ``trainer.log_every_n_steps``) and computed on those only."""
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
     ) -> None:
-        every = trainer.log_every_n_steps
-        if not every or (trainer.global_step + 1) % every:
+        if not is_logging_step(trainer):
             return
-        norms = [torch.linalg.vector_norm(p.grad.float()) for p in pl_module.parameters() if p.grad is not None]
+        norms = grad_norm(pl_module, norm_type=2)
         if norms:
-            _log_metrics(trainer, {"train/grad_norm": torch.linalg.vector_norm(torch.stack(norms)).item()})
+            _log_metrics(trainer, {"train/grad_norm": float(norms["grad_2.0_norm_total"])})
 
 
 def histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> HistogramProto | None:
@@ -173,7 +178,10 @@ def dead_fraction(outputs: torch.Tensor) -> torch.Tensor:
 
 
 class LayerStatistics(pl.Callback):
-    """Every ``every_n_steps`` optimizer steps (from step 0), the statistics the notes watch per layer.
+    """At the first optimizer step and then every ``every_n_steps``, the statistics the notes watch per layer, under
+    the step numbers the loggers give the steps' losses. With ``every_n_steps`` a multiple of
+    ``trainer.log_every_n_steps`` these are steps the loggers write anyway, and the only ones whose values are read
+    on the host (``is_logging_step``).
 
     * ``activations/<layer>/mean``, ``activations/<layer>/std`` and the histogram ``activations/<layer>``: the
       outputs of the network's conv, linear, recurrent (the hidden states) and activation modules on the training
@@ -225,7 +233,8 @@ class LayerStatistics(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         # with accumulated gradients the hooks stay on from the step's first batch to its last
-        if self._handles or trainer.global_step % self.every_n_steps or (writer := tensorboard(trainer)) is None:
+        step = trainer.global_step
+        if self._handles or (step and (step + 1) % self.every_n_steps) or (writer := tensorboard(trainer)) is None:
             return
         self._writer, self._step = writer, trainer.global_step
         for name, module in _net(pl_module).named_modules():
@@ -320,6 +329,7 @@ class _ValidationPredictions(pl.Callback):
     def __init__(self, every_n_epochs: int = 1) -> None:
         _positive_int("every_n_epochs", every_n_epochs)
         self.every_n_epochs = every_n_epochs
+        self._drawing: list[Future] = []  # the figures handed to the background thread, perhaps not yet written
 
     def _due(self, trainer: pl.Trainer) -> bool:
         if trainer.sanity_checking:
@@ -366,6 +376,25 @@ class _ValidationPredictions(pl.Callback):
         self._hook.remove()
         self._write(self._writer, trainer.global_step)
 
+    def _add_figure(self, writer: SummaryWriter, tag: str, draw: Callable[[], Figure], step: int) -> None:
+        """Draw the figure and write it (``add_figure``) in the background thread that draws every figure, while
+        training goes on: matplotlib takes about 0.1 s a figure, half a LeNet-5 epoch on the digits. The figures
+        are written before the run's TensorBoard writer closes (``teardown``, ``on_exception``)."""
+        self._drawing = [future for future in self._drawing if not future.done()]
+        self._drawing.append(FIGURES.submit(add_figure, writer, tag, draw, step))
+
+    def _wait(self) -> None:
+        """Wait until the figures handed to the background thread are written; raise what drawing one raised."""
+        drawing, self._drawing = self._drawing, []
+        for future in drawing:
+            future.result()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._wait()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._wait()
+
     def _reset(self, pl_module: pl.LightningModule) -> None:
         raise NotImplementedError
 
@@ -377,7 +406,8 @@ class _ValidationPredictions(pl.Callback):
 
 
 def add_figure(writer: SummaryWriter, tag: str, draw: Callable[[], Figure], step: int) -> None:
-    """``writer.add_figure(tag, draw(), step)`` with Python's cyclic garbage collector paused.
+    """``writer.add_figure(tag, draw(), step)`` with Python's cyclic garbage collector paused (in ``FIGURES``'s
+    thread, one figure at a time).
 
     A matplotlib figure is tens of thousands of objects in reference cycles. Drawn while the collector runs, they
     live through its young collections into the oldest generation, and their garbage is only found by a full
@@ -438,7 +468,7 @@ class ConfusionMatrix(_ValidationPredictions):
         matrix = self.matrix.compute().cpu()  # summed over the processes of a distributed run, in each of them
         if writer is not None:
             draw = partial(confusion_matrix_figure, matrix, self._class_names)
-            add_figure(writer, "val/confusion_matrix", draw, step)
+            self._add_figure(writer, "val/confusion_matrix", draw, step)
 
 
 def display_images(inputs: torch.Tensor) -> torch.Tensor:
@@ -508,4 +538,4 @@ class MisclassifiedImages(_ValidationPredictions):
     def _write(self, writer: SummaryWriter | None, step: int) -> None:
         if writer is not None and self.true:
             draw = partial(misclassified_figure, torch.stack(self.images), self.predicted, self.true, self._class_names)
-            add_figure(writer, "val/misclassified", draw, step)
+            self._add_figure(writer, "val/misclassified", draw, step)

@@ -46,7 +46,7 @@ class Regressor(TrainingModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.criterion(*self._predict(batch))
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_training_loss(loss, len(batch[1]))
         return self.regularize(loss)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
