@@ -13,8 +13,7 @@ import torch
 import torchvision
 from torchvision.models._api import WeightsEnum
 
-from models import ClassCountMismatch, create_model, load_pretrained, read_weights
-from models._pretrained import TORCHVISION_NAMES
+from models import TORCHVISION_NAMES, ClassCountMismatch, create_model, load_pretrained, read_weights
 from training.config import UserError
 from training.tasks import build
 

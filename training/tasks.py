@@ -22,8 +22,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from data.base import ClassificationDataModule
-from models._pretrained import ClassCountMismatch, check_finite, load_file, load_pretrained
-from models._registry import close_matches
+from models import ClassCountMismatch, check_finite, load_file, load_pretrained
 from training.base import SchedulerFactory, TrainingModule
 from training.checkpoint_io import write_record
 from training.classifier import Classifier
@@ -32,6 +31,7 @@ from training.config import (
     check_config,
     check_stored_config,
     check_trainer,
+    close_matches,
     instantiate,
     warn_zero_learning_rate,
 )
