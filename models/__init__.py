@@ -3,9 +3,9 @@ recurrent networks (``models.rnn``, ``models.sequence``).
 
 The public API is what this module exports (as ``torchvision.models`` and ``timm``'s): building by name
 (``create_model``, ``list_models``, ...), loading state dicts and reading weights files as untrusted data
-(``load_pretrained``, ``read_weights``, ``load_file``, ...), and the layers and schemes the families share
+(``load_pretrained``, ``read_state_dict``, ``load_file``, ...), and the layers and schemes the families share
 (``make_activation``, ``make_norm``, ``init_weights``, ...). The modules whose names start with ``_`` are
-internal.
+internal. Nothing here knows how the training code stores its checkpoints: it takes state dicts.
 """
 
 from models import alexnet, char_rnn, densenet, googlenet, lenet, resnet, rnn, sequence, squeezenet, vgg, zfnet
@@ -17,11 +17,13 @@ from models._norms import NORMS, make_norm
 from models._pretrained import (
     TORCHVISION_NAMES,
     ClassCountMismatch,
+    as_state_dict,
     check_finite,
     load_file,
     load_pretrained,
     load_torchvision_weights,
-    read_weights,
+    load_weights_file,
+    read_state_dict,
 )
 from models._registry import create_model, get_model_builder, list_models, register_model
 from models.lenet import LeNet5
@@ -39,6 +41,7 @@ __all__ = [
     "Maxout",
     "ScaledTanh",
     "alexnet",
+    "as_state_dict",
     "char_rnn",
     "check_finite",
     "create_model",
@@ -51,9 +54,10 @@ __all__ = [
     "load_file",
     "load_pretrained",
     "load_torchvision_weights",
+    "load_weights_file",
     "make_activation",
     "make_norm",
-    "read_weights",
+    "read_state_dict",
     "register_model",
     "resnet",
     "rnn",
