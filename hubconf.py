@@ -22,10 +22,11 @@ dependencies = ["torch", "torchvision"]
 Pretrained = str | Path | Mapping[str, torch.Tensor] | None
 
 PRETRAINED_DOC = """
-pretrained: None for the builder's own initialisation, or weights to load (see models.load_pretrained): a file
-    (a checkpoint of scripts/train.py, a state dict saved with torch.save or safetensors, ours or torchvision's,
-    read as tensors only, never code), or "torchvision" for torchvision's ImageNet weights (downloaded). They must
-    fit the model whole: for another number of classes, build with theirs and call reset_classifier(n).
+pretrained: None for the builder's own initialisation, or weights to load (see models.load_pretrained): a state
+    dict, a file of one (saved with torch.save or safetensors, ours or torchvision's, read as tensors only, never
+    code; scripts/export.py format=state_dict writes one from a checkpoint of scripts/train.py), or "torchvision"
+    for torchvision's ImageNet weights (downloaded). They must fit the model whole: for another number of classes,
+    build with theirs and call reset_classifier(n).
 """
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models._pretrained import load_file
+from models import load_file
 
 NORMALIZATIONS = ("published", "computed", "mean_image", "none")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

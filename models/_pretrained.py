@@ -1,11 +1,12 @@
 """Loading pretrained weights into the zoo's modules: ours, or torchvision's.
 
-``load_pretrained(model, source, name)`` takes a weights file, a state dict, or ``"torchvision"`` for
-torchvision's default ImageNet weights. A file is told apart by its content, not its suffix: a training
-checkpoint of ``scripts/train.py`` (its ``net.`` weights), or a state dict saved with ``torch.save`` or
-safetensors. A family whose parameter names differ from torchvision's implements
-``convert_torchvision_state_dict(state_dict) -> state_dict`` on its model class, renaming keys
-explicitly; the others load as they are. Nothing is loaded unless every key and shape fits.
+``load_pretrained(model, source, name)`` takes a state dict, a file of one, or ``"torchvision"`` for
+torchvision's default ImageNet weights. A file is told apart by its content, not its suffix: a state dict saved
+with ``torch.save`` or safetensors. Training checkpoints are the training code's to read
+(``training.checkpoint_io.read_net_weights``); this package takes the state dicts it returns. A family whose
+parameter names differ from torchvision's implements ``convert_torchvision_state_dict(state_dict) -> state_dict``
+on its model class, renaming keys explicitly; the others load as they are. Nothing is loaded unless every key and
+shape fits.
 
 Files are read with ``torch.load(weights_only=True)`` or safetensors: tensors and plain data, never code.
 """
@@ -136,13 +137,9 @@ def _is_safetensors(head: bytes) -> bool:
     return len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 2**27
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
-    """The state dict in the weights file ``path`` and, for a training checkpoint, the name of the model it trained.
-
-    Told apart by content: a checkpoint of ``scripts/train.py`` (its ``net.`` weights, renamed as the network
-    names them), a state dict saved with ``torch.save`` (``.pt``/``.pth``, possibly under ``"state_dict"``) or a
-    safetensors file. ``FileNotFoundError`` for a missing file, ``ValueError`` naming it for anything unreadable.
-    """
+def load_weights_file(path: str | Path) -> Any:
+    """What the weights file ``path`` holds, told apart by content, not suffix: a safetensors file, or a ``torch.save``
+    file read with ``load_file``. ``FileNotFoundError`` for a missing file, ``ValueError`` naming it when unreadable."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -150,17 +147,15 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]
         head = file.read(16)
     if _is_safetensors(head):
         try:
-            content: Any = safetensors.torch.load_file(path, device="cpu")
+            return safetensors.torch.load_file(path, device="cpu")
         except Exception as err:
             raise ValueError(f"{path} is truncated or damaged (safetensors: {_first_sentence(err)})") from err
-    else:
-        content = load_file(path, "checkpoint or weights file")
-    trained_as = None
-    is_checkpoint = isinstance(content, Mapping) and "state_dict" in content
-    if is_checkpoint:
-        run_config = (content.get("hyper_parameters") or {}).get("run_config") or {}
-        trained_as = (run_config.get("model") or {}).get("name")
-        content = content["state_dict"]
+    return load_file(path, "checkpoint or weights file")
+
+
+def as_state_dict(content: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """``content``, read from the file ``path``, as a state dict: a ``ValueError`` naming the file unless it is a
+    non-empty mapping of names to tensors, and naming it damaged when a weight is not finite (``check_finite``)."""
     if not (
         isinstance(content, Mapping)
         and content
@@ -169,17 +164,27 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]
         what = f"a {type(content).__name__}" if not isinstance(content, Mapping) else "a dict of other things"
         raise ValueError(f"{path} is not a checkpoint or weights file: it holds {what}, not a state dict of tensors")
     check_finite(content, path)
-    net = {key.removeprefix("net."): value for key, value in content.items() if key.startswith("net.")}
-    if net and (is_checkpoint or len(net) == len(content)):  # a LightningModule's state dict: the network's part
-        return net, trained_as
-    return dict(content), trained_as
+    return dict(content)
 
 
 def read_state_dict(source: Mapping[str, torch.Tensor] | str | Path) -> dict[str, torch.Tensor]:
-    """A state dict given as a mapping or as a weights file (see ``read_weights``)."""
+    """A state dict given as a mapping or as a file of one: ``torch.save`` (``.pt``/``.pth``) or safetensors, ours
+    or torchvision's (``load_weights_file``, ``as_state_dict``).
+
+    A training checkpoint (a dict that holds its weights under ``"state_dict"``, as Lightning saves them) is refused
+    with a ``ValueError`` that says how to read it: the training code knows its layout, this package does not.
+    """
     if isinstance(source, Mapping):
         return dict(source)
-    return read_weights(source)[0]
+    content = load_weights_file(source)
+    if isinstance(content, Mapping) and "state_dict" in content:
+        if isinstance(content["state_dict"], Mapping):
+            check_finite(content["state_dict"], source)  # a damaged file is named damaged, whatever it holds
+        raise ValueError(
+            f"{source} is a training checkpoint, not a state dict; read the network's weights with "
+            "training.checkpoint_io.read_net_weights(path), or save them with scripts/export.py format=state_dict"
+        )
+    return as_state_dict(content, source)
 
 
 def state_dict_problems(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -279,30 +284,30 @@ def load_pretrained(
     source: str | Path | Mapping[str, torch.Tensor],
     name: str,
     reset_classifier: bool = False,
+    origin: str | None = None,
 ) -> ClassifierNet:
     """Load pretrained weights into ``model``, the zoo's model registered as ``name``; return it.
 
-    ``source`` is a weights file (see ``read_weights``; ours or torchvision's), a state dict, or ``"torchvision"``
+    ``source`` is a state dict, a file of one (see ``read_state_dict``; ours or torchvision's), or ``"torchvision"``
     for torchvision's default ImageNet weights. When their classifier has another number of classes than
     ``model``, ``reset_classifier`` loads everything else and gives the model a new classifier
     (``model.reset_classifier``); without it that raises ``ClassCountMismatch``. Any other misfit raises
-    ``ValueError`` naming the source, the model and the keys; nothing is loaded then.
+    ``ValueError`` naming the source (as ``origin`` when given), the model and the keys; nothing is loaded then.
     """
-    trained_as = None
     if isinstance(source, Mapping):
-        state_dict, origin = dict(source), "the state dict"
+        state_dict, named = dict(source), "the state dict"
     elif isinstance(source, str | Path) and str(source) == "torchvision":
-        state_dict, origin = torchvision_state_dict(name), f"torchvision's {TORCHVISION_NAMES[name]} weights"
+        state_dict, named = torchvision_state_dict(name), f"torchvision's {TORCHVISION_NAMES[name]} weights"
     elif isinstance(source, str | Path):
-        (state_dict, trained_as), origin = read_weights(source), str(source)
+        state_dict, named = read_state_dict(source), str(source)
     else:
         raise TypeError(f"pretrained takes a file path or 'torchvision', got {source!r}")
+    origin = origin or named
     state_dict = _in_our_names(model, state_dict)
     classifier_keys, loaded_classes = _classifier_keys(model, state_dict)
     expected = model.state_dict()
     problems = state_dict_problems(model, {**state_dict, **{key: expected[key] for key in classifier_keys}})
     if problems:
-        origin += f" (a checkpoint of {trained_as})" if trained_as and trained_as != name else ""
         raise ValueError(f"{origin} does not fit {name} ({type(model).__name__}); nothing was loaded. {problems}")
     if classifier_keys and not reset_classifier:
         raise ClassCountMismatch(origin, name, loaded_classes, model.num_classes)

@@ -38,7 +38,7 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names if pattern is None else fnmatch.filter(names, pattern)
 
 
-def close_matches(word: str, options: list[str]) -> list[str]:
+def _close_matches(word: str, options: list[str]) -> list[str]:
     """Up to three ``options`` that look like ``word``, the best first, dropping those far behind the best."""
     scored = sorted(((difflib.SequenceMatcher(None, word, option).ratio(), option) for option in options), reverse=True)
     if not scored or scored[0][0] < 0.6:
@@ -51,7 +51,7 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
     try:
         return _MODEL_BUILDERS[name]
     except KeyError:
-        close = close_matches(name, list(_MODEL_BUILDERS))
+        close = _close_matches(name, list(_MODEL_BUILDERS))
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ValueError(f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}") from None
 
@@ -61,10 +61,12 @@ def create_model(
 ) -> nn.Module:
     """Build the registered model ``name`` with the builder's keyword arguments (``num_classes``, ...).
 
-    ``pretrained`` loads weights into it (see ``load_pretrained``): a file (a checkpoint of ``scripts/train.py``,
-    a state dict saved with ``torch.save`` or safetensors, ours or torchvision's), a state dict, or
-    ``"torchvision"`` for torchvision's default ImageNet weights. They must fit the model whole, the classifier's
-    number of classes included.
+    ``pretrained`` loads weights into it (see ``load_pretrained``): a state dict, a file of one (saved with
+    ``torch.save`` or safetensors, ours or torchvision's), or ``"torchvision"`` for torchvision's default ImageNet
+    weights. They must fit the model whole, the classifier's number of classes included. As torchvision's models,
+    these know no training checkpoint: a checkpoint of ``scripts/train.py`` is refused with a ``ValueError`` that
+    names the reader of its network's weights, ``training.checkpoint_io.read_net_weights(path)``, whose state dict
+    this takes (``scripts/export.py format=state_dict`` writes it to a file).
     """
     builder = get_model_builder(name)
     accepted = inspect.signature(builder).parameters

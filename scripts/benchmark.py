@@ -54,7 +54,7 @@ from torch.nn import functional as F
 
 import models
 from data.base import available_cpus, default_num_workers
-from models._pretrained import TORCHVISION_NAMES
+from models import TORCHVISION_NAMES
 from training.cli import CONFIG_DIR, check_choice, parse_int_options, run_plain
 from training.config import UserError, instantiate
 from training.tasks import build

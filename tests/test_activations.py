@@ -1,12 +1,11 @@
-"""The activation registry (models._activations): every name builds, and the maxout modules compute Goodfellow et
+"""The activation registry (models.make_activation): every name builds, and the maxout modules compute Goodfellow et
 al.'s maxout, start as a ReLU and have correct gradients."""
 
 import pytest
 import torch
 from torch import nn
 
-from models import ACTIVATIONS, make_activation
-from models._activations import ChannelMaxout, Maxout, ScaledTanh
+from models import ACTIVATIONS, ChannelMaxout, Maxout, ScaledTanh, make_activation
 
 EXPECTED_TYPES = {
     "sigmoid": nn.Sigmoid,

@@ -12,10 +12,16 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from conftest import CONFIG_DIR, run_script
-from models import ACTIVATIONS, NORMS, create_model, load_torchvision_weights
-from models._activations import ChannelMaxout, ScaledTanh
-from models._dropconnect import DropConnectLinear
-from models._norms import group_count
+from models import (
+    ACTIVATIONS,
+    NORMS,
+    ChannelMaxout,
+    DropConnectLinear,
+    ScaledTanh,
+    create_model,
+    load_torchvision_weights,
+    make_norm,
+)
 from test_activations import EXPECTED_TYPES as ACTIVATION_TYPES
 from training.cli import check_overrides
 from training.config import UserError
@@ -173,7 +179,7 @@ def norm_kinds(model: nn.Module) -> Counter:
         elif isinstance(module, nn.GroupNorm) and module.num_groups == 1:
             kinds["layer"] += 1
         elif isinstance(module, nn.GroupNorm):
-            assert module.num_groups == group_count(module.num_channels) > 1
+            assert module.num_groups == make_norm("group", module.num_channels).num_groups > 1
             kinds["group"] += 1
         elif isinstance(module, nn.LocalResponseNorm):
             kinds["local_response"] += 1
@@ -230,7 +236,8 @@ def test_parameter_counts_with_another_norm(name: str, options: dict, expected: 
 
 
 def test_group_count_is_32_or_the_largest_divisor_leaving_two_channels_a_group() -> None:
-    assert [group_count(c) for c in (1, 2, 6, 16, 24, 36, 64, 96, 256, 1024)] == [1, 1, 3, 8, 12, 18, 32, 32, 32, 32]
+    groups = [make_norm("group", c).num_groups for c in (1, 2, 6, 16, 24, 36, 64, 96, 256, 1024)]
+    assert groups == [1, 1, 3, 8, 12, 18, 32, 32, 32, 32]
 
 
 @pytest.mark.parametrize(("name", "norm"), forward_cases(list(INPUTS), ACCEPTED_NORMS))

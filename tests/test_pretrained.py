@@ -1,5 +1,6 @@
-"""Pretrained weights: every kind of file ``create_model(pretrained=...)`` reads, torchvision's weights for every
-shared architecture (files, and the weights API without the network), and bad input refused in one line."""
+"""Pretrained weights: every kind of file ``create_model(pretrained=...)`` reads (and ``read_net_weights``, our
+training checkpoints), torchvision's weights for every shared architecture (files, and the weights API without the
+network), and bad input refused in one line."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import torch
 import torchvision
 from torchvision.models._api import WeightsEnum
 
-from models import ClassCountMismatch, create_model, load_pretrained, read_weights
-from models._pretrained import TORCHVISION_NAMES
+from models import TORCHVISION_NAMES, ClassCountMismatch, create_model, load_pretrained
+from training.checkpoint_io import read_net_weights
 from training.config import UserError
 from training.tasks import build
 
@@ -79,13 +80,25 @@ def test_our_weights_load_from_every_kind_of_file(kind: str, tmp_path: Path) -> 
         torch.save({f"net.{key}": value for key, value in source.state_dict().items()}, path)
     else:
         save(source.state_dict(), path, kind)
-    assert_same_weights(create_model("lenet5", norm="batch", pretrained=path), source)
+    assert_same_weights(create_model("lenet5", norm="batch", pretrained=read_net_weights(path)[0]), source)
+    if kind in ("torch.save", "safetensors"):  # a file of the network's own state dict loads as it is
+        assert_same_weights(create_model("lenet5", norm="batch", pretrained=path), source)
 
 
 def test_a_training_checkpoint_names_the_model_it_trained(tmp_path: Path) -> None:
     path = training_checkpoint(create_model("resnet20"), tmp_path / "run.ckpt", "resnet20")
-    state_dict, trained_as = read_weights(path)
+    state_dict, trained_as = read_net_weights(path)
     assert trained_as == "resnet20" and "fc.weight" in state_dict
+
+
+def test_the_models_refuse_a_training_checkpoint_naming_its_reader(tmp_path: Path) -> None:
+    path = training_checkpoint(create_model("lenet5"), tmp_path / "run.ckpt", "lenet5")
+    message = (
+        rf"^{path} is a training checkpoint, not a state dict; read the network's weights with "
+        r"training\.checkpoint_io\.read_net_weights\(path\), or save them with scripts/export\.py format=state_dict$"
+    )
+    with pytest.raises(ValueError, match=message):
+        create_model("lenet5", pretrained=path)
 
 
 @pytest.fixture
@@ -200,6 +213,8 @@ BAD_CASES = [
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_weights_are_refused_in_one_line_and_load_nothing(case: str, tmp_path: Path) -> None:
     source, message = bad_source(case, tmp_path)
+    if case == "a checkpoint of another model":  # the training code reads it (read_net_weights), not the models
+        message = rf"{source} is a training checkpoint, not a state dict; read the network's weights with training"
     model = create_model("lenet5")
     before = {key: value.clone() for key, value in model.state_dict().items()}
     with pytest.raises((ValueError, FileNotFoundError), match=message) as error:

@@ -205,7 +205,7 @@ def test_bad_regularizer_settings_are_one_line(train_config) -> None:
 
 
 def test_activation_parameters_are_not_weights() -> None:
-    from models._activations import make_activation
+    from models import make_activation
 
     net = nn.Sequential(nn.Linear(4, 3), make_activation("maxout", 3), nn.Linear(3, 2), make_activation("prelu", 2))
     weights, others = split_weights(net)

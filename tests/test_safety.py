@@ -17,6 +17,7 @@ import torch
 
 import models
 from conftest import ROOT, run_script
+from training.checkpoint_io import read_net_weights
 
 # the start of the one line with which every reader refuses such a file
 REFUSAL = "holds code or objects other than tensors and plain data; refusing to load it (weights_only=True)"
@@ -87,7 +88,7 @@ def test_create_model_refuses(malicious: tuple[Path, Path]) -> None:
 
 def test_the_other_readers_refuse(malicious: tuple[Path, Path]) -> None:
     path, _ = malicious
-    for read in (models.read_weights, lambda p: models.load_torchvision_weights(models.create_model("lenet5"), p)):
+    for read in (read_net_weights, lambda p: models.load_torchvision_weights(models.create_model("lenet5"), p)):
         with pytest.raises(ValueError, match=re.escape(REFUSAL)):
             read(path)
 

@@ -9,6 +9,9 @@ that loses power, in the middle of a save leaves the previous file whole (and at
 A save that fails (a full disk, a quota, a read-only or unwritable directory) removes its temporary file, keeps
 the previous checkpoint and ends the run in one line. The records of a run (``metrics.json``, ``config.yaml``,
 ``predictions.json``, reports) are written the same way (``write_record``).
+
+``read_net_weights`` reads the network's weights back out of a checkpoint, for ``model.pretrained``: ``models``
+takes state dicts and knows nothing of how a run stores its LightningModule.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,7 +28,10 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
 from typing_extensions import override
 
+from models import as_state_dict, load_weights_file
 from training.config import UserError
+
+NET_PREFIX = "net."  # the LightningModule's network (``TrainingModule.net``) in its state dict
 
 
 class CheckpointWriteError(UserError):
@@ -135,3 +141,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_save(checkpoint, path)
+
+
+def read_net_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The network's state dict in the weights file ``path`` and, for a checkpoint of ``scripts/train.py``, the
+    name of the model it trained (else None), to give to ``models.create_model(name, pretrained=...)``.
+
+    Told apart by content: a checkpoint (its ``net.`` weights, renamed as the network names them), a state dict of
+    a LightningModule (likewise), or any other state dict saved with ``torch.save`` (possibly under
+    ``"state_dict"``) or safetensors, ours or torchvision's, as it is. Read as untrusted data
+    (``models.load_weights_file``: no code runs, a damaged file is named damaged, and so is a weight that is not
+    finite). ``FileNotFoundError`` for a missing file, ``ValueError`` naming it for anything unreadable.
+    """
+    content = load_weights_file(path)
+    trained_as = None
+    is_checkpoint = isinstance(content, Mapping) and "state_dict" in content
+    if is_checkpoint:
+        run_config = (content.get("hyper_parameters") or {}).get("run_config") or {}
+        trained_as = (run_config.get("model") or {}).get("name")
+        content = content["state_dict"]
+    state_dict = as_state_dict(content, path)
+    net = {key.removeprefix(NET_PREFIX): value for key, value in state_dict.items() if key.startswith(NET_PREFIX)}
+    if net and (is_checkpoint or len(net) == len(state_dict)):  # a LightningModule's state dict: the network's part
+        return net, trained_as
+    return state_dict, trained_as

@@ -21,8 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from data.imagefolder import UnreadableImageError
-from models._registry import close_matches
-from training.config import CONFIG_DIR, UserError, check_settings, require_extra
+from training.config import CONFIG_DIR, UserError, check_settings, close_matches, require_extra
 from training.console import quiet_lightning_log
 from training.guards import TrainingDiverged
 from training.interrupt import Interrupted, resume_command, stop_on_signals

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from models import ClassifierNet
-from models._registry import close_matches
+from training.config import close_matches
 
 FREEZE_CHOICES = ("none", "all_but_classifier")
 

@@ -42,7 +42,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
-from models._activations import ChannelMaxout, ScaledTanh
+from models import ChannelMaxout, ScaledTanh
 from models.rnn import RecurrentNet
 from training.base import is_logging_step
 from training.classifier import Classifier

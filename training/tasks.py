@@ -22,16 +22,16 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from data.base import ClassificationDataModule
-from models._pretrained import ClassCountMismatch, check_finite, load_file, load_pretrained
-from models._registry import close_matches
+from models import ClassCountMismatch, check_finite, load_file, load_pretrained
 from training.base import SchedulerFactory, TrainingModule
-from training.checkpoint_io import write_record
+from training.checkpoint_io import read_net_weights, write_record
 from training.classifier import Classifier
 from training.config import (
     UserError,
     check_config,
     check_stored_config,
     check_trainer,
+    close_matches,
     instantiate,
     warn_zero_learning_rate,
 )
@@ -163,8 +163,13 @@ def build_net(cfg: DictConfig, finetune: FineTuning | None = None) -> nn.Module:
     pretrained = cfg.model.get("pretrained")
     net = instantiate(cfg.model, "model", **({"pretrained": None} if pretrained is not None else {}))
     if pretrained is not None:
+        source, origin = pretrained, None
         try:
-            load_pretrained(net, pretrained, cfg.model.name, reset_classifier=finetune is not None)
+            if isinstance(pretrained, str) and pretrained != "torchvision":  # a file: its network's weights
+                (source, trained_as), origin = read_net_weights(pretrained), pretrained
+                if trained_as and trained_as != cfg.model.name:
+                    origin += f" (a checkpoint of {trained_as})"
+            load_pretrained(net, source, cfg.model.name, reset_classifier=finetune is not None, origin=origin)
         except ClassCountMismatch as err:
             raise UserError(
                 f"model.pretrained: {err.origin} has a classifier for {err.loaded} classes, but the model has "
