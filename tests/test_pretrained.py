@@ -91,6 +91,18 @@ def test_a_training_checkpoint_names_the_model_it_trained(tmp_path: Path) -> Non
     assert trained_as == "resnet20" and "fc.weight" in state_dict
 
 
+@pytest.mark.parametrize("hyper_parameters", [["a list"], {"run_config": "text"}, {"run_config": {"model": 3}}])
+def test_a_checkpoint_with_odd_hyper_parameters_still_gives_its_weights(tmp_path: Path, hyper_parameters) -> None:
+    path = tmp_path / "odd.ckpt"
+    source = create_model("lenet5")
+    torch.save(
+        {"state_dict": {f"net.{k}": v for k, v in source.state_dict().items()}, "hyper_parameters": hyper_parameters},
+        path,
+    )
+    state_dict, trained_as = read_net_weights(path)
+    assert trained_as is None and state_dict.keys() == source.state_dict().keys()
+
+
 def test_the_models_refuse_a_training_checkpoint_naming_its_reader(tmp_path: Path) -> None:
     path = training_checkpoint(create_model("lenet5"), tmp_path / "run.ckpt", "lenet5")
     message = (

@@ -143,6 +143,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_save(checkpoint, path)
 
 
+def _trained_as(checkpoint: Mapping) -> str | None:
+    """The model name in a checkpoint's ``hyper_parameters.run_config.model.name``, if each level is what a run
+    writes (a file handed to a user may hold anything there)."""
+    node: Any = checkpoint
+    for key in ("hyper_parameters", "run_config", "model", "name"):
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node if isinstance(node, str) else None
+
+
 def read_net_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
     """The network's state dict in the weights file ``path`` and, for a checkpoint of ``scripts/train.py``, the
     name of the model it trained (else None), to give to ``models.create_model(name, pretrained=...)``.
@@ -157,8 +166,7 @@ def read_net_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str | N
     trained_as = None
     is_checkpoint = isinstance(content, Mapping) and "state_dict" in content
     if is_checkpoint:
-        run_config = (content.get("hyper_parameters") or {}).get("run_config") or {}
-        trained_as = (run_config.get("model") or {}).get("name")
+        trained_as = _trained_as(content)
         content = content["state_dict"]
     state_dict = as_state_dict(content, path)
     net = {key.removeprefix(NET_PREFIX): value for key, value in state_dict.items() if key.startswith(NET_PREFIX)}
