@@ -202,12 +202,12 @@ def test_display_images_scale_each_input_and_show_sequences_and_crops() -> None:
 
 def test_histogram_of_finite_values() -> None:
     result = histogram(torch.tensor([[0.0, 1.0], [1.0, 4.0]]), bins=4)
-    assert (result.min, result.max, result.num, result.sum, result.sum_squares) == (0, 4, 4, 6, 18)
+    assert [result[key] for key in ("min", "max", "num", "sum", "sum_squares")] == [0, 4, 4, 6, 18]
     # an empty bucket up to the least value, then [0, 1), [1, 2), [2, 3), [3, 4] each under its right limit
-    assert list(result.bucket_limit) == [0.0, 1.0, 2.0, 3.0, 4.0] and list(result.bucket) == [0, 1, 2, 0, 1]
+    assert result["bucket_limits"] == [0.0, 1.0, 2.0, 3.0, 4.0] and result["bucket_counts"] == [0, 1, 2, 0, 1]
     with_nan = histogram(torch.tensor([1.0, float("nan"), float("inf"), 3.0]), bins=2)
-    assert with_nan.num == 2 and list(with_nan.bucket) == [0, 1, 1]
-    assert list(histogram(torch.zeros(3), bins=2).bucket_limit) == [-0.5, 0.0, 0.5]
+    assert with_nan["num"] == 2 and with_nan["bucket_counts"] == [0, 1, 1]
+    assert histogram(torch.zeros(3), bins=2)["bucket_limits"] == [-0.5, 0.0, 0.5]
     assert histogram(torch.tensor([float("nan")])) is None
 
 

@@ -215,19 +215,24 @@ def test_channels_last_trains_as_the_default_layout_does(tmp_path: Path) -> None
     _assert_same_run(short_run(tmp_path / "plain"), short_run(tmp_path / "switched", "channels_last=true"), 1e-5)
 
 
-def test_the_speed_switches_act_on_the_network() -> None:
+def test_the_speed_switches_act_on_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
     module = SimpleNamespace(net=net)
+    hooks, compiled = [], []
+    register = net.register_forward_pre_hook
+    monkeypatch.setattr(net, "register_forward_pre_hook", lambda hook: hooks.append(hook) or register(hook))
+    monkeypatch.setattr(net, "compile", lambda: compiled.append(net))
     SpeedSwitches(channels_last=True).setup(None, module, "fit")
     SpeedSwitches(channels_last=True).setup(None, module, "test")  # once only
     assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert list(net._forward_pre_hooks.values()) == [channels_last_input]
+    assert hooks == [channels_last_input]
     seen = []
-    net.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    register(lambda module, args: seen.append(args[0]))
     net(torch.randn(2, 3, 8, 8))
     assert seen[0].is_contiguous(memory_format=torch.channels_last)
-    SpeedSwitches(compile=True).setup(None, module, "fit")
-    assert net._compiled_call_impl is not None  # compiled in place: the same module, the same state dict keys
+    for stage in ("fit", "test"):
+        SpeedSwitches(compile=True).setup(None, module, stage)
+    assert compiled == [net]  # compiled in place, once: the same module, the same state dict keys
 
 
 @pytest.mark.slow

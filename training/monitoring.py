@@ -34,7 +34,6 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import grad_norm
 from pytorch_lightning.utilities.data import extract_batch_size
-from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 from torch import nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
@@ -145,10 +144,10 @@ class GradientNorm(pl.Callback):
             _log_metrics(trainer, {"train/grad_norm": float(norms["grad_2.0_norm_total"])})
 
 
-def histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> HistogramProto | None:
-    """TensorBoard's histogram of the finite values of a tensor (None if it has none), in ``bins`` equal bins
-    between the least and the greatest; computed with torch where the tensor lives (``add_histogram`` copies it to
-    NumPy in float64 first)."""
+def histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> dict[str, Any] | None:
+    """The histogram of the finite values of a tensor (None if it has none), in ``bins`` equal bins between the
+    least and the greatest, as the keyword arguments of ``SummaryWriter.add_histogram_raw``; computed with torch
+    where the tensor lives (``add_histogram`` copies it to NumPy in float64 first)."""
     values = values.detach().flatten().float()
     low, high, total, squares = torch.stack([*torch.aminmax(values), values.sum(), values.dot(values)]).tolist()
     if not math.isfinite(total + squares):  # some values are nan or infinite
@@ -158,16 +157,16 @@ def histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> HistogramProt
         low, high, total, squares = torch.stack([*torch.aminmax(values), values.sum(), values.dot(values)]).tolist()
     start, end = (low, high) if high > low else (low - 0.5, high + 0.5)  # NumPy's range for one distinct value
     counts = torch.histc(values, bins=bins, min=start, max=end)
-    return HistogramProto(
-        min=low,
-        max=high,
-        num=values.numel(),
-        sum=total,
-        sum_squares=squares,
+    return {
+        "min": low,
+        "max": high,
+        "num": values.numel(),
+        "sum": total,
+        "sum_squares": squares,
         # TensorBoard reads each count with the limit on its right: an empty bucket up to ``start`` comes first
-        bucket_limit=[start + (end - start) * index / bins for index in range(bins + 1)],
-        bucket=[0.0, *counts.tolist()],
-    )
+        "bucket_limits": [start + (end - start) * index / bins for index in range(bins + 1)],
+        "bucket_counts": [0.0, *counts.tolist()],
+    }
 
 
 def dead_fraction(outputs: torch.Tensor) -> torch.Tensor:
@@ -192,8 +191,7 @@ class LayerStatistics(pl.Callback):
     * ``update_ratio/<param>``: ``||w_after - w_before|| / ||w_before||``, the step the optimizer took relative to
       the weights (around 1e-3 is healthy, the notes say); tensors that are all zero are left out.
 
-    The forward hooks exist during the logging steps only, so the other steps pay nothing. A logging step's values
-    go to TensorBoard as one event: one by one, they would wait in turn for the writer's queue of ten.
+    The forward hooks exist during the logging steps only, so the other steps pay nothing.
     """
 
     def __init__(self, every_n_steps: int = 100) -> None:
@@ -201,15 +199,17 @@ class LayerStatistics(pl.Callback):
         self.every_n_steps = every_n_steps
         self._writer: SummaryWriter | None = None
         self._handles: list[RemovableHandle] = []
-        self._values: dict[str, Summary.Value] = {}  # by tag: a later forward pass of the step replaces its values
+        # by tag, what the step writes (a later forward pass of the step replaces its values): a scalar, or the
+        # arguments of a histogram
+        self._values: dict[str, float | dict[str, Any]] = {}
         self._before: dict[str, torch.Tensor] = {}
 
     def _scalar(self, tag: str, value: float) -> None:
-        self._values[tag] = Summary.Value(tag=tag, simple_value=value)
+        self._values[tag] = value
 
     def _histogram(self, tag: str, values: torch.Tensor) -> None:
-        if (proto := histogram(values)) is not None:
-            self._values[tag] = Summary.Value(tag=tag, histo=proto)
+        if (arguments := histogram(values)) is not None:
+            self._values[tag] = arguments
 
     def _hook(self, name: str, rectifier: bool) -> Any:
         def record(module: nn.Module, args: Any, output: Any) -> None:
@@ -266,7 +266,11 @@ class LayerStatistics(pl.Callback):
             ratio = (change / torch.linalg.vector_norm(before)).item()
             if math.isfinite(ratio):  # not for a tensor of zeros
                 self._scalar(f"update_ratio/{name}", ratio)
-        self._writer.file_writer.add_summary(Summary(value=list(self._values.values())), self._step)
+        for tag, value in self._values.items():
+            if isinstance(value, dict):
+                self._writer.add_histogram_raw(tag, global_step=self._step, **value)
+            else:
+                self._writer.add_scalar(tag, value, self._step)
         self._writer, self._handles, self._values, self._before = None, [], {}, {}
 
 

@@ -7,11 +7,16 @@ to its device and wraps it. Neither changes the state dict, so checkpoints load 
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
+
+# the networks switched in this process: once each, though ``setup`` runs for every stage (and every Trainer)
+CHANNELS_LAST: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+COMPILED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def channels_last_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -36,8 +41,10 @@ class SpeedSwitches(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         net = getattr(pl_module, "net", pl_module)
-        if self.channels_last and channels_last_input not in net._forward_pre_hooks.values():
+        if self.channels_last and net not in CHANNELS_LAST:
+            CHANNELS_LAST.add(net)
             net.to(memory_format=torch.channels_last)
             net.register_forward_pre_hook(channels_last_input)
-        if self.compile and getattr(net, "_compiled_call_impl", None) is None:
+        if self.compile and net not in COMPILED:
+            COMPILED.add(net)
             net.compile()
