@@ -1,6 +1,7 @@
 """ema=enabled: an exponential moving average of the weights, validated, checkpointed, tested and resumed."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -107,15 +108,13 @@ def test_ema_enabled_adds_lightnings_ema_callback(tmp_path: Path) -> None:
     assert "ema" not in compose_config("train", tmp_path, []).callbacks
 
 
-@pytest.mark.parametrize(("device", "expected"), [(None, "meta"), ("cpu", "cpu")])
-def test_the_average_follows_the_model_to_its_device_unless_told_otherwise(device, expected: str) -> None:
-    # Lightning calls the callback's setup before it moves the model to the accelerator ("meta" stands in here)
+@pytest.mark.parametrize(("device", "root_device", "expected"), [(None, "meta", "meta"), ("meta", "cpu", "meta")])
+def test_the_average_follows_the_model_to_its_device_unless_told_otherwise(device, root_device, expected) -> None:
+    # Lightning calls the callback's setup before it moves the model to the accelerator ("meta" stands in for one)
     module = pl.LightningModule()
     module.layer = nn.Linear(3, 2)
     ema = EMA(device=device)
-    ema.setup(None, module, "fit")
-    module.to("meta")
-    ema.on_fit_start(None, module)
+    ema.setup(SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(root_device))), module, "fit")
     assert {p.device.type for p in ema._average_model.parameters()} == {expected}
 
 

@@ -24,9 +24,10 @@ class EMA(EMAWeightAveraging):
       when fitting resumes, and testing sees the average in ``state_dict``.
     """
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._device is None:
-            self._average_model.to(pl_module.device)
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # the module on its device before upstream copies it into the average
+            pl_module.to(trainer.strategy.root_device)
+        super().setup(trainer, pl_module, stage)
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]

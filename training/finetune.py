@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from models import ClassifierNet
 from training.config import close_matches
 
 FREEZE_CHOICES = ("none", "all_but_classifier")
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # kept in eval mode when frozen
 
 
 class FineTuning:
@@ -76,9 +76,9 @@ class FineTuning:
             if id(parameter) in frozen:
                 parameter.requires_grad_(False)
 
-    def frozen_norms(self, net: ClassifierNet) -> list[_BatchNorm]:
+    def frozen_norms(self, net: ClassifierNet) -> list[nn.Module]:
         """The batch norms among the frozen modules: kept in eval mode, so that their running statistics stay."""
-        return [module for module in self.frozen_modules(net) if isinstance(module, _BatchNorm)]
+        return [module for module in self.frozen_modules(net) if isinstance(module, BATCH_NORMS)]
 
     def scale_backbone(self, net: ClassifierNet, groups: list[dict[str, Any]], lr: float) -> list[dict[str, Any]]:
         """Split each optimizer parameter group into the classifiers' part, at ``lr``, and the rest (the backbone),
