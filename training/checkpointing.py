@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+from weakref import proxy
 
 import pytorch_lightning as pl
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
@@ -16,7 +19,7 @@ class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
     Lightning writes ``last.ckpt`` only along with a new top-k checkpoint, so after epochs that do not improve the
     monitored metric it holds an older state. Here it is also written
 
-    * at the end of every epoch (after validation, where the top-k are considered),
+    * at the end of every training epoch (after its validation and top-k checkpoint),
     * every ``last_every_n_train_steps`` optimizer steps (0: never), so that a run killed in a long epoch loses at
       most that many steps; each of these saves writes the whole training state (weights, optimizer, loops), and
     * when training stops on SIGTERM or SIGINT (``training/interrupt.py``), at the step boundary where it stops.
@@ -26,24 +29,35 @@ class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
     top-k, which Lightning allows once per step: an epoch ending on such a step still gets its top-k checkpoint.
     """
 
-    def __init__(self, *, last_every_n_train_steps: int = 0, **kwargs: Any) -> None:
-        """Lightning's arguments (``dirpath``, ``monitor``, ``save_last``, ...), and ``last_every_n_train_steps``."""
-        if kwargs.get("save_last") == "link":
+    def __init__(
+        self, *, save_last: bool | str | None = None, last_every_n_train_steps: int = 0, **kwargs: Any
+    ) -> None:
+        """Lightning's arguments (``dirpath``, ``monitor``, ``save_top_k``, ...), ``save_last`` (write ``last.ckpt``)
+        and ``last_every_n_train_steps``."""
+        if save_last == "link":
             raise ValueError("save_last='link' makes last.ckpt a link to an older file; use save_last=true")
         if last_every_n_train_steps < 0:
             raise ValueError(f"last_every_n_train_steps must be 0 (off) or more, got {last_every_n_train_steps}")
-        super().__init__(**kwargs)
+        super().__init__(save_last=False, **kwargs)  # upstream's last.ckpt, with the top-k saves only: written here
+        self.writes_last = bool(save_last)
         self.last_every_n_train_steps = last_every_n_train_steps
+        self._last_saved_step: int | None = None  # the global step last.ckpt was last written at
 
     def save_last_now(self, trainer: pl.Trainer) -> None:
-        """Write ``last.ckpt`` with the current state (when ``save_last`` is on), leaving the step free for a
-        top-k checkpoint."""
-        saved_step = self._last_global_step_saved
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-        self._last_global_step_saved = saved_step
+        """Write ``last.ckpt`` with the current state (``Trainer.save_checkpoint``: in every process, through the
+        trainer's CheckpointIO), as upstream writes a checkpoint."""
+        path = os.path.join(self.dirpath or "", f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+        trainer.save_checkpoint(path, self.save_weights_only)
+        self.last_model_path, self._last_saved_step = path, trainer.global_step
+        for logger in trainer.loggers:
+            logger.after_save_checkpoint(proxy(self))
 
-    def _last_is_due(self, trainer: pl.Trainer) -> bool:
-        return bool(self.save_last) and not self._should_skip_saving_checkpoint(trainer)
+    def _last_is_due(self, trainer: pl.Trainer, once_a_step: bool = True) -> bool:
+        """Whether ``last.ckpt`` is to be written now: while fitting (not its sanity check, not ``fast_dev_run``) and,
+        ``once_a_step``, not yet at this step."""
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and not trainer.fast_dev_run
+        again = once_a_step and self._last_saved_step == trainer.global_step
+        return self.writes_last and fitting and not again
 
     @override
     def on_train_batch_end(
@@ -56,14 +70,10 @@ class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer) and self._last_is_due(trainer):
-            self.save_last_now(trainer)
-
-    @override
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer) and self._last_is_due(trainer):
+        super().on_train_epoch_end(trainer, pl_module)  # the top-k, when they are considered at the epoch's end
+        # after the epoch's validation and top-k, before its scheduler step; also after a periodic save of its last
+        # step, which held the state before the validation
+        if self._last_is_due(trainer, once_a_step=False):
             self.save_last_now(trainer)
 
     @override

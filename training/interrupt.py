@@ -129,7 +129,7 @@ def interrupted(trainer: pl.Trainer, stopper: StopOnSignal, signum: int | None =
         return Interrupted(signum, "before the first training step; nothing to resume")
     where = f"at step {trainer.global_step} (epoch {trainer.current_epoch})"
     checkpoint = trainer.checkpoint_callback
-    last = checkpoint.last_model_path if isinstance(checkpoint, ModelCheckpoint) and checkpoint.save_last else ""
+    last = checkpoint.last_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
     if not last:
         return Interrupted(
             signum, f"{where}; no checkpoint was saved (it needs callbacks.model_checkpoint with save_last=true)"

@@ -336,7 +336,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     # read before testing: loading the best checkpoint restores the callback's state as it was then
     last_path = checkpoint.last_model_path if checkpoint is not None else ""
-    if checkpoint is not None and checkpoint.save_last and not last_path:  # ddp_spawn hands back the best path only
+    if checkpoint is not None and not last_path:  # ddp_spawn hands back the best path only
         last = Path(checkpoint.dirpath or "") / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
         last_path = str(last) if last.is_file() else ""
     test_metrics: dict[str, float] = {}
