@@ -43,7 +43,7 @@ _WEIGHT_INITS: dict[str, Callable[[torch.Tensor], object]] = {
     "xavier_normal": nn.init.xavier_normal_,
     "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
     "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"),
-    "lecun_normal": lambda w: nn.init.normal_(w, std=1 / math.sqrt(nn.init._calculate_fan_in_and_fan_out(w)[0])),
+    "lecun_normal": lambda w: nn.init.normal_(w, std=1 / math.sqrt(w[0].numel())),  # fan-in: in x kernel size
     "orthogonal": nn.init.orthogonal_,
     "sparse": sparse_,
     "zeros": nn.init.zeros_,

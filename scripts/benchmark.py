@@ -284,14 +284,12 @@ def lightning_epoch(log_dir: Path, epochs: int, network: str, side: str) -> floa
     if side != "default":
         callbacks, loggers, switches = [clock], False, {"enable_checkpointing": False, "enable_progress_bar": False}
     else:
+        drawn_nowhere = {"console_kwargs": {"file": open(os.devnull, "w")}}  # noqa: SIM115 (closed with the process)
         callbacks = [
-            instantiate(node, f"callbacks.{key}")
+            instantiate(node, f"callbacks.{key}", **(drawn_nowhere if key == "progress_bar" else {}))
             for key, node in cfg.callbacks.items()
             if node and key != "model_summary"
         ]
-        for callback in callbacks:
-            if isinstance(callback, pl.callbacks.RichProgressBar):
-                callback._console_kwargs = {"file": open(os.devnull, "w")}  # noqa: SIM115 (closed with the process)
         callbacks.append(clock)
         loggers, switches = [instantiate(node, f"logger.{key}") for key, node in cfg.logger.items() if node], {}
     trainer = instantiate(
