@@ -57,6 +57,7 @@ from data.base import available_cpus, default_num_workers
 from models import TORCHVISION_NAMES
 from training.cli import CONFIG_DIR, check_choice, parse_int_options, run_plain
 from training.config import UserError, instantiate
+from training.speed import SpeedSwitches, compile_arguments
 from training.tasks import build
 from training.timing import Clock, alternate, median, median_ratio, synchronize
 
@@ -66,8 +67,23 @@ INTEGERS = {
 }  # fmt: skip
 CHOICES = {
     "parts": "a,b,c", "models": ",".join(TORCHVISION_NAMES), "device": "cpu", "precision": "32", "network": "lenet5",
+    "data": "digits", "sides": "default,bare,alone", "compile_mode": "default",
 }  # fmt: skip
-SWITCHES = {"channels_last": "false", "control": "false"}
+SWITCHES = {"channels_last": "false", "control": "false", "compile": "false"}
+# (b)'s data: the bundled digits, or CIFAR-10's training split in shape (45,000 random 3x32x32 images in memory, on
+# the GPU when training there; batch 128, the cifar crops and flips on whole batches), as experiment=resnet20_cifar10
+DATA = {
+    "digits": [],
+    "cifar_shaped": [
+        "data=fake", "data.train_size=45000", "data.val_size=5000", "data.test_size=128", "data.batch_size=128",
+        "data.augment=cifar",
+    ],
+}  # fmt: skip
+SIDES = {
+    "default": "the default run (callbacks, guards, TensorBoard, checkpoints)",
+    "bare": "bare Trainer (the default run's module: metrics, logging)",
+    "alone": "Lightning alone (forward, loss and step in a LightningModule, bare Trainer)",
+}
 NUM_CLASSES = 10
 MIN_SECONDS = 1.0  # each side's timed steps in (a) last at least this long
 MAX_STEPS = 200
@@ -89,8 +105,13 @@ def parse_options(args: list[str]) -> dict[str, Any]:
         if options[key] not in ("true", "false"):
             raise ValueError(f"{key}: expected true or false, got {options[key]!r}")
         options[key] = options[key] == "true"
-    for key in ("parts", "models"):
+    for key in ("parts", "models", "sides"):
         options[key] = [item for item in options[key].split(",") if item]
+    for key, accepted in (("data", DATA), ("sides", SIDES)):
+        chosen = options[key] if isinstance(options[key], list) else [options[key]]
+        if not chosen or any(item not in accepted for item in chosen):
+            what = "a comma-separated subset" if key == "sides" else "one"
+            raise ValueError(f"{key}: {what} of {', '.join(accepted)}, got {','.join(chosen) or 'none'}")
     unknown = [part for part in options["parts"] if part not in ("a", "b", "c")]
     if unknown or not options["parts"]:
         raise ValueError(f"parts: a comma-separated subset of a,b,c, got {','.join(options['parts'])!r}")
@@ -227,14 +248,17 @@ def compare_with_torchvision(options: dict[str, Any]) -> None:
 # (b) the framework's overhead --------------------------------------------------------------------------------------
 
 
-def compose_default(log_dir: Path, epochs: int, network: str) -> Any:
-    """The default run's composed config with ``model=network`` (as scripts/train.py composes it), writing into
-    ``log_dir``."""
+def compose_default(log_dir: Path, options: dict[str, Any]) -> Any:
+    """The default run's composed config (as scripts/train.py composes it) with ``model=<network>``, ``options``'s data,
+    device and compile switches, writing into ``log_dir``."""
     overrides = [
-        f"model={network}",
+        f"model={options['network']}",
+        *DATA[options["data"]],
         f"paths.output_dir={log_dir}",
-        "trainer.accelerator=cpu",
-        f"trainer.max_epochs={epochs}",
+        f"trainer.accelerator={'gpu' if options['device'].type == 'cuda' else 'cpu'}",
+        f"trainer.max_epochs={options['epochs']}",
+        f"compile={str(options['compile']).lower()}",
+        f"compile_mode={options['compile_mode']}",
     ]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         return compose("train", overrides=overrides)
@@ -267,22 +291,24 @@ class LightningAlone(pl.LightningModule):
         return [optimizer], [self.scheduler_factory(optimizer)] if self.scheduler_factory else []
 
 
-def lightning_epoch(log_dir: Path, epochs: int, network: str, side: str) -> float:
+def lightning_epoch(log_dir: Path, options: dict[str, Any], side: str) -> float:
     """Seconds per epoch (training and validation) of a Lightning fit of the default run, after its first epoch.
 
     ``side``: ``default``, the default run's Trainer with its callbacks, guards, logger and checkpoints (the
     progress bar drawing into /dev/null, the model summary, printed once before the first epoch, left out);
     ``bare``, the default run's module on a Trainer without callbacks, logger or checkpoints; ``alone``,
-    ``LightningAlone`` on such a Trainer.
+    ``LightningAlone`` on such a Trainer. Under ``compile`` the network is compiled as ``compile=true`` does.
     """
-    cfg = compose_default(log_dir, epochs, network)
+    cfg = compose_default(log_dir, options)
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
     if side == "alone":
         module = LightningAlone(module)
     clock = Clock()
+    speed = [SpeedSwitches(compile=True, compile_mode=cfg.compile_mode)] if cfg.compile else []
     if side != "default":
-        callbacks, loggers, switches = [clock], False, {"enable_checkpointing": False, "enable_progress_bar": False}
+        callbacks, loggers = [*speed, clock], False
+        switches = {"enable_checkpointing": False, "enable_progress_bar": False}
     else:
         drawn_nowhere = {"console_kwargs": {"file": open(os.devnull, "w")}}  # noqa: SIM115 (closed with the process)
         callbacks = [
@@ -290,54 +316,70 @@ def lightning_epoch(log_dir: Path, epochs: int, network: str, side: str) -> floa
             for key, node in cfg.callbacks.items()
             if node and key != "model_summary"
         ]
-        callbacks.append(clock)
+        callbacks += [*speed, clock]
         loggers, switches = [instantiate(node, f"logger.{key}") for key, node in cfg.logger.items() if node], {}
     trainer = instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, enable_model_summary=False, **switches
     )
     trainer.fit(module, datamodule=datamodule)
-    return clock.epoch_seconds / (epochs - 1)
+    return clock.epoch_seconds / (cfg.trainer.max_epochs - 1)
 
 
-def minimal_epoch(log_dir: Path, epochs: int, network: str) -> float:
+def minimal_epoch(log_dir: Path, options: dict[str, Any]) -> float:
     """Seconds per epoch, after the first, of a hand-written loop over the default run's data, network and
     optimizer: for each batch the whole-batch augmentation, forward, cross-entropy, backward and step; then the
-    validation batches' correct answers; then the scheduler's step."""
-    cfg = compose_default(log_dir, epochs, network)
+    validation batches' correct answers; then the scheduler's step. On a GPU the data is held there as the
+    Lightning sides hold it (the in-memory fast path); under ``compile`` the network is compiled the same way."""
+    cfg = compose_default(log_dir, options)
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
-    net = module.net
+    device = options["device"]
+    net = module.net.to(device)
+    if cfg.compile:
+        net.compile(**compile_arguments(cfg.compile_mode))
     optimizer = module.optimizer_factory(module.parameter_groups())
     scheduler = module.scheduler_factory(optimizer) if module.scheduler_factory else None
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
+    for loader in (train_loader, val_loader):  # the fast path gathers its batches where the tensors are
+        dataset = getattr(loader.collate_fn, "dataset", None)
+        if dataset is not None:
+            dataset.images, dataset.labels = dataset.images.to(device), dataset.labels.to(device)
     seconds = []
-    for _ in range(epochs):
+    for _ in range(cfg.trainer.max_epochs):
+        synchronize(device)
         start = time.perf_counter()
         net.train()
         for images, labels in train_loader:
+            images, labels = images.to(device), labels.to(device)
             loss = F.cross_entropy(net(datamodule.batch_transform(images, train=True)), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         net.eval()
-        correct = torch.zeros((), dtype=torch.long)
+        correct = torch.zeros((), dtype=torch.long, device=device)
         with torch.no_grad():
             for images, labels in val_loader:
+                images, labels = images.to(device), labels.to(device)
                 correct += (net(datamodule.batch_transform(images, train=False)).argmax(dim=1) == labels).sum()
         correct.item()
         if scheduler is not None:
             scheduler.step()
         seconds.append(time.perf_counter() - start)
-    return sum(seconds[1:]) / (epochs - 1)
+    return sum(seconds[1:]) / (cfg.trainer.max_epochs - 1)
 
 
 def compare_with_minimal_loop(options: dict[str, Any]) -> None:
     epochs, rounds, network = options["epochs"], options["rounds"], options["network"]
     if epochs < 2:
         raise ValueError("epochs: the first epoch is not timed; give 2 or more")
+    data = {
+        "digits": "the bundled digits (batch 32, 40 training and 6 validation batches an epoch)",
+        "cifar_shaped": "CIFAR-shaped data (batch 128, 352 training and 40 validation batches an epoch)",
+    }
+    compiled = f", compiled (mode {options['compile_mode']})" if options["compile"] else ""
     print(
-        f"\n(b) {network} on the bundled digits (batch 32, 40 training and 6 validation batches an epoch): "
-        f"s/epoch, {epochs} epochs a fit, the first left out; {rounds} rounds, the median of the rounds' ratios\n"
+        f"\n(b) {network} on {data[options['data']]}, {options['device']}{compiled}: s/epoch, {epochs} epochs a fit, "
+        f"the first left out; {rounds} rounds, the median of the rounds' ratios\n"
     )
     print("| Lightning side | s/epoch Lightning | minimal loop | Lightning / minimal |")
     print("|---|---|---|---|")
@@ -347,21 +389,17 @@ def compare_with_minimal_loop(options: dict[str, Any]) -> None:
         def fresh() -> Path:
             return Path(tmp) / str(next(counter))
 
-        for label, side in (
-            ("the default run (callbacks, guards, TensorBoard, checkpoints)", "default"),
-            ("bare Trainer (the default run's module: metrics, logging)", "bare"),
-            ("Lightning alone (forward, loss and step in a LightningModule, bare Trainer)", "alone"),
-        ):
+        for side in options["sides"]:
             times = alternate(
                 {
-                    "lightning": lambda side=side: lightning_epoch(fresh(), epochs, network, side),
-                    "minimal": lambda: minimal_epoch(fresh(), epochs, network),
+                    "lightning": lambda side=side: lightning_epoch(fresh(), options, side),
+                    "minimal": lambda: minimal_epoch(fresh(), options),
                 },
                 rounds,
             )
             ratio = median_ratio(times["lightning"], times["minimal"])
             print(
-                f"| {label} | {median(times['lightning']):.3f} | {median(times['minimal']):.3f} | {ratio:.2f}x |",
+                f"| {SIDES[side]} | {median(times['lightning']):.3f} | {median(times['minimal']):.3f} | {ratio:.2f}x |",
                 flush=True,
             )
 

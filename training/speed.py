@@ -19,6 +19,16 @@ CHANNELS_LAST: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 COMPILED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
+# torch.compile's modes: "reduce-overhead" records CUDA graphs (one launch for the whole network's kernels: small
+# networks on a GPU spend most of a step launching kernels), "max-autotune" also times kernel variants
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_arguments(mode: str) -> dict[str, Any]:
+    """The keyword arguments of ``torch.compile`` (``nn.Module.compile``) for ``compile_mode``."""
+    return {} if mode == "default" else {"mode": mode}
+
+
 def channels_last_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """A forward pre-hook: a batch of images (N, C, H, W) in channels-last layout; other inputs as they are."""
     if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
@@ -28,16 +38,19 @@ def channels_last_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, 
 
 class SpeedSwitches(pl.Callback):
     """Puts ``pl_module.net`` in channels-last layout (its 4-d weights and every image batch it is given) and
-    compiles it with ``torch.compile`` (in place, ``nn.Module.compile``: the first steps of each input shape and
-    of training and evaluation mode are slow while it compiles).
+    compiles it with ``torch.compile`` in ``compile_mode`` (in place, ``nn.Module.compile``: the first steps of each
+    input shape and of training and evaluation mode are slow while it compiles).
 
     Channels-last is the layout tensor cores read convolutions in: on a GPU it speeds up convolutional networks
     under ``trainer.precision=bf16-mixed`` or ``16-mixed``; on a CPU it changes little.
     """
 
-    def __init__(self, channels_last: bool = False, compile: bool = False) -> None:
+    def __init__(self, channels_last: bool = False, compile: bool = False, compile_mode: str = "default") -> None:
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode: one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
         self.channels_last = channels_last
         self.compile = compile
+        self.compile_mode = compile_mode
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         net = getattr(pl_module, "net", pl_module)
@@ -47,4 +60,4 @@ class SpeedSwitches(pl.Callback):
             net.register_forward_pre_hook(channels_last_input)
         if self.compile and net not in COMPILED:
             COMPILED.add(net)
-            net.compile()
+            net.compile(**compile_arguments(self.compile_mode))

@@ -307,8 +307,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     check_callback_monitors(module, configured)
     callbacks = list(configured.values())
-    if cfg.get("channels_last") or cfg.get("compile"):
-        callbacks.append(SpeedSwitches(channels_last=bool(cfg.channels_last), compile=bool(cfg.compile)))
+    try:  # checked whether or not compile=true: a mistake in it is not left to show on a later run
+        speed = SpeedSwitches(bool(cfg.channels_last), bool(cfg.compile), cfg.get("compile_mode", "default"))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if cfg.channels_last or cfg.compile:
+        callbacks.append(speed)
     stopper = StopOnSignal()  # SIGTERM and SIGINT stop at a step boundary, with a checkpoint (docs/reliability.md)
     callbacks.append(stopper)
     callbacks.append(RandomState())  # checkpoints keep the random states, which a resumed run restores

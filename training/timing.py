@@ -56,13 +56,16 @@ class Clock(pl.Callback):
         self.training_seconds, self.epoch_seconds, self.steps = 0.0, 0.0, 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        synchronize(pl_module.device)
         self._start, self._first_step = time.perf_counter(), trainer.global_step
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.current_epoch > 0:
+            synchronize(pl_module.device)
             self.training_seconds += time.perf_counter() - self._start
             self.steps += trainer.global_step - self._first_step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch > 0:
+            synchronize(pl_module.device)
             self.epoch_seconds += time.perf_counter() - self._start
