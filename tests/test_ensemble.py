@@ -74,6 +74,14 @@ def test_eval_reports_the_ensemble_and_each_member(members: list[str], tmp_path:
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
 
 
+def test_an_ensemble_builds_no_optimizer_and_reads_the_test_data_only(
+    members: list[str], tmp_path: Path, built
+) -> None:
+    metrics = evaluate(eval_config(tmp_path, members[:2]))
+    assert built["optimizers"] == [] and set(built["stages"]) == {"test"}
+    assert [member["checkpoint"] for member in metrics["members"]] == members[:2]
+
+
 def test_a_single_checkpoint_in_a_list_is_evaluated_as_before(members: list[str], tmp_path: Path) -> None:
     (tmp_path / "one").mkdir()
     single = evaluate(compose_config("eval", tmp_path / "one", [f"ckpt_path={members[0]}", "trainer.accelerator=cpu"]))

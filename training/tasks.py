@@ -183,18 +183,28 @@ def build_net(cfg: DictConfig, finetune: FineTuning | None = None) -> nn.Module:
     return net
 
 
-def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
-    """The DataModule and the LightningModule (with its network) that ``cfg`` describes."""
-    datamodule = instantiate(cfg.data, "data")
-    finetune = instantiate(cfg.finetune, "finetune") if cfg.get("finetune") else None
-    net = build_net(cfg, finetune)
+def read_data(cfg: DictConfig, net: nn.Module, datamodule: pl.LightningDataModule, stage: str) -> None:
+    """Fit ``datamodule`` to ``net`` (``pad_to_input_field``), read its data for ``stage`` now, so that missing or
+    unreadable files are reported before training or testing starts, and check that ``net`` takes its inputs."""
     pad_to_input_field(cfg, net, datamodule)
-    try:  # read the data now, so that missing or unreadable files are reported before training starts
+    try:
         datamodule.prepare_data()
-        datamodule.setup("fit")
+        datamodule.setup(stage)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"data: {err}") from err
     check_model_fits_data(net, datamodule)
+
+
+def build(
+    cfg: DictConfig, datamodule: pl.LightningDataModule | None = None
+) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """The DataModule (``datamodule`` if given, its data already read) and the LightningModule (with its network)
+    that ``cfg`` describes, ready to train."""
+    if datamodule is None:
+        datamodule = instantiate(cfg.data, "data")
+    finetune = instantiate(cfg.finetune, "finetune") if cfg.get("finetune") else None
+    net = build_net(cfg, finetune)
+    read_data(cfg, net, datamodule, "fit")
     optimizer = instantiate(cfg.optimizer, "optimizer")
     scheduler, module_arguments = build_scheduler(cfg.get("scheduler"))
     if cfg.get("regularizer"):  # passed only when there is one, so that every module need not take it
@@ -403,14 +413,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _rebuild(cfg: DictConfig, path: str, checkpoint: dict[str, Any]) -> tuple[pl.LightningDataModule, TrainingModule]:
-    """Data and module from the checkpoint's run config (with the eval config's ``data`` overrides), its weights in."""
+    """Data and module from the checkpoint's run config (with the eval config's ``data`` overrides), its weights in,
+    to be tested: the test data read, and neither optimizer nor scheduler (nor regulariser, nor fine-tuning)."""
     run_cfg = OmegaConf.create(checkpoint["hyper_parameters"]["run_config"])
     if run_cfg.model.get("pretrained") is not None:  # the checkpoint's weights replace them: the file may be gone
         run_cfg.model.pretrained = None
     if cfg.get("data"):
         _check_eval_data(run_cfg.data, cfg.data)
         run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
-    datamodule, module = build(run_cfg)
+    datamodule = instantiate(run_cfg.data, "data")
+    net = build_net(run_cfg)
+    read_data(run_cfg, net, datamodule, "test")
+    module = instantiate(run_cfg.module, "module", _recursive_=False, _convert_="all", net=net, optimizer=None)
+    check_targets(module, datamodule)
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
