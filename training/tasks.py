@@ -327,11 +327,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("lr_find"):
         with during("during the learning-rate range test (lr_find=true), before training; nothing to resume"):
             lr = find_learning_rate(trainer, module, datamodule, output_dir / "lr_find.png")
-        if lr is not None:  # train as a run given optimizer.lr=<lr> would: same seed, fresh data and module
-            cfg.optimizer.lr = float(lr)
-            if cfg.get("seed") is not None:
-                pl.seed_everything(cfg.seed, workers=True, verbose=False)
-            datamodule, module = build(cfg)
+        if lr is not None:  # train as a run given optimizer.lr=<lr> would: same seed, a fresh module, the data read
+            cfg = OmegaConf.merge(cfg, {"optimizer": {"lr": float(lr)}})  # the caller's config stays as it was
+            if seed is not None:
+                pl.seed_everything(seed, workers=True, verbose=False)
+            datamodule, module = build(cfg, datamodule)
     if trainer.is_global_zero:  # the other processes of a distributed run write nothing themselves
         write_record(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "nothing was trained")
 
