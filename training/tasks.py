@@ -475,33 +475,18 @@ def _check_same_data(paths: list[str], checkpoints: list[dict[str, Any]]) -> Non
 
 
 class ProbabilityRecorder(pl.Callback):
-    """Keeps a classifier's class probabilities and the labels of every test batch, on the CPU.
-
-    The module's forward output during a test step is read with a forward hook, so nothing is computed
-    twice; with K crops per image (B, K, C, H, W) the softmax is averaged over the crops, as
-    ``Classifier.forward_crops`` does.
-    """
+    """Keeps a classifier's class probabilities and the labels of every test batch, on the CPU: the softmax of the
+    scores its ``test_step`` returns (with K crops per image, of the log of their averaged softmax: that average)."""
 
     def __init__(self) -> None:
         self.probabilities: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
-        self._outputs: list[torch.Tensor] = []
-
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._hook = pl_module.register_forward_hook(lambda module, args, output: self._outputs.append(output))
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._hook.remove()
 
     def on_test_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
     ) -> None:
-        if len(self._outputs) != 1:
-            raise RuntimeError(f"expected one forward pass per test batch, got {len(self._outputs)}")
-        logits, labels = self._outputs.pop(), batch[1]
-        probabilities = logits.float().softmax(dim=-1).view(len(labels), -1, logits.shape[-1]).mean(dim=1)
-        self.probabilities.append(probabilities.cpu())
-        self.labels.append(labels.cpu())
+        self.probabilities.append(outputs.float().softmax(dim=-1).cpu())
+        self.labels.append(batch[1].cpu())
 
 
 def _ensemble_metrics(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
