@@ -65,3 +65,25 @@ def model_inputs(datamodule, split: str = "train") -> tuple[torch.Tensor, torch.
         images.append(batch_images)
         labels.append(batch_labels)
     return torch.cat(images), torch.cat(labels)
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """What the test goes on to build: the optimizers created (class names, counted in ``Optimizer.__init__``) and
+    the stages the in-memory data sets are set up for (``setup``)."""
+    from data.in_memory import InMemoryDataModule
+
+    record: dict[str, list[str]] = {"optimizers": [], "stages": []}
+    optimizer_init, setup = torch.optim.Optimizer.__init__, InMemoryDataModule.setup
+
+    def counted_init(self, *args, **kwargs) -> None:
+        record["optimizers"].append(type(self).__name__)
+        optimizer_init(self, *args, **kwargs)
+
+    def recorded_setup(self, stage: str | None = None) -> None:
+        record["stages"].append(stage)
+        setup(self, stage)
+
+    monkeypatch.setattr(torch.optim.Optimizer, "__init__", counted_init)
+    monkeypatch.setattr(InMemoryDataModule, "setup", recorded_setup)
+    return record

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
 from conftest import compose_config
+from data.digits import DigitsDataModule
 from test_train import read_events
 from training.tasks import load_checkpoint, train
 
@@ -89,6 +90,19 @@ def test_lr_find_trains_exactly_as_a_run_given_the_suggested_rate(lr_find_run: d
     lr = OmegaConf.load(Path(lr_find_run["output_dir"]) / "config.yaml").optimizer.lr
     summary = train(train_config(f"optimizer.lr={lr!r}", "trainer.max_epochs=3"))
     assert summary["test/loss"] == pytest.approx(lr_find_run["test/loss"], abs=1e-6)
+
+
+def test_lr_find_reads_the_data_once_and_leaves_the_callers_config_as_it_was(
+    train_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = []
+    read_splits = DigitsDataModule._read_splits
+    monkeypatch.setattr(DigitsDataModule, "_read_splits", lambda self: reads.append(self) or read_splits(self))
+    cfg = train_config("lr_find=true", "trainer.max_epochs=3", "test=false")
+    summary = train(cfg)
+    assert OmegaConf.load(Path(summary["output_dir"]) / "config.yaml").optimizer.lr != 0.05  # trained with another
+    assert cfg.optimizer.lr == 0.05
+    assert len(reads) == 1
 
 
 def test_lr_find_is_skipped_under_fast_dev_run(train_config, capsys: pytest.CaptureFixture) -> None:

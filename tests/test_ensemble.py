@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from torch.nn import functional as F
 
 from conftest import compose_config, model_inputs, run_script
+from training.classifier import Classifier
 from training.config import UserError
-from training.tasks import build, ensemble_predictions, evaluate, train
+from training.tasks import ProbabilityRecorder, build, ensemble_predictions, evaluate, train
 
 FAST = [
     "trainer.accelerator=cpu",
@@ -72,6 +74,24 @@ def test_eval_reports_the_ensemble_and_each_member(members: list[str], tmp_path:
     assert metrics["test/loss"] < sum(member["test/loss"] for member in metrics["members"]) / 3 - 1e-3
     assert metrics["test/acc"] > 0.5
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+
+
+def test_an_ensemble_builds_no_optimizer_and_reads_the_test_data_only(
+    members: list[str], tmp_path: Path, built
+) -> None:
+    metrics = evaluate(eval_config(tmp_path, members[:2]))
+    assert built["optimizers"] == [] and set(built["stages"]) == {"test"}
+    assert [member["checkpoint"] for member in metrics["members"]] == members[:2]
+
+
+def test_the_recorder_keeps_the_softmax_averaged_over_k_crops() -> None:
+    logits = torch.randn(6, 4)
+    module = Classifier(nn.Flatten(), optimizer=None, num_classes=4)
+    batch = (logits.view(2, 3, 1, 1, 4), torch.tensor([0, 3]))  # two images of three crops: the net gives the logits
+    recorder = ProbabilityRecorder()
+    recorder.on_test_batch_end(None, module, module.test_step(batch, 0), batch, 0)
+    torch.testing.assert_close(recorder.probabilities[0], logits.softmax(dim=-1).view(2, 3, 4).mean(dim=1))
+    assert recorder.labels[0].tolist() == [0, 3]
 
 
 def test_a_single_checkpoint_in_a_list_is_evaluated_as_before(members: list[str], tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
 
 from conftest import compose_config, model_inputs, run_script
+from training.classifier import Classifier
 from training.config import UserError
 from training.monitoring import (
     ConfusionMatrix,
@@ -21,7 +23,6 @@ from training.monitoring import (
     display_images,
     filter_grid,
     histogram,
-    predicted_classes,
 )
 from training.tasks import build, train
 
@@ -173,11 +174,14 @@ def test_confusion_matrix_counts_every_validation_example_as_predicted(validated
     assert len(misclassified.images) == 5 and all(image.shape == (1, 32, 32) for image in misclassified.images)
 
 
-def test_predicted_classes_average_the_softmax_over_crops() -> None:
+def test_validation_step_scores_k_crops_by_their_averaged_softmax() -> None:
     logits = torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
-    assert predicted_classes(logits, 4).tolist() == [1, 0, 1, 0]
-    # two examples of two crops: softmax means (0.62, 0.38) and (0.48, 0.52); mean logits would say (1.0, 0.5)
-    assert predicted_classes(logits, 2).tolist() == [0, 1]
+    module = Classifier(nn.Flatten(), optimizer=None, num_classes=2)
+    crops = logits.view(2, 2, 1, 1, 2)  # two examples of two crops (B, K, C, H, W): the net's outputs are the logits
+    scores = module.validation_step((crops, torch.tensor([0, 1])), 0)
+    # softmax means (0.62, 0.38) and (0.48, 0.52); mean logits would say (1.0, 0.5)
+    assert scores.argmax(dim=-1).tolist() == [0, 1]
+    assert torch.allclose(scores.exp(), logits.softmax(dim=-1).view(2, 2, 2).mean(dim=1))
 
 
 def test_filter_grid_scales_each_filter_and_shows_channels() -> None:

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config
@@ -75,6 +76,16 @@ def test_eval_reproduces_the_test_metrics_from_the_checkpoint_alone(short_run: d
     metrics = evaluate(cfg)
     assert metrics["test/acc"] == pytest.approx(short_run["test/acc"], abs=1e-6)
     assert json.loads((tmp_path / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
+
+
+def test_eval_builds_no_optimizer_and_reads_the_test_data_only(short_run: dict, tmp_path: Path, built) -> None:
+    cfg = compose_config("eval", tmp_path, [f"ckpt_path={short_run['best_checkpoint']}", "trainer.accelerator=cpu"])
+    metrics = evaluate(cfg)
+    assert built["optimizers"] == [] and set(built["stages"]) == {"test"}
+    assert metrics["test/acc"] == pytest.approx(short_run["test/acc"], abs=1e-6)
+    assert metrics["test/loss"] == pytest.approx(short_run["test/loss"], abs=1e-6)
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # what the count would have seen
+    assert built["optimizers"] == ["SGD"]
 
 
 def test_a_run_never_writes_over_an_earlier_one(short_run: dict) -> None:

@@ -88,10 +88,13 @@ class ScoringModule(TrainingModule):
         self.log_dict(values, logger=False, sync_dist=True)  # under the names a scheduler may monitor
         self.train_metrics.reset()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Update the epoch's metrics; return the batch's scores, which callbacks read in ``on_validation_batch_end``
+        (``training.monitoring``): the logits, or with K crops per input the log of their averaged softmax."""
         loss, scores = self._shared_step(batch)
         self.val_metrics.update(*self._metric_inputs(scores, batch[1]))
         self.val_loss.update(loss.expand(len(batch[1])))
+        return scores
 
     def on_validation_epoch_end(self) -> None:
         # computed over the whole validation set: every process's share under DDP (data.base.evaluation_sampler)
@@ -103,10 +106,13 @@ class ScoringModule(TrainingModule):
         self.val_loss.reset()
         self.val_metrics.reset()
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Update the test metrics; return the batch's scores (as ``validation_step``), which an ensemble's
+        ``training.tasks.ProbabilityRecorder`` reads in ``on_test_batch_end``."""
         loss, scores = self._shared_step(batch)
         self.test_metrics.update(*self._metric_inputs(scores, batch[1]))
         self.test_loss.update(loss.expand(len(batch[1])))
+        return scores
 
     def on_test_epoch_end(self) -> None:
         self.log_dict({"test/loss": self.test_loss.compute(), **self.test_metrics.compute()}, sync_dist=True)

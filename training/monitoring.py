@@ -310,15 +310,8 @@ class FilterImages(pl.Callback):
             writer.add_image(f"filters/{first[0]}", filter_grid(first[1].weight), trainer.global_step)
 
 
-def predicted_classes(logits: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The class of each of ``batch_size`` examples from the network's outputs; with K crops per example
-    (``batch_size * K`` rows) the class of the softmax averaged over the crops, as ``Classifier.forward_crops``."""
-    scores = logits.reshape(batch_size, -1, logits.shape[-1])
-    return (scores[:, 0] if scores.shape[1] == 1 else scores.softmax(dim=-1).mean(dim=1)).argmax(dim=-1)
-
-
 class _ValidationPredictions(pl.Callback):
-    """Reads a ``Classifier``'s outputs during validation (not the sanity check) with a forward hook, and passes each
+    """Reads the scores a ``Classifier``'s ``validation_step`` returns (not in the sanity check), and passes each
     batch's inputs, labels and predicted classes to ``_update``; ``_write`` logs when the validation ends. Other
     modules (regression, language models, multi-label) and runs without TensorBoard are skipped. In a distributed
     run every process reads its share of the validation set and ``_write`` runs in each (for metrics that sync
@@ -348,16 +341,9 @@ class _ValidationPredictions(pl.Callback):
         if not self._active:
             return
         self._writer = tensorboard(trainer)
-        self._logits: torch.Tensor | None = None
-        self._hook = pl_module.register_forward_hook(self._keep)
         names = getattr(trainer.datamodule, "class_names", None)
         self._class_names = list(names) if names else [str(c) for c in range(pl_module.hparams.num_classes)]
         self._reset(pl_module)
-
-    def _keep(self, module: nn.Module, args: Any, output: Any) -> None:
-        logits = output[0] if isinstance(output, tuple) else output
-        if isinstance(logits, torch.Tensor):  # under DDP the module is also called for the step, which returns None
-            self._logits = logits.detach()
 
     def on_validation_batch_end(
         self,
@@ -368,17 +354,13 @@ class _ValidationPredictions(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self._active or self._logits is None:
-            return
-        inputs, labels = batch
-        self._update(inputs, labels, predicted_classes(self._logits, len(labels)))
-        self._logits = None
+        if self._active:  # the scores of each input (of its K crops: the log of their averaged softmax)
+            inputs, labels = batch
+            self._update(inputs, labels, outputs.argmax(dim=-1))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._active:
-            return
-        self._hook.remove()
-        self._write(self._writer, trainer.global_step)
+        if self._active:
+            self._write(self._writer, trainer.global_step)
 
     def _add_figure(self, writer: SummaryWriter, tag: str, draw: Callable[[], Figure], step: int) -> None:
         """Draw the figure and write it (``add_figure``) in the background thread that draws every figure, while

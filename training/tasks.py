@@ -183,18 +183,28 @@ def build_net(cfg: DictConfig, finetune: FineTuning | None = None) -> nn.Module:
     return net
 
 
-def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
-    """The DataModule and the LightningModule (with its network) that ``cfg`` describes."""
-    datamodule = instantiate(cfg.data, "data")
-    finetune = instantiate(cfg.finetune, "finetune") if cfg.get("finetune") else None
-    net = build_net(cfg, finetune)
+def read_data(cfg: DictConfig, net: nn.Module, datamodule: pl.LightningDataModule, stage: str) -> None:
+    """Fit ``datamodule`` to ``net`` (``pad_to_input_field``), read its data for ``stage`` now, so that missing or
+    unreadable files are reported before training or testing starts, and check that ``net`` takes its inputs."""
     pad_to_input_field(cfg, net, datamodule)
-    try:  # read the data now, so that missing or unreadable files are reported before training starts
+    try:
         datamodule.prepare_data()
-        datamodule.setup("fit")
+        datamodule.setup(stage)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"data: {err}") from err
     check_model_fits_data(net, datamodule)
+
+
+def build(
+    cfg: DictConfig, datamodule: pl.LightningDataModule | None = None
+) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """The DataModule (``datamodule`` if given, its data already read) and the LightningModule (with its network)
+    that ``cfg`` describes, ready to train."""
+    if datamodule is None:
+        datamodule = instantiate(cfg.data, "data")
+    finetune = instantiate(cfg.finetune, "finetune") if cfg.get("finetune") else None
+    net = build_net(cfg, finetune)
+    read_data(cfg, net, datamodule, "fit")
     optimizer = instantiate(cfg.optimizer, "optimizer")
     scheduler, module_arguments = build_scheduler(cfg.get("scheduler"))
     if cfg.get("regularizer"):  # passed only when there is one, so that every module need not take it
@@ -321,11 +331,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("lr_find"):
         with during("during the learning-rate range test (lr_find=true), before training; nothing to resume"):
             lr = find_learning_rate(trainer, module, datamodule, output_dir / "lr_find.png")
-        if lr is not None:  # train as a run given optimizer.lr=<lr> would: same seed, fresh data and module
-            cfg.optimizer.lr = float(lr)
-            if cfg.get("seed") is not None:
-                pl.seed_everything(cfg.seed, workers=True, verbose=False)
-            datamodule, module = build(cfg)
+        if lr is not None:  # train as a run given optimizer.lr=<lr> would: same seed, a fresh module, the data read
+            cfg = OmegaConf.merge(cfg, {"optimizer": {"lr": float(lr)}})  # the caller's config stays as it was
+            if seed is not None:
+                pl.seed_everything(seed, workers=True, verbose=False)
+            datamodule, module = build(cfg, datamodule)
     if trainer.is_global_zero:  # the other processes of a distributed run write nothing themselves
         write_record(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "nothing was trained")
 
@@ -407,14 +417,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _rebuild(cfg: DictConfig, path: str, checkpoint: dict[str, Any]) -> tuple[pl.LightningDataModule, TrainingModule]:
-    """Data and module from the checkpoint's run config (with the eval config's ``data`` overrides), its weights in."""
+    """Data and module from the checkpoint's run config (with the eval config's ``data`` overrides), its weights in,
+    to be tested: the test data read, and neither optimizer nor scheduler (nor regulariser, nor fine-tuning)."""
     run_cfg = OmegaConf.create(checkpoint["hyper_parameters"]["run_config"])
     if run_cfg.model.get("pretrained") is not None:  # the checkpoint's weights replace them: the file may be gone
         run_cfg.model.pretrained = None
     if cfg.get("data"):
         _check_eval_data(run_cfg.data, cfg.data)
         run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
-    datamodule, module = build(run_cfg)
+    datamodule = instantiate(run_cfg.data, "data")
+    net = build_net(run_cfg)
+    read_data(run_cfg, net, datamodule, "test")
+    module = instantiate(run_cfg.module, "module", _recursive_=False, _convert_="all", net=net, optimizer=None)
+    check_targets(module, datamodule)
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
@@ -464,33 +479,18 @@ def _check_same_data(paths: list[str], checkpoints: list[dict[str, Any]]) -> Non
 
 
 class ProbabilityRecorder(pl.Callback):
-    """Keeps a classifier's class probabilities and the labels of every test batch, on the CPU.
-
-    The module's forward output during a test step is read with a forward hook, so nothing is computed
-    twice; with K crops per image (B, K, C, H, W) the softmax is averaged over the crops, as
-    ``Classifier.forward_crops`` does.
-    """
+    """Keeps a classifier's class probabilities and the labels of every test batch, on the CPU: the softmax of the
+    scores its ``test_step`` returns (with K crops per image, of the log of their averaged softmax: that average)."""
 
     def __init__(self) -> None:
         self.probabilities: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
-        self._outputs: list[torch.Tensor] = []
-
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._hook = pl_module.register_forward_hook(lambda module, args, output: self._outputs.append(output))
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._hook.remove()
 
     def on_test_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
     ) -> None:
-        if len(self._outputs) != 1:
-            raise RuntimeError(f"expected one forward pass per test batch, got {len(self._outputs)}")
-        logits, labels = self._outputs.pop(), batch[1]
-        probabilities = logits.float().softmax(dim=-1).view(len(labels), -1, logits.shape[-1]).mean(dim=1)
-        self.probabilities.append(probabilities.cpu())
-        self.labels.append(labels.cpu())
+        self.probabilities.append(outputs.float().softmax(dim=-1).cpu())
+        self.labels.append(batch[1].cpu())
 
 
 def _ensemble_metrics(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
