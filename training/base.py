@@ -58,7 +58,8 @@ def configured_weight_decay(factory: OptimizerFactory) -> float:
 
 
 class TrainingModule(pl.LightningModule):
-    """Holds ``net`` and builds its optimizer and scheduler from partials (Hydra's ``_partial_: true``).
+    """Holds ``net`` and builds its optimizer and scheduler from partials (Hydra's ``_partial_: true``; ``optimizer``
+    None for a module that is only evaluated).
 
     The optimizer's ``weight_decay`` applies to the weights only: biases and normalisation parameters form
     a second parameter group without decay, unless ``decay_bias_and_norm`` (torch's own behaviour).
@@ -75,7 +76,7 @@ class TrainingModule(pl.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
@@ -204,6 +205,8 @@ class TrainingModule(pl.LightningModule):
         return groups[0]["params"] if len(groups) == 1 and "name" not in groups[0] else groups
 
     def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError(f"{type(self).__name__} was built without an optimizer, to be evaluated only")
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer

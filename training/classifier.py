@@ -135,7 +135,7 @@ class Classifier(ScoringModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None,
         num_classes: int,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",

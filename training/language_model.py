@@ -45,7 +45,7 @@ class LanguageModel(TrainingModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None,
         vocab: str,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",

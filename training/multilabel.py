@@ -30,7 +30,7 @@ class MultiLabelClassifier(ScoringModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None,
         num_labels: int,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",

@@ -19,7 +19,7 @@ class Regressor(TrainingModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
