@@ -9,9 +9,16 @@
 #       4. experiment=resnet20_cifar10 on CIFAR-shaped random data (45,000 training images held on the GPU), one
 #          epoch with trainer=gpu;
 #       5. the GPU benchmark: ResNet-50, bf16 autocast, channels-last, batch 256, 224x224, ours against
-#          torchvision's (scripts/benchmark.py parts=a).
+#          torchvision's (scripts/benchmark.py parts=a);
+#       6. the training loop's own cost on the GPU (docs/benchmarks.md, "Speed"; scripts/benchmark.py parts=b): the
+#          default run against a minimal loop with ResNet-20 on CIFAR-shaped data held on the GPU (an epoch's
+#          seconds, target 1.5 s, and the ratio, target 1.15x), and with LeNet-5 on the digits eager and compiled
+#          with CUDA graphs (compile_mode=reduce-overhead; target 1.5x).
 #     Each step runs whatever happened before it and prints pass/FAIL with its seconds; the exit status is 1 if any
 #     failed. Runs and logs go to work= (default logs/gpu_check/<timestamp>); report= also writes the report there.
+#     only=<step,step,...> runs those steps alone (names as in the report: pytest, default_run,
+#     resnet20_cifar10_fake, benchmark_resnet50, speed_resnet20, speed_lenet5, speed_lenet5_compiled), e.g.
+#     only=speed_resnet20,speed_lenet5,speed_lenet5_compiled for a second call within a device's time.
 #
 #   bash scripts/gpu_check.sh prepare
 #       On a machine that reaches the package registry: download into .whl/ the wheels of what a GPU machine may lack
@@ -38,16 +45,24 @@ if [[ "${1:-}" == "prepare" ]]; then
     exit 0
 fi
 
-REPORT="" WORK=""
+REPORT="" WORK="" ONLY=""
+STEPS=(pytest default_run resnet20_cifar10_fake benchmark_resnet50 speed_resnet20 speed_lenet5 speed_lenet5_compiled)
 for arg in "$@"; do
     case "$arg" in
     report=*) REPORT="${arg#report=}" ;;
     work=*) WORK="${arg#work=}" ;;
+    only=*) ONLY=",${arg#only=}," ;;
     *)
-        echo "error: unknown argument '$arg'; accepted: prepare, report=<file.md>, work=<dir>" >&2
+        echo "error: unknown argument '$arg'; accepted: prepare, report=<file.md>, work=<dir>, only=<steps>" >&2
         exit 2
         ;;
     esac
+done
+for name in $(echo "${ONLY//,/ }"); do
+    if [[ " ${STEPS[*]} " != *" $name "* ]]; then
+        echo "error: unknown step '$name' in only=; accepted: $(IFS=,; echo "${STEPS[*]}" | sed 's/,/, /g')" >&2
+        exit 2
+    fi
 done
 if ! "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
     echo "error: torch sees no CUDA device here; the GPU check needs one" >&2
@@ -77,6 +92,7 @@ FAILED=0
 step() {
     local name="$1" limit="$2" start=$SECONDS status seconds why
     shift 2
+    [[ -z "$ONLY" || "$ONLY" == *",$name,"* ]] || return 0
     echo "── $name"
     timeout --signal=TERM --kill-after=20 "$limit" "$@" >"$WORK/$name.log" 2>&1
     status=$?
@@ -97,6 +113,7 @@ detail() {
     pytest) grep -E "[0-9]+ (passed|failed|skipped|errors?)" "$WORK/pytest.log" | tail -n 1 | tr -d '=' | xargs ;;
     default_run | resnet20_cifar10_fake) grep -E "^metrics.json: " "$WORK/$1.log" | tail -n 1 ;;
     benchmark_resnet50) grep -E "^\| resnet50 " "$WORK/benchmark_resnet50.log" | tail -n 1 | tr '|' ' ' | xargs ;;
+    speed_*) grep -E "^\| the default run" "$WORK/$1.log" | tail -n 1 | cut -d'|' -f3- | tr '|' ' ' | xargs ;;
     esac
 }
 
@@ -138,6 +155,12 @@ step resnet20_cifar10_fake 150 bash -c 'train_and_check "$@"' - resnet20_cifar10
     trainer=gpu trainer.max_epochs=1
 step benchmark_resnet50 150 "$PYTHON" scripts/benchmark.py parts=a device=cuda precision=bf16 channels_last=true \
     batch=256 image_size=224 models=resnet50
+# the training loop's cost: s/epoch of the default run, of the minimal loop, and their ratio
+step speed_resnet20 200 "$PYTHON" scripts/benchmark.py parts=b device=cuda network=resnet20 data=cifar_shaped \
+    sides=default epochs=3 rounds=2
+step speed_lenet5 120 "$PYTHON" scripts/benchmark.py parts=b device=cuda sides=default,alone epochs=4 rounds=3
+step speed_lenet5_compiled 200 "$PYTHON" scripts/benchmark.py parts=b device=cuda sides=default epochs=4 rounds=2 \
+    compile=true compile_mode=reduce-overhead
 
 REPORT_TEXT="$(
     echo "## GPU check, $(head -n 1 "$WORK/versions.log" | cut -d' ' -f2-)"

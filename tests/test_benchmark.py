@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from conftest import run_script
 
 
@@ -70,3 +72,34 @@ def test_benchmark_rejects_a_network_without_a_model_config(tmp_path: Path) -> N
     assert result.stderr.startswith(
         "error: network: unknown model 'lenet55'; did you mean lenet5? accepted: alexnet, alexnet_tv, "
     )
+
+
+@pytest.mark.slow  # 45,000 images, two epochs of each side: about 30 s
+def test_benchmark_times_the_chosen_sides_on_cifar_shaped_data(tmp_path: Path) -> None:
+    # the GPU check's setting (device=cuda data=cifar_shaped network=resnet20), here with LeNet-5 on the CPU: 45,000
+    # images of 3x32x32 in memory, two epochs
+    result = run_script(
+        "benchmark.py", "parts=b", "data=cifar_shaped", "sides=alone", "epochs=2", "rounds=1", cwd=tmp_path,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(b) lenet5 on CIFAR-shaped data (batch 128, 352 training and 40 validation batches an epoch), cpu" in (
+        result.stdout
+    )
+    (vs_minimal,) = tables(result.stdout)
+    assert [row[0] for row in vs_minimal[1:]] == [
+        "Lightning alone (forward, loss and step in a LightningModule, bare Trainer)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("data=cifar", "error: data: one of digits, cifar_shaped, got cifar"),
+        ("sides=default,none", "error: sides: a comma-separated subset of default, bare, alone, got default,none"),
+    ],
+)
+def test_benchmark_names_what_its_words_accept(tmp_path: Path, argument: str, message: str) -> None:
+    result = run_script("benchmark.py", "parts=b", argument, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == message + "\n"

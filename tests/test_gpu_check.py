@@ -24,7 +24,15 @@ def run_check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_an_unknown_argument_is_one_line_naming_the_accepted_ones(tmp_path: Path) -> None:
     result = run_check("reprot=x.md", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr == "error: unknown argument 'reprot=x.md'; accepted: prepare, report=<file.md>, work=<dir>\n"
+    accepted = "prepare, report=<file.md>, work=<dir>, only=<steps>"
+    assert result.stderr == f"error: unknown argument 'reprot=x.md'; accepted: {accepted}\n"
+
+
+def test_only_names_its_steps(tmp_path: Path) -> None:
+    result = run_check("only=speed_resnet20,speed_resnet", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unknown step 'speed_resnet' in only=; accepted: pytest, default_run, ")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a CUDA device")
