@@ -20,7 +20,8 @@ class ClassifierNet(nn.Module):
     ``classifier_path`` is the dotted name of the final layer (``"fc"``, ``"classifier.fc8"``),
     ``native_input_size`` the paper's (channels, height, width), ``min_input_size`` the smallest
     height and width the network takes and ``max_input_size`` the largest, for networks whose
-    fully-connected layers take feature maps of one size only (AlexNet, ZFNet). ``input_field`` is set by a
+    fully-connected layers take feature maps of one size only (AlexNet, ZFNet). ``norms`` are the kinds of
+    ``norm`` (``models._norms``) the network takes, in the order its error names them. ``input_field`` is set by a
     network that takes one size only and whose paper centred smaller images in it (LeNet-5's 32x32 field): the
     training stack pads smaller images to it, instead of asking for a resize.
     """
@@ -29,6 +30,7 @@ class ClassifierNet(nn.Module):
     native_input_size: tuple[int, int, int] = (3, 224, 224)
     min_input_size: int = 1
     max_input_size: int | None = None
+    norms: tuple[str, ...] = ()
     input_field: int | None = None
 
     def __init__(self, num_classes: int, in_channels: int) -> None:
@@ -52,19 +54,24 @@ class ClassifierNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{name} takes a batch of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         height, width = x.shape[-2:]
-        paper_size = self.native_input_size[1]
-        resize = f"(its paper used {paper_size}x{self.native_input_size[2]}), got {height}x{width}; " + (
-            f"resize the data (data.image_size={paper_size})"
-        )
         if min(height, width) < self.min_input_size:
             raise ValueError(
-                f"{name} needs images of at least {self.min_input_size}x{self.min_input_size} pixels {resize}"
+                f"{name} needs images of at least {self.min_input_size}x{self.min_input_size} pixels "
+                + self._resize_hint(height, width)
             )
         if self.max_input_size is not None and max(height, width) > self.max_input_size:
             raise ValueError(
                 f"{name} takes images of {self.min_input_size} to {self.max_input_size} pixels a side, "
-                f"the sizes whose last feature maps fit its fully-connected layers {resize}"
+                "the sizes whose last feature maps fit its fully-connected layers " + self._resize_hint(height, width)
             )
+
+    def _resize_hint(self, height: int, width: int) -> str:
+        """The end of an input-size error: the paper's size, the size given, and the setting that resizes."""
+        _, paper_height, paper_width = self.native_input_size
+        return (
+            f"(its paper used {paper_height}x{paper_width}), got {height}x{width}; "
+            f"resize the data (data.image_size={paper_height})"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

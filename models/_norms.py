@@ -11,12 +11,11 @@
            leaves at least 2 channels a group (16 channels: 8 groups; 36: 18)
 
 ``local_response`` (AlexNet's Section 3.3) and ``none`` are options too, placed by the families that take them
-(their constants differ by paper). Every family names the kinds it accepts and refuses the rest at build time.
+(their constants differ by paper). ``NORMS`` names every kind; each family's class names the kinds it accepts in its
+``norms`` and refuses the rest at build time (``check_norm``).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from torch import nn
 
@@ -30,18 +29,22 @@ def group_count(channels: int) -> int:
     return max((g for g in range(1, MAX_GROUPS + 1) if channels % g == 0 and 2 * g <= channels), default=1)
 
 
-def make_norm(kind: str, channels: int) -> nn.Module:
-    """The ``kind`` ("batch", "layer" or "group") normalisation of ``channels`` conv maps."""
+def make_norm(kind: str, channels: int, eps: float = 1e-5) -> nn.Module:
+    """The ``kind`` ("batch", "layer", "group" or "none": the identity) normalisation of ``channels`` conv maps;
+    ``eps`` is batch norm's."""
+    if kind == "none":
+        return nn.Identity()
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return nn.BatchNorm2d(channels, eps=eps)
     if kind == "layer":
         return nn.GroupNorm(1, channels)
     if kind == "group":
         return nn.GroupNorm(group_count(channels), channels)
-    raise ValueError(f"make_norm builds batch, layer or group normalisation, not {kind!r}")
+    raise ValueError(f"make_norm builds batch, layer, group or no normalisation, not {kind!r}")
 
 
-def check_choice(option: str, value: object, accepted: Sequence[str], model: str) -> None:
-    """Raise ``ValueError`` in one line when ``value`` is not one of the ``accepted`` values of ``option``."""
-    if value not in accepted:
-        raise ValueError(f"{option}={value!r} is not available for {model}; accepted: {', '.join(accepted)}")
+def check_norm(model: nn.Module, kind: str) -> None:
+    """Raise ``ValueError`` in one line when ``kind`` is not one of the kinds ``model``'s class accepts (``norms``)."""
+    if kind not in model.norms:
+        accepted = ", ".join(model.norms)
+        raise ValueError(f"norm={kind!r} is not available for {type(model).__name__}; accepted: {accepted}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -14,14 +15,48 @@ from torch import nn
 
 from models._pretrained import load_pretrained
 
-_MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+Builder = Callable[..., nn.Module]
+_MODEL_BUILDERS: dict[str, Builder] = {}
 
 
-def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a builder function under its own name (``@register_model def lenet5(...)``)."""
+def _builder_signature(builder: Builder, exclude: Sequence[str]) -> inspect.Signature:
+    """The keyword arguments ``builder`` takes: its own if it lists them all, else (``**kwargs``, as torchvision's
+    builders) those of the class it returns, its return annotation: the class's arguments with a default (the
+    ones without are the architecture the builder gives: depths, widths), less ``exclude``, with the defaults of
+    the keyword arguments the builder names itself."""
+    own = inspect.signature(builder, eval_str=True)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.parameters.values()):
+        return own
+    cls = own.return_annotation
+    parameters = [
+        own.parameters.get(name, parameter).replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for name, parameter in inspect.signature(cls, eval_str=True).parameters.items()
+        if name not in exclude and (parameter.default is not inspect.Parameter.empty or name in own.parameters)
+    ]
+    return inspect.Signature(parameters, return_annotation=cls)
+
+
+def register_model(
+    builder: Builder | None = None, *, exclude: Sequence[str] = ()
+) -> Builder | Callable[[Builder], Builder]:
+    """Register a builder under its own name: ``@register_model def resnet20(**kwargs) -> CifarResNet``.
+
+    A builder with ``**kwargs`` takes the keyword arguments of the class it returns, less those it gives itself
+    and those in ``exclude`` (``@register_model(exclude=(...))``). They are its signature (``__signature__``) and
+    type hints (``__annotations__``), which ``create_model`` and the checks of a config read with
+    ``inspect.signature`` and ``typing.get_type_hints``, as of a builder that spells them out.
+    """
+    if builder is None:
+        return functools.partial(register_model, exclude=exclude)
     name = builder.__name__
     if name in _MODEL_BUILDERS:
         raise ValueError(f"a model named {name!r} is already registered")
+    signature = _builder_signature(builder, exclude)
+    builder.__signature__ = signature
+    builder.__annotations__ = {
+        **{key: parameter.annotation for key, parameter in signature.parameters.items()},
+        "return": signature.return_annotation,
+    }
     _MODEL_BUILDERS[name] = builder
     return builder
 

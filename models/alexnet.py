@@ -31,6 +31,7 @@ adaptive average pool to 6x6 before the classifier, and dropout before FC6 and F
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,15 +40,11 @@ from models._activations import make_activation
 from models._base import ClassifierNet
 from models._dropconnect import DropConnectLinear
 from models._init import DEFAULT_STD
-from models._norms import check_choice
+from models._norms import check_norm, make_norm
 from models._registry import register_model
 
 # Section 3.3: b = a / (k + alpha * sum of a^2 over n adjacent maps)^beta, with k=2, n=5, alpha=1e-4, beta=0.75.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
-
-# local_response: Section 3.3's, after the activations of conv1 and conv2; batch: after every conv, before its
-# activation, as in torchvision's VGG with batch norm and Ioffe & Szegedy 2015, Sec. 3.2
-NORMS = ("local_response", "batch", "none")
 
 # Section 5: weights "from a zero-mean Gaussian distribution with standard deviation 0.01".
 PAPER_INIT_STD = 0.01
@@ -106,7 +103,7 @@ def alexnet_features(
     def conv(index: int, layer: nn.Conv2d) -> None:
         layers[f"conv{index}"] = layer
         if norm == "batch":
-            layers[f"bn{index}"] = nn.BatchNorm2d(layer.out_channels)
+            layers[f"bn{index}"] = make_norm("batch", layer.out_channels)
         layers[f"act{index}"] = make_activation(activation, layer.out_channels, inplace=True)
         if norm == "local_response" and index in (1, 2):
             layers[f"norm{index}"] = local_response_norm()
@@ -129,6 +126,9 @@ class AlexNet(ClassifierNet):
     native_input_size = (3, 227, 227)
     min_input_size = 227  # conv1 55 -> pool1 27 -> pool2 13 -> pool5 6x6; 226 gives 5x5 at pool5
     max_input_size = 258  # the last size whose pool5 maps are 6x6; 259 gives 7x7
+    # local_response: Section 3.3's, after the activations of conv1 and conv2; batch: after every conv, before its
+    # activation, as in torchvision's VGG with batch norm and Ioffe & Szegedy 2015, Sec. 3.2
+    norms = ("local_response", "batch", "none")
 
     def __init__(
         self,
@@ -143,7 +143,7 @@ class AlexNet(ClassifierNet):
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         check_dropout(dropout)
-        check_choice("norm", norm, NORMS, type(self).__name__)
+        check_norm(self, norm)
         # Section 3.5: 96, 256, 384, 384 and 256 kernels (48 + 48, 128 + 128, ... on the two GPUs).
         widths = (96, 256, 384, 384, 256)
         self.features = alexnet_features(in_channels, widths, conv1_padding=0, activation=activation, norm=norm)
@@ -177,6 +177,7 @@ class AlexNetTV(ClassifierNet):
     classifier_path = "classifier.fc8"
     native_input_size = (3, 224, 224)
     min_input_size = 63  # conv1 15 -> pool1 7 -> pool2 3 -> pool5 1x1; 62 leaves pool5 a 2x2 input
+    norms = ("none", "local_response", "batch")
 
     def __init__(
         self,
@@ -191,7 +192,7 @@ class AlexNetTV(ClassifierNet):
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         check_dropout(dropout)
-        check_choice("norm", norm, ("none", "local_response", "batch"), type(self).__name__)
+        check_norm(self, norm)
         widths = (64, 192, 384, 256, 256)
         self.features = alexnet_features(in_channels, widths, conv1_padding=2, activation=activation, norm=norm)
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # the identity at 224x224
@@ -226,30 +227,12 @@ class AlexNetTV(ClassifierNet):
 
 
 @register_model
-def alexnet(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    activation: str = "relu",
-    norm: str = "local_response",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> AlexNet:
+def alexnet(**kwargs: Any) -> AlexNet:
     """AlexNet of the 2012 paper as one network, 227x227 input (62,378,344 parameters for 1000 classes)."""
-    return AlexNet(num_classes, in_channels, dropout, activation, norm, dropconnect, init, init_std)
+    return AlexNet(**kwargs)
 
 
 @register_model
-def alexnet_tv(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    activation: str = "relu",
-    norm: str = "none",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> AlexNetTV:
+def alexnet_tv(**kwargs: Any) -> AlexNetTV:
     """torchvision's AlexNet, 224x224 input (61,100,840 parameters for 1000 classes); loads its weights."""
-    return AlexNetTV(num_classes, in_channels, dropout, activation, norm, dropconnect, init, init_std)
+    return AlexNetTV(**kwargs)

@@ -42,6 +42,7 @@ torchvision: He normal for the convolutions, BN scale 1 and shift 0, and zero cl
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,10 +51,11 @@ from torch import nn
 from models._activations import make_activation
 from models._base import ClassifierNet
 from models._init import DEFAULT_STD
-from models._norms import check_choice, make_norm
+from models._norms import check_norm, make_norm
 from models._registry import register_model
 
-NORMS = ("batch", "group", "layer")
+BN_SIZE = 4  # Section 3, DenseNet-B: "let each 1x1 convolution produce 4k feature-maps"
+COMPRESSION = 0.5  # Section 3, DenseNet-C: a transition keeps floor(theta * m) of its m maps, theta = 0.5
 
 
 def _check_drop_rate(drop_rate: float) -> None:
@@ -125,25 +127,23 @@ class Transition(nn.Sequential):
 class DenseNet(ClassifierNet):
     """DenseNet-BC for 224x224 ImageNet images (Table 1).
 
-    ``block_config`` holds the number of layers of each dense block; ``num_init_features`` is the width
-    of the first convolution, ``bn_size * growth_rate`` that of the bottlenecks, and ``compression`` the
-    fraction of the channels a transition keeps.
+    ``block_config`` holds the number of layers of each dense block and ``num_init_features`` is the width
+    of the first convolution.
     """
 
     classifier_path = "classifier"
     native_input_size = (3, 224, 224)
     min_input_size = 29  # 29 -> 15 (conv0) -> 8 (pool0) -> 4 -> 2 -> 1 (transitions)
+    norms = ("batch", "group", "layer")
 
     def __init__(
         self,
         growth_rate: int,
         block_config: tuple[int, ...],
         num_init_features: int,
-        bn_size: int = 4,
-        compression: float = 0.5,
-        drop_rate: float = 0.0,
         num_classes: int = 1000,
         in_channels: int = 3,
+        drop_rate: float = 0.0,
         activation: str = "relu",
         norm: str = "batch",
         init: str = "paper",
@@ -151,15 +151,15 @@ class DenseNet(ClassifierNet):
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         _check_drop_rate(drop_rate)
-        check_choice("norm", norm, NORMS, type(self).__name__)
+        check_norm(self, norm)
         self.features = self._stem(in_channels, num_init_features, activation, norm)
         channels = num_init_features
         for i, num_layers in enumerate(block_config, start=1):
-            block = DenseBlock(num_layers, channels, growth_rate, bn_size, drop_rate, activation, norm)
+            block = DenseBlock(num_layers, channels, growth_rate, BN_SIZE, drop_rate, activation, norm)
             self.features.add_module(f"denseblock{i}", block)
             channels += num_layers * growth_rate
             if i < len(block_config):
-                out_channels = int(compression * channels)  # floor(theta * m) output maps (Section 3)
+                out_channels = int(COMPRESSION * channels)  # floor(theta * m) output maps (Section 3)
                 transition = Transition(channels, out_channels, drop_rate, activation, norm)
                 self.features.add_module(f"transition{i}", transition)
                 channels = out_channels
@@ -217,126 +217,31 @@ class DenseNetCifar(DenseNet):
 
 
 @register_model
-def densenet121(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    drop_rate: float = 0.0,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> DenseNet:
+def densenet121(**kwargs: Any) -> DenseNet:
     """DenseNet-121 (Table 1, k = 32): 7,978,856 parameters for 1000 classes."""
-    return DenseNet(
-        32,
-        (6, 12, 24, 16),
-        64,
-        drop_rate=drop_rate,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        activation=activation,
-        norm=norm,
-        init=init,
-        init_std=init_std,
-    )
+    return DenseNet(32, (6, 12, 24, 16), 64, **kwargs)
 
 
 @register_model
-def densenet161(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    drop_rate: float = 0.0,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> DenseNet:
+def densenet161(**kwargs: Any) -> DenseNet:
     """DenseNet-161 (the authors' k = 48 release, 96 initial channels): 28,681,000 parameters for 1000 classes."""
-    return DenseNet(
-        48,
-        (6, 12, 36, 24),
-        96,
-        drop_rate=drop_rate,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        activation=activation,
-        norm=norm,
-        init=init,
-        init_std=init_std,
-    )
+    return DenseNet(48, (6, 12, 36, 24), 96, **kwargs)
 
 
 @register_model
-def densenet169(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    drop_rate: float = 0.0,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> DenseNet:
+def densenet169(**kwargs: Any) -> DenseNet:
     """DenseNet-169 (Table 1, k = 32): 14,149,480 parameters for 1000 classes."""
-    return DenseNet(
-        32,
-        (6, 12, 32, 32),
-        64,
-        drop_rate=drop_rate,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        activation=activation,
-        norm=norm,
-        init=init,
-        init_std=init_std,
-    )
+    return DenseNet(32, (6, 12, 32, 32), 64, **kwargs)
 
 
 @register_model
-def densenet201(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    drop_rate: float = 0.0,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> DenseNet:
+def densenet201(**kwargs: Any) -> DenseNet:
     """DenseNet-201 (Table 1, k = 32): 20,013,928 parameters for 1000 classes."""
-    return DenseNet(
-        32,
-        (6, 12, 48, 32),
-        64,
-        drop_rate=drop_rate,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        activation=activation,
-        norm=norm,
-        init=init,
-        init_std=init_std,
-    )
+    return DenseNet(32, (6, 12, 48, 32), 64, **kwargs)
 
 
 @register_model
-def densenet_bc_100(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    drop_rate: float = 0.0,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> DenseNetCifar:
+def densenet_bc_100(*, num_classes: int = 10, **kwargs: Any) -> DenseNetCifar:
     """DenseNet-BC with L = 100, k = 12 for CIFAR (Table 2): 769,162 parameters for 10 classes."""
     # L = 100 counts 3 x 16 x 2 convolutions in the blocks, the first conv, 2 transitions and the classifier
-    return DenseNetCifar(
-        12,
-        (16, 16, 16),
-        24,
-        drop_rate=drop_rate,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        activation=activation,
-        norm=norm,
-        init=init,
-        init_std=init_std,
-    )
+    return DenseNetCifar(12, (16, 16, 16), 24, num_classes=num_classes, **kwargs)

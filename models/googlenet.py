@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,7 +57,7 @@ from torch import nn
 from models._activations import make_activation
 from models._base import ClassifierNet
 from models._init import DEFAULT_STD
-from models._norms import check_choice
+from models._norms import check_norm, make_norm
 from models._registry import register_model
 
 ConvBlock = Callable[..., nn.Module]
@@ -81,7 +82,7 @@ def basic_conv(
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=not batch_norm)
     if batch_norm:
-        layers["bn"] = nn.BatchNorm2d(out_channels, eps=bn_eps)
+        layers["bn"] = make_norm("batch", out_channels, eps=bn_eps)
     layers["act"] = make_activation(activation, out_channels, inplace=True)
     return nn.Sequential(layers)
 
@@ -160,13 +161,16 @@ class GoogLeNet(ClassifierNet):
     """GoogLeNet of Table 1 and Figure 3, with the two auxiliary classifiers of Section 5 when ``aux_logits``.
 
     ``norm`` is Figure 3's two LocalRespNorm layers (``local_response``), batch norm after every convolution
-    instead (``batch``), or neither (``none``). The keyword-only arguments are where torchvision's model differs
-    (``GoogLeNetTV``): the batch norms' eps, the kernel of the "#5x5" branches, the kernel of the max pool before 5a
-    and the aux heads' pool.
+    instead (``batch``), or neither (``none``). The class attributes below hold Table 1's layers where torchvision's
+    model (``GoogLeNetTV``) differs.
     """
 
     classifier_path = "classifier"
     norms: tuple[str, ...] = ("local_response", "batch", "none")
+    kernel_5x5 = 5  # Table 1's "#5x5" branch
+    pool4_kernel = 3  # Table 1's max pool 3x3/2 before 5a
+    bn_eps = 1e-5  # PyTorch's, for norm="batch" (the paper has no batch norm)
+    aux_pool = staticmethod(paper_aux_pool)  # Section 5's 5x5/3 average pool (to 4x4)
     native_input_size = (3, 224, 224)
     # 79 gives a 5x5 map on 4a, the least the aux heads' 5x5 average pool takes; without them 31 does: below it the
     # 3x3 max pool before 5a gets a 1x1 map
@@ -184,21 +188,16 @@ class GoogLeNet(ClassifierNet):
         norm: str = "local_response",
         init: str = "paper",
         init_std: float = DEFAULT_STD,
-        *,
-        bn_eps: float = 1e-5,
-        kernel_5x5: int = 5,
-        pool4_kernel: int = 3,
-        aux_pool: Callable[[], nn.Module] = paper_aux_pool,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         if not isinstance(aux_logits, bool):
             raise ValueError(f"aux_logits must be True or False, got {aux_logits!r}")
-        check_choice("norm", norm, self.norms, type(self).__name__)
+        check_norm(self, norm)
         self.aux_logits = aux_logits
         if not aux_logits:
             self.min_input_size = self.min_input_size_without_aux
-        conv_block = partial(basic_conv, activation=activation, batch_norm=norm == "batch", bn_eps=bn_eps)
-        inception = partial(Inception, conv_block=conv_block, kernel_5x5=kernel_5x5)
+        conv_block = partial(basic_conv, activation=activation, batch_norm=norm == "batch", bn_eps=self.bn_eps)
+        inception = partial(Inception, conv_block=conv_block, kernel_5x5=self.kernel_5x5)
 
         def local_response_norm() -> nn.Module:
             # Figure 3's LocalRespNorm; the paper gives no constants, these are AlexNet's n=5, alpha=1e-4, beta=0.75,
@@ -224,13 +223,13 @@ class GoogLeNet(ClassifierNet):
         self.inception4c = inception(512, 128, 128, 256, 24, 64, 64)  # 14x14x512
         self.inception4d = inception(512, 112, 144, 288, 32, 64, 64)  # 14x14x528
         self.inception4e = inception(528, 256, 160, 320, 32, 128, 128)  # 14x14x832
-        self.pool4 = nn.MaxPool2d(kernel_size=pool4_kernel, stride=2, ceil_mode=True)  # max pool 3x3/2: 7x7x832
+        self.pool4 = nn.MaxPool2d(kernel_size=self.pool4_kernel, stride=2, ceil_mode=True)  # max pool 3x3/2: 7x7x832
         self.inception5a = inception(832, 256, 160, 320, 32, 128, 128)  # 7x7x832
         self.inception5b = inception(832, 384, 192, 384, 48, 128, 128)  # 7x7x1024
         # Section 5: the auxiliary classifiers on 4a and 4d
         aux_classifier = partial(AuxClassifier, conv_block=conv_block, dropout=aux_dropout, activation=activation)
-        self.aux1 = aux_classifier(512, num_classes, aux_pool()) if aux_logits else None
-        self.aux2 = aux_classifier(528, num_classes, aux_pool()) if aux_logits else None
+        self.aux1 = aux_classifier(512, num_classes, self.aux_pool()) if aux_logits else None
+        self.aux2 = aux_classifier(528, num_classes, self.aux_pool()) if aux_logits else None
         # avg pool 7x7/1 over the 7x7 map is a global average (after Network in Network); adaptive for other sizes
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # 1x1x1024
         self.dropout = nn.Dropout(p=dropout)  # dropout (40%)
@@ -327,11 +326,14 @@ def rename_torchvision_key(key: str) -> str:
 class GoogLeNetTV(GoogLeNet):
     """torchvision's GoogLeNet: batch norm, no LocalRespNorm, 3x3 "#5x5" convs, a 2x2 pool4, adaptive aux pools.
 
-    ``transform_input`` re-standardises ImageNet-normalised images as torchvision's option does. Its norm is batch
-    only (without it its convs would have no bias); ``googlenet`` takes the others.
+    ``transform_input`` re-standardises ImageNet-normalised images as torchvision's option does. It has batch norm
+    only (without it its convs would have no bias); ``googlenet`` takes the other norms.
     """
 
-    norms = ("batch",)
+    kernel_5x5 = 3  # https://github.com/pytorch/vision/issues/906
+    pool4_kernel = 2
+    bn_eps = 0.001
+    aux_pool = staticmethod(partial(nn.AdaptiveAvgPool2d, 4))
     min_input_size = 15  # torchvision's figure too: below it the 3x3 max pool before 4a gets a 1x1 map
     min_input_size_without_aux = 15
 
@@ -344,7 +346,6 @@ class GoogLeNetTV(GoogLeNet):
         dropout: float = 0.2,
         aux_dropout: float = 0.7,
         activation: str = "relu",
-        norm: str = "batch",
         init: str = "paper",
         init_std: float = DEFAULT_STD,
     ) -> None:
@@ -359,13 +360,9 @@ class GoogLeNetTV(GoogLeNet):
             dropout=dropout,
             aux_dropout=aux_dropout,
             activation=activation,
-            norm=norm,
+            norm="batch",
             init=init,
             init_std=init_std,
-            bn_eps=0.001,
-            kernel_5x5=3,
-            pool4_kernel=2,
-            aux_pool=partial(nn.AdaptiveAvgPool2d, 4),
         )
         self.transform_input = transform_input
         scale = torch.tensor([std / 0.5 for std in IMAGENET_STD]).view(1, 3, 1, 1)
@@ -373,7 +370,7 @@ class GoogLeNetTV(GoogLeNet):
         self.register_buffer("input_scale", scale, persistent=False)
         self.register_buffer("input_shift", shift, persistent=False)
 
-    def _init_paper(self) -> None:
+    def _init_torchvision(self) -> None:
         # torchvision's init_weights=True: truncated normal (std 0.01, cut at +-2) for conv and linear weights,
         # batch norm at 1 and 0; the linear biases keep PyTorch's default.
         for module in self.modules():
@@ -382,6 +379,8 @@ class GoogLeNetTV(GoogLeNet):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.constant_(module.weight, 1)
                 nn.init.constant_(module.bias, 0)
+
+    _init_paper = _init_torchvision  # init="paper": this model's reference is torchvision's
 
     def _forward_stages(
         self, x: torch.Tensor, with_aux: bool
@@ -400,35 +399,12 @@ class GoogLeNetTV(GoogLeNet):
 
 
 @register_model
-def googlenet(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    aux_logits: bool = True,
-    dropout: float = 0.4,
-    aux_dropout: float = 0.7,
-    activation: str = "relu",
-    norm: str = "local_response",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> GoogLeNet:
+def googlenet(**kwargs: Any) -> GoogLeNet:
     """GoogLeNet as in Table 1 (13,378,280 parameters for 1000 classes, 6,998,552 without the aux heads)."""
-    return GoogLeNet(num_classes, in_channels, aux_logits, dropout, aux_dropout, activation, norm, init, init_std)
+    return GoogLeNet(**kwargs)
 
 
 @register_model
-def googlenet_tv(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    aux_logits: bool = True,
-    transform_input: bool = False,
-    dropout: float = 0.2,
-    aux_dropout: float = 0.7,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> GoogLeNetTV:
+def googlenet_tv(**kwargs: Any) -> GoogLeNetTV:
     """torchvision's GoogLeNet (6,624,904 parameters for 1000 classes, 13,004,888 with the aux heads)."""
-    return GoogLeNetTV(
-        num_classes, in_channels, aux_logits, transform_input, dropout, aux_dropout, activation, norm, init, init_std
-    )
+    return GoogLeNetTV(**kwargs)

@@ -37,6 +37,7 @@ logits are -y_i, so softmax cross-entropy stands in for the paper's MAP criterio
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,11 +46,10 @@ from models._activations import ScaledTanh, make_activation
 from models._base import ClassifierNet
 from models._dropconnect import DropConnectLinear
 from models._init import DEFAULT_STD
-from models._norms import check_choice
+from models._norms import check_norm
 from models._registry import register_model
 
 POOLS: dict[str, type[nn.Module]] = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
-NORMS = ("none", "batch")  # batch: after C1, C3, C5 and F6, before the activation (Ioffe & Szegedy 2015, Sec. 3.2)
 
 
 class _LeNet(ClassifierNet):
@@ -90,6 +90,8 @@ class _LeNet(ClassifierNet):
 class LeNet5(_LeNet):
     """LeNet-5 for ``in_channels`` x 32 x 32 images."""
 
+    norms = ("none", "batch")  # batch: after C1, C3, C5 and F6, before the activation (Ioffe & Szegedy 2015, Sec. 3.2)
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -104,7 +106,7 @@ class LeNet5(_LeNet):
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; accepted: {', '.join(POOLS)}")
-        check_choice("norm", norm, NORMS, type(self).__name__)
+        check_norm(self, norm)
         subsample = POOLS[pool]
         layers: OrderedDict[str, nn.Module] = OrderedDict()
 
@@ -128,18 +130,9 @@ class LeNet5(_LeNet):
 
 
 @register_model
-def lenet5(
-    num_classes: int = 10,
-    in_channels: int = 1,
-    activation: str = "tanh",
-    pool: str = "avg",
-    norm: str = "none",
-    dropconnect: float = 0.0,
-    init: str = "torch",
-    init_std: float = DEFAULT_STD,
-) -> LeNet5:
+def lenet5(**kwargs: Any) -> LeNet5:
     """LeNet-5 in the 1998 layout with full C3 connections (61,706 parameters for 10 classes)."""
-    return LeNet5(num_classes, in_channels, activation, pool, norm, dropconnect, init, init_std)
+    return LeNet5(**kwargs)
 
 
 # Table I: the S2 maps (0-5) that feed each of C3's 16 maps.
@@ -194,23 +187,19 @@ class EuclideanRBF(nn.Module):
 class LeNet5Paper(_LeNet):
     """LeNet-5 exactly as LeCun et al. 1998 describe it: 60,000 trainable parameters.
 
-    It takes the switches of the other families only at the paper's values (the scaled tanh, no normalisation),
-    so that a sweep over them names what it cannot change; DropConnect on F6 it does take.
+    Its squashing function and its (absent) normalisation are the paper's, so it takes no ``activation`` or
+    ``norm``; DropConnect on F6 it does take.
     """
 
     def __init__(
         self,
         num_classes: int = 10,
         in_channels: int = 1,
-        activation: str = "scaled_tanh",
-        norm: str = "none",
         dropconnect: float = 0.0,
         init: str = "paper",
         init_std: float = DEFAULT_STD,
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels)
-        check_choice("activation", activation, ("scaled_tanh",), type(self).__name__)
-        check_choice("norm", norm, ("none",), type(self).__name__)
         self.features = nn.Sequential(
             OrderedDict(
                 c1=nn.Conv2d(in_channels, 6, kernel_size=5),
@@ -244,14 +233,6 @@ class LeNet5Paper(_LeNet):
 
 
 @register_model
-def lenet5_paper(
-    num_classes: int = 10,
-    in_channels: int = 1,
-    activation: str = "scaled_tanh",
-    norm: str = "none",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> LeNet5Paper:
+def lenet5_paper(**kwargs: Any) -> LeNet5Paper:
     """LeNet-5 as published: partial C3, trainable subsampling, scaled tanh, RBF output (60,000 trainable)."""
-    return LeNet5Paper(num_classes, in_channels, activation, norm, dropconnect, init, init_std)
+    return LeNet5Paper(**kwargs)

@@ -45,6 +45,8 @@ the last batch norm of each residual branch at zero, so that each block begins a
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -52,11 +54,10 @@ from torch.nn import functional as F
 from models._activations import make_activation
 from models._base import ClassifierNet
 from models._init import DEFAULT_STD
-from models._norms import check_choice, make_norm
+from models._norms import check_norm, make_norm
 from models._registry import register_model
 
 SHORTCUTS = ("A", "B")
-NORMS = ("batch", "group", "layer")
 
 
 class ZeroPadShortcut(nn.Module):
@@ -193,6 +194,7 @@ class ResNet(ClassifierNet):
     classifier_path = "fc"
     native_input_size = (3, 224, 224)
     min_input_size = 1  # every conv and the max pool is padded, so even a 1x1 image stays 1x1 down to the pool
+    norms = ("batch", "group", "layer")
 
     def __init__(
         self,
@@ -210,7 +212,7 @@ class ResNet(ClassifierNet):
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         if stride_on_1x1 and block is not Bottleneck:
             raise ValueError("stride_on_1x1 applies to bottleneck blocks only (resnet50, resnet101, resnet152)")
-        check_choice("norm", norm, NORMS, type(self).__name__)
+        check_norm(self, norm)
         options: dict[str, str | bool] = {"activation": activation}
         if block is Bottleneck:
             options["stride_on_1x1"] = stride_on_1x1
@@ -253,6 +255,7 @@ class CifarResNet(ClassifierNet):
     classifier_path = "fc"
     native_input_size = (3, 32, 32)
     min_input_size = 1  # padded 3x3 convs and a stride-2 shortcut that rounds up, like the convs
+    norms = ResNet.norms
 
     def __init__(
         self,
@@ -268,7 +271,7 @@ class CifarResNet(ClassifierNet):
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         if shortcut not in SHORTCUTS:
             raise ValueError(f"unknown shortcut {shortcut!r}; accepted: {', '.join(SHORTCUTS)}")
-        check_choice("norm", norm, NORMS, type(self).__name__)
+        check_norm(self, norm)
         # Sec. 4.2: "The first layer is 3x3 convolutions", 16 filters at 32x32
         self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, padding=1, bias=False)
         self.bn1 = make_norm(norm, 16)
@@ -294,203 +297,67 @@ class CifarResNet(ClassifierNet):
         return self.fc(torch.flatten(self.avgpool(features), 1))
 
 
-# ImageNet networks, Table 1
+# ImageNet networks, Table 1: the block and the number of blocks of each stage, (n1, n2, n3, n4)
 
 
-@register_model
-def resnet18(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    zero_init_residual: bool = False,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> ResNet:
+@register_model(exclude=("stride_on_1x1",))
+def resnet18(**kwargs: Any) -> ResNet:
     """ResNet-18: basic blocks (2, 2, 2, 2); 11,689,512 parameters for 1000 classes."""
-    return ResNet(
-        BasicBlock,
-        (2, 2, 2, 2),
-        num_classes,
-        in_channels,
-        zero_init_residual=zero_init_residual,
-        activation=activation,
-        norm=norm,
-        init=init,
-        init_std=init_std,
-    )
+    return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
 
 
-@register_model
-def resnet34(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    zero_init_residual: bool = False,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> ResNet:
+@register_model(exclude=("stride_on_1x1",))
+def resnet34(**kwargs: Any) -> ResNet:
     """ResNet-34: basic blocks (3, 4, 6, 3); 21,797,672 parameters for 1000 classes."""
-    return ResNet(
-        BasicBlock,
-        (3, 4, 6, 3),
-        num_classes,
-        in_channels,
-        zero_init_residual=zero_init_residual,
-        activation=activation,
-        norm=norm,
-        init=init,
-        init_std=init_std,
-    )
+    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
 
 
 @register_model
-def resnet50(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    zero_init_residual: bool = False,
-    stride_on_1x1: bool = False,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> ResNet:
+def resnet50(**kwargs: Any) -> ResNet:
     """ResNet-50: bottleneck blocks (3, 4, 6, 3); 25,557,032 parameters for 1000 classes."""
-    return ResNet(
-        Bottleneck,
-        (3, 4, 6, 3),
-        num_classes,
-        in_channels,
-        zero_init_residual=zero_init_residual,
-        stride_on_1x1=stride_on_1x1,
-        activation=activation,
-        norm=norm,
-        init=init,
-        init_std=init_std,
-    )
+    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
 
 
 @register_model
-def resnet101(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    zero_init_residual: bool = False,
-    stride_on_1x1: bool = False,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> ResNet:
+def resnet101(**kwargs: Any) -> ResNet:
     """ResNet-101: bottleneck blocks (3, 4, 23, 3); 44,549,160 parameters for 1000 classes."""
-    return ResNet(
-        Bottleneck,
-        (3, 4, 23, 3),
-        num_classes,
-        in_channels,
-        zero_init_residual=zero_init_residual,
-        stride_on_1x1=stride_on_1x1,
-        activation=activation,
-        norm=norm,
-        init=init,
-        init_std=init_std,
-    )
+    return ResNet(Bottleneck, (3, 4, 23, 3), **kwargs)
 
 
 @register_model
-def resnet152(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    zero_init_residual: bool = False,
-    stride_on_1x1: bool = False,
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> ResNet:
+def resnet152(**kwargs: Any) -> ResNet:
     """ResNet-152: bottleneck blocks (3, 8, 36, 3); 60,192,808 parameters for 1000 classes."""
-    return ResNet(
-        Bottleneck,
-        (3, 8, 36, 3),
-        num_classes,
-        in_channels,
-        zero_init_residual=zero_init_residual,
-        stride_on_1x1=stride_on_1x1,
-        activation=activation,
-        norm=norm,
-        init=init,
-        init_std=init_std,
-    )
+    return ResNet(Bottleneck, (3, 8, 36, 3), **kwargs)
 
 
-# CIFAR-10 networks, Sec. 4.2: 6n+2 layers
+# CIFAR-10 networks, Sec. 4.2: 6n+2 layers, n basic blocks a stage
 
 
 @register_model
-def resnet20(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    shortcut: str = "A",
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> CifarResNet:
+def resnet20(**kwargs: Any) -> CifarResNet:
     """ResNet-20 for CIFAR-10: n = 3; 269,722 parameters for 10 classes with option A shortcuts."""
-    return CifarResNet(3, num_classes, in_channels, shortcut, activation, norm, init, init_std)
+    return CifarResNet(3, **kwargs)
 
 
 @register_model
-def resnet32(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    shortcut: str = "A",
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> CifarResNet:
+def resnet32(**kwargs: Any) -> CifarResNet:
     """ResNet-32 for CIFAR-10: n = 5; 464,154 parameters for 10 classes with option A shortcuts."""
-    return CifarResNet(5, num_classes, in_channels, shortcut, activation, norm, init, init_std)
+    return CifarResNet(5, **kwargs)
 
 
 @register_model
-def resnet44(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    shortcut: str = "A",
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> CifarResNet:
+def resnet44(**kwargs: Any) -> CifarResNet:
     """ResNet-44 for CIFAR-10: n = 7; 658,586 parameters for 10 classes with option A shortcuts."""
-    return CifarResNet(7, num_classes, in_channels, shortcut, activation, norm, init, init_std)
+    return CifarResNet(7, **kwargs)
 
 
 @register_model
-def resnet56(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    shortcut: str = "A",
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> CifarResNet:
+def resnet56(**kwargs: Any) -> CifarResNet:
     """ResNet-56 for CIFAR-10: n = 9; 853,018 parameters for 10 classes with option A shortcuts."""
-    return CifarResNet(9, num_classes, in_channels, shortcut, activation, norm, init, init_std)
+    return CifarResNet(9, **kwargs)
 
 
 @register_model
-def resnet110(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    shortcut: str = "A",
-    activation: str = "relu",
-    norm: str = "batch",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> CifarResNet:
+def resnet110(**kwargs: Any) -> CifarResNet:
     """ResNet-110 for CIFAR-10: n = 18; 1,727,962 parameters for 10 classes with option A shortcuts."""
-    return CifarResNet(18, num_classes, in_channels, shortcut, activation, norm, init, init_std)
+    return CifarResNet(18, **kwargs)

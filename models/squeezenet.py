@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -56,16 +56,10 @@ from torch import nn
 from models._activations import make_activation
 from models._base import ClassifierNet
 from models._init import DEFAULT_STD
-from models._norms import check_choice
+from models._norms import check_norm, make_norm
 from models._registry import register_model
 
 BYPASSES = ("none", "simple")
-NORMS = ("none", "batch")
-
-
-def batch_norm(norm: str, channels: int) -> nn.Module:
-    """A batch norm of ``channels`` maps under ``norm="batch"``, else the identity."""
-    return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
 
 
 class Fire(nn.Module):
@@ -84,14 +78,14 @@ class Fire(nn.Module):
         super().__init__()
         self.bypass = bypass  # only where in_channels == expand1x1 + expand3x3
         self.squeeze = nn.Conv2d(in_channels, squeeze, kernel_size=1)  # s1x1 < e1x1 + e3x3 (Strategy 2)
-        self.squeeze_bn = batch_norm(norm, squeeze)
+        self.squeeze_bn = make_norm(norm, squeeze)
         self.squeeze_activation = make_activation(activation, squeeze, inplace=True)
         self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
-        self.expand1x1_bn = batch_norm(norm, expand1x1)
+        self.expand1x1_bn = make_norm(norm, expand1x1)
         self.expand1x1_activation = make_activation(activation, expand1x1, inplace=True)
         # 1-pixel zero padding so the 1x1 and 3x3 outputs have the same size (Section 3.3)
         self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
-        self.expand3x3_bn = batch_norm(norm, expand3x3)
+        self.expand3x3_bn = make_norm(norm, expand3x3)
         self.expand3x3_activation = make_activation(activation, expand3x3, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,6 +105,7 @@ class SqueezeNet(ClassifierNet):
 
     classifier_path = "classifier.conv10"
     native_input_size = (3, 224, 224)
+    norms = ("none", "batch")
     # torchvision's nn.Sequential index -> our layer name, for the layers with weights
     torchvision_names: ClassVar[dict[str, str]] = {}
 
@@ -130,7 +125,7 @@ class SqueezeNet(ClassifierNet):
             raise ValueError(f"unknown bypass {bypass!r}; accepted: {', '.join(BYPASSES)}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        check_choice("norm", norm, NORMS, type(self).__name__)
+        check_norm(self, norm)
         self.features = nn.Sequential(self._layers(in_channels, bypass == "simple", activation, norm))
         # Section 3.3: dropout 50% after fire9, conv10 to the classes, then global average pooling (no FC)
         self.classifier = nn.Sequential(
@@ -199,7 +194,7 @@ class SqueezeNet1_0(SqueezeNet):
         fire = partial(Fire, activation=activation, norm=norm)
         return OrderedDict(
             conv1=nn.Conv2d(in_channels, 96, kernel_size=7, stride=2),
-            bn1=batch_norm(norm, 96),
+            bn1=make_norm(norm, 96),
             act1=make_activation(activation, 96, inplace=True),
             maxpool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
             fire2=fire(96, 16, 64, 64),
@@ -236,7 +231,7 @@ class SqueezeNet1_1(SqueezeNet):
         fire = partial(Fire, activation=activation, norm=norm)
         return OrderedDict(
             conv1=nn.Conv2d(in_channels, 64, kernel_size=3, stride=2),
-            bn1=batch_norm(norm, 64),
+            bn1=make_norm(norm, 64),
             act1=make_activation(activation, 64, inplace=True),
             maxpool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
             fire2=fire(64, 16, 64, 64),
@@ -253,30 +248,12 @@ class SqueezeNet1_1(SqueezeNet):
 
 
 @register_model
-def squeezenet1_0(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    bypass: str = "none",
-    activation: str = "relu",
-    norm: str = "none",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> SqueezeNet1_0:
+def squeezenet1_0(**kwargs: Any) -> SqueezeNet1_0:
     """SqueezeNet v1.0 (Table 1): 1,248,424 parameters for 1000 classes."""
-    return SqueezeNet1_0(num_classes, in_channels, dropout, bypass, activation, norm, init, init_std)
+    return SqueezeNet1_0(**kwargs)
 
 
 @register_model
-def squeezenet1_1(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    bypass: str = "none",
-    activation: str = "relu",
-    norm: str = "none",
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> SqueezeNet1_1:
+def squeezenet1_1(**kwargs: Any) -> SqueezeNet1_1:
     """SqueezeNet v1.1 (the authors' repository): 1,235,496 parameters for 1000 classes."""
-    return SqueezeNet1_1(num_classes, in_channels, dropout, bypass, activation, norm, init, init_std)
+    return SqueezeNet1_1(**kwargs)

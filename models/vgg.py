@@ -25,6 +25,7 @@ identity, and at other sizes it lets the fully-connected layers keep their shape
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ from models._activations import make_activation
 from models._base import ClassifierNet
 from models._dropconnect import DropConnectLinear
 from models._init import DEFAULT_STD
-from models._norms import check_choice, make_norm
+from models._norms import check_norm, make_norm
 from models._registry import register_model
 
 # Table 1: the widths of the 3x3 convs of each of the five stages; every stage ends in a 2x2 max-pool.
@@ -48,7 +49,6 @@ CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
 # as the standard deviation, AlexNet's value and torchvision's for VGG's linear layers: a literal variance of 10^-2
 # (std 0.1) makes configuration A's logits millions of times larger than its input.
 PAPER_INIT_STD = 0.01
-NORMS = ("none", "batch", "group", "layer")  # after every conv, before its activation
 
 
 def _make_stage(in_channels: int, widths: tuple[int, ...], activation: str, norm: str) -> nn.Sequential:
@@ -70,15 +70,16 @@ class VGG(ClassifierNet):
     classifier_path = "classifier.fc8"
     native_input_size = (3, 224, 224)
     min_input_size = 32  # five 2x2 pools: 32 -> 1x1 at the end, 31 -> 0x0
+    norms = ("none", "batch", "group", "layer")  # after every conv, before its activation
 
     def __init__(
         self,
         config: str,
-        norm: str = "none",
         num_classes: int = 1000,
         in_channels: int = 3,
         dropout: float = 0.5,
         activation: str = "relu",
+        norm: str = "none",
         dropconnect: float = 0.0,
         init: str = "paper",
         init_std: float = DEFAULT_STD,
@@ -88,7 +89,7 @@ class VGG(ClassifierNet):
             raise ValueError(f"unknown VGG configuration {config!r}; accepted: {', '.join(CONFIGS)}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        check_choice("norm", norm, NORMS, type(self).__name__)
+        check_norm(self, norm)
         self.config = config
         self.norm = norm
 
@@ -167,120 +168,48 @@ class VGG(ClassifierNet):
 
 
 @register_model
-def vgg11(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    activation: str = "relu",
-    norm: str = "none",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> VGG:
+def vgg11(**kwargs: Any) -> VGG:
     """Configuration A of Table 1 (132,863,336 parameters)."""
-    return VGG("A", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
+    return VGG("A", **kwargs)
 
 
 @register_model
-def vgg13(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    activation: str = "relu",
-    norm: str = "none",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> VGG:
+def vgg13(**kwargs: Any) -> VGG:
     """Configuration B of Table 1 (133,047,848 parameters)."""
-    return VGG("B", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
+    return VGG("B", **kwargs)
 
 
 @register_model
-def vgg16(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    activation: str = "relu",
-    norm: str = "none",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> VGG:
+def vgg16(**kwargs: Any) -> VGG:
     """Configuration D of Table 1 (138,357,544 parameters)."""
-    return VGG("D", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
+    return VGG("D", **kwargs)
 
 
 @register_model
-def vgg19(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    activation: str = "relu",
-    norm: str = "none",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> VGG:
+def vgg19(**kwargs: Any) -> VGG:
     """Configuration E of Table 1 (143,667,240 parameters)."""
-    return VGG("E", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
+    return VGG("E", **kwargs)
 
 
 @register_model
-def vgg11_bn(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    activation: str = "relu",
-    norm: str = "batch",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> VGG:
+def vgg11_bn(*, norm: str = "batch", **kwargs: Any) -> VGG:
     """Configuration A with batch norm after each conv (132,868,840 parameters)."""
-    return VGG("A", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
+    return VGG("A", norm=norm, **kwargs)
 
 
 @register_model
-def vgg13_bn(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    activation: str = "relu",
-    norm: str = "batch",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> VGG:
+def vgg13_bn(*, norm: str = "batch", **kwargs: Any) -> VGG:
     """Configuration B with batch norm after each conv (133,053,736 parameters)."""
-    return VGG("B", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
+    return VGG("B", norm=norm, **kwargs)
 
 
 @register_model
-def vgg16_bn(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    activation: str = "relu",
-    norm: str = "batch",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> VGG:
+def vgg16_bn(*, norm: str = "batch", **kwargs: Any) -> VGG:
     """Configuration D with batch norm after each conv (138,365,992 parameters)."""
-    return VGG("D", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
+    return VGG("D", norm=norm, **kwargs)
 
 
 @register_model
-def vgg19_bn(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    activation: str = "relu",
-    norm: str = "batch",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> VGG:
+def vgg19_bn(*, norm: str = "batch", **kwargs: Any) -> VGG:
     """Configuration E with batch norm after each conv (143,678,248 parameters)."""
-    return VGG("E", norm, num_classes, in_channels, dropout, activation, dropconnect, init, init_std)
+    return VGG("E", norm=norm, **kwargs)

@@ -31,6 +31,7 @@ The paper also renormalises, during training, every conv filter whose RMS exceed
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,9 +39,9 @@ from torch import nn
 from models._activations import make_activation
 from models._base import ClassifierNet
 from models._init import DEFAULT_STD
-from models._norms import check_choice
+from models._norms import check_norm, make_norm
 from models._registry import register_model
-from models.alexnet import NORMS, check_dropout, fully_connected_head, local_response_norm
+from models.alexnet import AlexNet, check_dropout, fully_connected_head, local_response_norm
 
 # Section 3: "All weights are initialized to 10^-2 and biases are set to 0." Equal weights would keep every
 # filter of a layer the same, so 10^-2 is read as the standard deviation of a zero-mean normal, as in AlexNet.
@@ -59,6 +60,7 @@ class ZFNet(ClassifierNet):
     native_input_size = (3, 224, 224)
     min_input_size = 207  # conv1 102 -> pool1 51 -> conv2 24 -> pool2 12 -> pool5 6x6; 206 gives 5x5 at pool5
     max_input_size = 238  # the last size whose pool5 maps are 6x6; 239 gives 7x7
+    norms = AlexNet.norms
 
     def __init__(
         self,
@@ -75,14 +77,14 @@ class ZFNet(ClassifierNet):
         super().__init__(num_classes=num_classes, in_channels=in_channels)
         check_dropout(dropout)
         check_flag("wide", wide)
-        check_choice("norm", norm, NORMS, type(self).__name__)
+        check_norm(self, norm)
         width3, width4, width5 = (512, 1024, 512) if wide else (384, 384, 256)  # Table 3 / Figure 3
         layers: OrderedDict[str, nn.Module] = OrderedDict()
 
         def conv(index: int, layer: nn.Conv2d) -> None:
             layers[f"conv{index}"] = layer
             if norm == "batch":
-                layers[f"bn{index}"] = nn.BatchNorm2d(layer.out_channels)
+                layers[f"bn{index}"] = make_norm("batch", layer.out_channels)
             layers[f"act{index}"] = make_activation(activation, layer.out_channels, inplace=True)
 
         def pool(index: int) -> None:  # Figure 3: contrast normalisation after the pools of layers 1 and 2
@@ -120,16 +122,6 @@ class ZFNet(ClassifierNet):
 
 
 @register_model
-def zfnet(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    wide: bool = False,
-    activation: str = "relu",
-    norm: str = "local_response",
-    dropconnect: float = 0.0,
-    init: str = "paper",
-    init_std: float = DEFAULT_STD,
-) -> ZFNet:
+def zfnet(**kwargs: Any) -> ZFNet:
     """ZFNet of Figure 3, 224x224 input (62,357,608 parameters for 1000 classes; 107,627,624 with ``wide``)."""
-    return ZFNet(num_classes, in_channels, dropout, wide, activation, norm, dropconnect, init, init_std)
+    return ZFNet(**kwargs)

@@ -27,17 +27,15 @@ from training.cli import check_overrides
 from training.config import UserError
 from training.tasks import build, train
 
-# one model per family class, and the norms each accepts, in the order of its error message
+# one model per family class that takes a norm, and the norms each accepts, in the order of its error message
 ACCEPTED_NORMS = {
     "lenet5": ("none", "batch"),
-    "lenet5_paper": ("none",),
     "alexnet": ("local_response", "batch", "none"),
     "alexnet_tv": ("none", "local_response", "batch"),
     "zfnet": ("local_response", "batch", "none"),
     "vgg11": ("none", "batch", "group", "layer"),
     "vgg11_bn": ("none", "batch", "group", "layer"),
     "googlenet": ("local_response", "batch", "none"),
-    "googlenet_tv": ("batch",),
     "resnet18": ("batch", "group", "layer"),
     "resnet50": ("batch", "group", "layer"),
     "resnet20": ("batch", "group", "layer"),
@@ -46,7 +44,9 @@ ACCEPTED_NORMS = {
     "squeezenet1_0": ("none", "batch"),
     "squeezenet1_1": ("none", "batch"),
 }
-FAMILIES = [name for name in ACCEPTED_NORMS if name != "lenet5_paper"]  # the ones that take every activation
+FAMILIES = [*ACCEPTED_NORMS, "googlenet_tv"]  # the ones that take every activation
+# the networks whose layers are their reference's, with the switches they do not take
+FIXED = {"lenet5_paper": ("activation", "norm"), "googlenet_tv": ("norm",)}
 # the smallest input each takes, and whether a forward pass there is quick on a CPU
 INPUTS = {
     "lenet5": (1, 32, True),
@@ -154,12 +154,15 @@ def test_every_activation_trains_every_family(name: str, activation: str) -> Non
 
 
 def test_lenet5_paper_keeps_its_scaled_tanh() -> None:
-    model = on_meta("lenet5_paper", activation="scaled_tanh")
-    assert len(modules_of(model, ScaledTanh)) == 6
-    for activation in ("relu", "tanh"):
-        with pytest.raises(ValueError) as error:
-            on_meta("lenet5_paper", activation=activation)
-        assert str(error.value) == f"activation='{activation}' is not available for LeNet5Paper; accepted: scaled_tanh"
+    assert len(modules_of(on_meta("lenet5_paper"), ScaledTanh)) == 6
+
+
+@pytest.mark.parametrize(("name", "switches"), FIXED.items())
+def test_a_fixed_switch_is_no_argument(name: str, switches: tuple[str, ...]) -> None:
+    for switch in switches:
+        with pytest.raises(TypeError) as error:
+            on_meta(name, **{switch: "relu" if switch == "activation" else "batch"})
+        assert str(error.value).startswith(f"{name} takes no argument '{switch}'; accepted: num_classes, in_channels")
 
 
 def test_unknown_activation_lists_the_accepted_ones() -> None:
@@ -240,7 +243,7 @@ def test_group_count_is_32_or_the_largest_divisor_leaving_two_channels_a_group()
     assert groups == [1, 1, 3, 8, 12, 18, 32, 32, 32, 32]
 
 
-@pytest.mark.parametrize(("name", "norm"), forward_cases(list(INPUTS), ACCEPTED_NORMS))
+@pytest.mark.parametrize(("name", "norm"), forward_cases(list(ACCEPTED_NORMS), ACCEPTED_NORMS))
 def test_every_accepted_norm_trains(name: str, norm: str) -> None:
     torch.manual_seed(0)
     run_forward_backward(create_model(name, norm=norm, num_classes=3, in_channels=INPUTS[name][0]), name)
@@ -369,7 +372,10 @@ def test_switches_compose_and_train(train_config, overrides: list[str], activati
     [
         (["model=lenet5", "norm=group"], "model: norm='group' is not available for LeNet5; accepted: none, batch"),
         (["model=densenet_bc_100", "norm=local_response"], "model: norm='local_response' is not available for "),
-        (["model=lenet5_paper", "activation=relu"], "model: activation='relu' is not available for LeNet5Paper; "),
+        (
+            ["model=lenet5_paper", "activation=relu"],
+            "model.activation: not an argument of models.lenet.lenet5_paper; accepted: num_classes, in_channels, ",
+        ),
     ],
 )
 def test_refused_switch_is_a_one_line_user_error(train_config, overrides: list[str], message: str) -> None:

@@ -1,8 +1,13 @@
+import inspect
+import typing
+
 import pytest
+from omegaconf import OmegaConf
 from torch import nn
 
 import models
 from models import LeNet5, create_model, list_models, register_model
+from training.config import UserError, check_node
 
 
 def test_list_models_lists_and_filters() -> None:
@@ -51,3 +56,25 @@ def test_a_name_registers_once() -> None:
             return nn.Identity()
 
     assert isinstance(models.create_model("lenet5"), LeNet5)
+
+
+def test_a_kwargs_builder_takes_what_its_class_takes_less_what_it_gives() -> None:
+    resnet18, resnet50 = models.get_model_builder("resnet18"), models.get_model_builder("resnet50")
+    parameters = inspect.signature(resnet50).parameters
+    assert list(parameters) == [
+        "num_classes", "in_channels", "zero_init_residual", "stride_on_1x1", "activation", "norm", "init", "init_std"
+    ]  # fmt: skip
+    assert "stride_on_1x1" not in inspect.signature(resnet18).parameters  # excluded: basic blocks
+    assert typing.get_type_hints(resnet50)["stride_on_1x1"] is bool
+    # a default of the builder's own replaces the class's
+    assert inspect.signature(models.get_model_builder("vgg11_bn")).parameters["norm"].default == "batch"
+    assert inspect.signature(models.get_model_builder("densenet_bc_100")).parameters["num_classes"].default == 10
+
+
+def test_the_config_check_reads_a_kwargs_builders_type_hints() -> None:
+    node = OmegaConf.create({"_target_": "models.create_model", "name": "resnet20", "init_std": "abc"})
+    with pytest.raises(UserError, match=r"^model.init_std: expected float, got 'abc' \(str\)$"):
+        check_node(node, "model")
+    node = OmegaConf.create({"_target_": "models.create_model", "name": "resnet18", "stride_on_1x1": True})
+    with pytest.raises(UserError, match=r"^model.stride_on_1x1: not an argument of models.resnet.resnet18; accepted: "):
+        check_node(node, "model")
