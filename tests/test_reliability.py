@@ -25,7 +25,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import ROOT, compose_config, run_script
 from models.lenet import LeNet5
 from training import checkpoint_io
-from training.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError, RecordWriteError, atomic_save, write_record
+from training.checkpoint_io import (
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    RecordWriteError,
+    atomic_link,
+    atomic_save,
+    write_record,
+)
 from training.checkpointing import ModelCheckpoint
 from training.config import UserError
 from training.interrupt import StopOnSignal, hydra_override, resume_command
@@ -187,13 +194,14 @@ def record_saves(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
         (  # periodic saves inside epochs, and a last.ckpt at each epoch's end although the best stays epoch 0's
             7,
             3,
-            [("last.ckpt", 5), ("best-epoch000.ckpt", 7), ("last.ckpt", 7), ("last.ckpt", 10), ("last.ckpt", 14),
+            # epoch 0's last.ckpt is a link to its best checkpoint (written once)
+            [("last.ckpt", 5), ("best-epoch000.ckpt", 7), ("last.ckpt", 10), ("last.ckpt", 14),
              ("last.ckpt", 15), ("last.ckpt", 20), ("last.ckpt", 21)],
         ),
         (  # a periodic save on the epoch's last step does not take the place of the epoch's best checkpoint
             5,
             2,
-            [("last.ckpt", 5), ("best-epoch000.ckpt", 5), ("last.ckpt", 5), ("last.ckpt", 10), ("last.ckpt", 10)],
+            [("last.ckpt", 5), ("best-epoch000.ckpt", 5), ("last.ckpt", 10), ("last.ckpt", 10)],
         ),
     ],
 )  # fmt: skip
@@ -213,6 +221,22 @@ def test_last_ckpt_is_written_every_n_steps_and_at_every_epoch_end(
     assert sorted(path.name for path in checkpoints.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
     assert summary["last_checkpoint"] == str(checkpoints / "last.ckpt")
     assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == batches * epochs
+
+
+def test_an_epoch_that_writes_a_new_best_checkpoint_links_last_ckpt_to_it(
+    train_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves = record_saves(monkeypatch)
+    cfg = train_config(
+        "+trainer.limit_train_batches=3", "trainer.max_epochs=2", "test=false",
+        "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=max",  # every epoch a new best
+    )  # fmt: skip
+    train(cfg)
+    assert saves == [("best-epoch000.ckpt", 3), ("best-epoch001.ckpt", 6)]  # each state written once
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["best-epoch001.ckpt", "last.ckpt"]
+    assert (checkpoints / "last.ckpt").samefile(checkpoints / "best-epoch001.ckpt")
+    assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == 6
 
 
 def test_save_last_link_is_refused() -> None:
@@ -692,3 +716,10 @@ def test_the_resume_command_runs_as_printed_from_a_directory_with_any_characters
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(next((tmp_path / "logs" / "train" / "runs").glob("*/metrics.json")).read_text())
     assert summary["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+
+
+def test_a_link_that_cannot_be_made_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "last.ckpt").write_bytes(b"old")
+    assert not atomic_link(tmp_path / "missing.ckpt", tmp_path / "last.ckpt")  # the caller writes the file instead
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["last.ckpt"]
+    assert (tmp_path / "last.ckpt").read_bytes() == b"old"

@@ -119,6 +119,25 @@ def atomic_save(checkpoint: Any, path: str | Path) -> None:
         raise CheckpointWriteError(f"could not write checkpoint {path}: {_reason(error)}; {kept}") from error
 
 
+def atomic_link(source: str | Path, path: str | Path) -> bool:
+    """Make ``path`` a hard link to the file ``source`` (the same bytes, written once), put in place as atomically as
+    ``atomic_save`` puts a file; False, with nothing changed, where that cannot be (a file system without hard links,
+    another device), for the caller to write the file instead."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.link(source, temporary)
+    except OSError:
+        return False
+    try:
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        return False
+    _fsync_directory(path.parent)
+    return True
+
+
 def write_record(path: str | Path, text: str, kept: str) -> Path:
     """Write a record of a run (``metrics.json``, ``config.yaml``, ``predictions.json``, a report) as crash-safely
     as a checkpoint: ``path`` is either the old file or the complete new one. Raises ``RecordWriteError`` naming

@@ -7,9 +7,12 @@ from typing import Any
 from weakref import proxy
 
 import pytorch_lightning as pl
+from fsspec.utils import get_protocol
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
+
+from training.checkpoint_io import atomic_link
 
 
 class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
@@ -43,11 +46,15 @@ class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
         self.last_every_n_train_steps = last_every_n_train_steps
         self._last_saved_step: int | None = None  # the global step last.ckpt was last written at
 
-    def save_last_now(self, trainer: pl.Trainer) -> None:
+    def save_last_now(self, trainer: pl.Trainer, same_as: str = "") -> None:
         """Write ``last.ckpt`` with the current state (``Trainer.save_checkpoint``: in every process, through the
-        trainer's CheckpointIO), as upstream writes a checkpoint."""
+        trainer's CheckpointIO), as upstream writes a checkpoint; or, when ``same_as`` is a local file just written
+        with this very state (a top-k checkpoint) in a run of one process, make it a hard link to that file: a
+        checkpoint written once, not twice (the link keeps the bytes when the top-k file is later removed)."""
         path = os.path.join(self.dirpath or "", f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
-        trainer.save_checkpoint(path, self.save_weights_only)
+        local = same_as and trainer.world_size == 1 and get_protocol(path) == "file"
+        if not (local and atomic_link(same_as, path)):
+            trainer.save_checkpoint(path, self.save_weights_only)
         self.last_model_path, self._last_saved_step = path, trainer.global_step
         for logger in trainer.loggers:
             logger.after_save_checkpoint(proxy(self))
@@ -70,11 +77,12 @@ class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        best = self.best_model_path
         super().on_train_epoch_end(trainer, pl_module)  # the top-k, when they are considered at the epoch's end
         # after the epoch's validation and top-k, before its scheduler step; also after a periodic save of its last
         # step, which held the state before the validation
         if self._last_is_due(trainer, once_a_step=False):
-            self.save_last_now(trainer)
+            self.save_last_now(trainer, same_as=self.best_model_path if self.best_model_path != best else "")
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
