@@ -174,6 +174,16 @@ def test_known_options_and_keys_pass() -> None:
     check_overrides(["++trainer.limit_train_batches=2", "++trainer.max_epochs=1"])
 
 
+@pytest.mark.parametrize(
+    ("args", "given"),
+    [(["-m", "-i"], "--multirun and --info"), (["seed=1", "--cfg", "job", "-r"], "--run and --cfg")],
+)
+def test_two_of_hydras_modes_are_refused_and_flags_with_values_are_not_modes(args: list[str], given: str) -> None:
+    with pytest.raises(UserError, match=f"^{given} cannot be used together; give one of --run, --multirun, "):
+        check_overrides(args)
+    check_overrides(["-cn", "train", "-cp", "configs", "-p", "model", "seed=3"])  # not -c n, -c p: not --cfg
+
+
 def test_an_existing_run_directory_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
     (tmp_path / ".hydra").mkdir()
     with pytest.raises(UserError, match=r"already holds a run \(\.hydra\); nothing was changed"):

@@ -35,15 +35,6 @@ from training.sweeps import check_multirun_strategy, metric_value
 RUN_ERRORS = (UserError, UnreadableImageError, TrainingDiverged)
 
 
-def _parse(args: Sequence[str]) -> list[Override]:
-    """The overrides of a command line (its flags left out); none when Hydra's grammar cannot read them, which
-    Hydra then reports when it composes."""
-    try:
-        return OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
-    except OverrideParseException:
-        return []
-
-
 def _override_values(override: Override) -> list[str]:
     if not override.is_sweep_override():
         return [override.get_value_element_as_str()]
@@ -96,18 +87,39 @@ def composition_error(err: Exception, config_dir: Path = CONFIG_DIR) -> UserErro
     return UserError(" ".join(line.strip() for line in str(err).split("\n\n")[0].splitlines()))
 
 
-_MODES = argparse.ArgumentParser(add_help=False, allow_abbrev=True)
-_MODES.add_argument("--run", "-r", action="store_true")
-_MODES.add_argument("--multirun", "-m", action="store_true")
-_MODES.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
-_MODES.add_argument("--info", "-i", nargs="?", const="all")
-_MODES.add_argument("--shell-completion", "-sc", action="store_true")
+# Hydra's command-line flags (``python scripts/train.py --help``) as its own parser reads them: its modes, and the
+# flags that take a value, so that ``-cn`` is not read as ``-c n``
+_FLAGS = argparse.ArgumentParser(add_help=False)
+_FLAGS.add_argument("--run", "-r", action="store_true")
+_FLAGS.add_argument("--multirun", "-m", action="store_true")
+_FLAGS.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
+_FLAGS.add_argument("--info", "-i", nargs="?", const="all")
+_FLAGS.add_argument("--shell-completion", "-sc", action="store_true")
+_FLAGS.add_argument("--package", "-p")
+_FLAGS.add_argument("--config-path", "-cp")
+_FLAGS.add_argument("--config-name", "-cn")
+_FLAGS.add_argument("--config-dir", "-cd")
+_FLAGS.add_argument("--experimental-rerun")
+
+
+def _words(args: Sequence[str]) -> list[str]:
+    """The overrides of a command line: what Hydra's flags and their values leave."""
+    return [arg for arg in _FLAGS.parse_known_args(list(args))[1] if not arg.startswith("-")]
+
+
+def _parse(args: Sequence[str]) -> list[Override]:
+    """The overrides of a command line, parsed; none when Hydra's grammar cannot read them, which Hydra then reports
+    when it composes."""
+    try:
+        return OverridesParser.create().parse_overrides(_words(args))
+    except OverrideParseException:
+        return []
 
 
 def _check_modes(args: Sequence[str]) -> None:
     """Raise ``UserError`` when the command line asks Hydra for more than one of its modes (``-m`` with ``--cfg``,
-    say), which Hydra refuses with a traceback; ``_MODES`` reads them as Hydra's own parser does."""
-    parsed, _ = _MODES.parse_known_args(list(args))
+    say), which Hydra refuses with a traceback."""
+    parsed, _ = _FLAGS.parse_known_args(list(args))
     flags = {
         "--run": parsed.run, "--multirun": parsed.multirun, "--cfg": parsed.cfg is not None,
         "--info": parsed.info is not None, "--shell-completion": parsed.shell_completion,
@@ -153,7 +165,7 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
     (``composition_error``): what a command line would run, without running it. A run itself leaves the
     composition to ``hydra.main``."""
     check_command_line(args, config_dir)
-    words = [arg for arg in args if not arg.startswith("-")]
+    words = _words(args)
     GlobalHydra.instance().clear()
     try:
         overrides = []
