@@ -102,3 +102,17 @@ def test_a_train_run_composes_its_config_once(tmp_path: Path, monkeypatch: pytes
     seen = _compositions(lambda: run(train, "train"), [*quick, f"hydra.run.dir={tmp_path}/run"], monkeypatch)
     assert (tmp_path / "run" / "metrics.json").is_file()
     assert seen == expected
+
+
+def test_a_sweep_of_an_unknown_key_is_refused_before_its_directory_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["scripts/train.py", "-m", "optimizer.lrr=0.1,0.2", f"paths.log_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as exit_:
+        run(train, "train")
+    GlobalHydra.instance().clear()
+    assert exit_.value.code == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "error: unknown optimizer setting 'lrr'; did you mean lr? accepted: lr, momentum, nesterov, weight_decay"
+    ]
+    assert list(tmp_path.iterdir()) == []

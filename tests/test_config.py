@@ -166,6 +166,19 @@ def test_unknown_keys_are_caught_before_hydra_runs(args: list[str], message: str
         check_overrides(args)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimizer.lr=["], r"^no viable alternative at input '\['"),
+        (["+seed=3"], r"^Could not append to config. An item is already at 'seed'. Either remove \+ prefix"),
+    ],
+)
+def test_other_composition_errors_are_hydras_message_in_one_line(args: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message) as caught:
+        check_overrides(args)
+    assert "\n" not in str(caught.value)
+
+
 def test_known_options_and_keys_pass() -> None:
     check_overrides(["model=lenet5", "optimizer=adam", "scheduler=none", "~logger", "optimizer.lr=0.1", "-m"])
     check_overrides(["debug=fdr", "trainer.fast_dev_run=2", "+trainer.limit_val_batches=2", "seed=3"])

@@ -360,5 +360,5 @@ def _run(task: Callable[[DictConfig], Any], config_name: str) -> None:
                 return None  # the Optuna sweeper records a failed trial
             _exit_with(err)
 
-    with _hydra_raises():  # the config is composed here, once
+    with _hydra_raises():  # hydra.main composes the run's config: the one composition
         app()
