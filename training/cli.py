@@ -162,8 +162,9 @@ def check_command_line(args: Sequence[str], config_dir: Path = CONFIG_DIR) -> No
 def check_overrides(args: Sequence[str], config_name: str = "train", config_dir: Path = CONFIG_DIR) -> DictConfig:
     """``check_command_line``, then the config ``configs/<config_name>.yaml`` composed once with the command line's
     overrides (a sweep's with the first value of each list; Hydra's own left out), its errors as a run reports them
-    (``composition_error``): what a command line would run, without running it. A run itself leaves the
-    composition to ``hydra.main``."""
+    (``composition_error``): what a command line would run, without running it. A run leaves the composition to
+    ``hydra.main``; a multirun checks its first job here, as Hydra writes the sweep's directory before it composes
+    the jobs."""
     check_command_line(args, config_dir)
     words = _words(args)
     GlobalHydra.instance().clear()
@@ -179,18 +180,6 @@ def check_overrides(args: Sequence[str], config_name: str = "train", config_dir:
         raise composition_error(err, config_dir) from None
     finally:
         GlobalHydra.instance().clear()
-
-
-def check_swept_settings(config: DictConfig, config_dir: Path = CONFIG_DIR) -> None:
-    """Raise ``UserError`` for a swept key (``-m optimizer.lrr=0.1,0.2``) that a multirun's composed ``config``
-    does not have: Hydra applies a sweep's values only when it composes each job, after writing the sweep's
-    directory."""
-    for override in _parse(list(config.hydra.overrides.task)):
-        if override.is_sweep_override() and _plain(override) and not (config_dir / override.key_or_group).is_dir():
-            parent, _, leaf = override.key_or_group.rpartition(".")
-            node = OmegaConf.select(config, parent) if parent else config
-            if isinstance(node, DictConfig) and leaf not in [str(k) for k in node.keys()]:  # noqa: SIM118
-                raise _unknown_setting(override.key_or_group, node, config_dir)
 
 
 # The file that marks a directory as a run's own, made before anything else is written into it
@@ -259,10 +248,6 @@ class ClaimDirectories(Callback):
         self._claim(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            check_swept_settings(config)
-        except UserError as err:
-            _exit_with(err)
         self._claim(config.hydra.sweep.dir, "hydra.sweep.dir")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -341,7 +326,10 @@ def _run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     # the run's own directory, checked already by the first process
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         try:
-            check_command_line(sys.argv[1:])
+            if _FLAGS.parse_known_args(sys.argv[1:])[0].multirun:
+                check_overrides(sys.argv[1:], config_name)
+            else:
+                check_command_line(sys.argv[1:])
         except UserError as err:
             _exit_with(err)
 
