@@ -55,7 +55,7 @@ from torch.nn import functional as F
 import models
 from data.base import available_cpus, default_num_workers
 from models import TORCHVISION_NAMES
-from training.cli import CONFIG_DIR, check_choice, parse_int_options, run_plain
+from training.cli import CONFIG_DIR, check_option, parse_int_options, run_plain
 from training.config import UserError, instantiate
 from training.speed import SpeedSwitches, compile_arguments
 from training.tasks import build
@@ -127,7 +127,7 @@ def parse_options(args: list[str]) -> dict[str, Any]:
     if options["device"].type == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda: no CUDA device is available here")
     try:
-        check_choice("model", options["network"])  # network: a model config, as train.py's model=
+        check_option("model", options["network"])  # network: a model config, as train.py's model=
     except UserError as err:
         raise ValueError(f"network: {err}") from None
     return options

@@ -1,10 +1,18 @@
 """The scripts as a user runs them: bad input ends in one clear line and a non-zero exit."""
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import hydra
 import pytest
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
-from conftest import run_script
+from conftest import CONFIG_DIR, run_script
+from training.cli import run
+from training.tasks import train
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -56,3 +64,55 @@ def test_eval_rejects_a_missing_or_broken_checkpoint(tmp_path: Path, name: str, 
     [line] = error_lines(result.stderr)
     assert str(path) in line
     assert "Traceback" not in result.stderr
+
+
+def _compositions(main: Callable[[], None], args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """How many times ``main`` composes the training config from the command line ``args``: each composition reads
+    the chosen optimizer's file once."""
+    option = (CONFIG_DIR / "optimizer" / "sgd.yaml").resolve()
+    load, count = OmegaConf.load, 0
+
+    def counting_load(file: Any) -> Any:
+        nonlocal count
+        count += Path(getattr(file, "name", file)).resolve() == option
+        return load(file)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(OmegaConf, "load", counting_load)
+        patch.setattr(sys, "argv", ["scripts/train.py", *args])
+        try:
+            main()
+        finally:
+            GlobalHydra.instance().clear()
+    return count
+
+
+def test_a_train_run_composes_its_config_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``scripts/train.py``'s run composes no more often than a bare ``hydra.main`` app of the same config: once for
+    the run (and once more inside ``hydra.main``, which reads ``hydra.mode``); its checks compose nothing."""
+    monkeypatch.chdir(tmp_path)
+    quick = [
+        "trainer.accelerator=cpu", "callbacks.progress_bar=null", "callbacks.model_summary=null",
+        "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2", "test=false",
+        "optimizer.lr=0.1", f"paths.log_dir={tmp_path}/logs",
+    ]  # fmt: skip
+    bare = hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(lambda cfg: None)
+    expected = _compositions(bare, [*quick, f"hydra.run.dir={tmp_path}/bare"], monkeypatch)
+    assert 1 <= expected <= 2
+    seen = _compositions(lambda: run(train, "train"), [*quick, f"hydra.run.dir={tmp_path}/run"], monkeypatch)
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert seen == expected
+
+
+def test_a_sweep_of_an_unknown_key_is_refused_before_its_directory_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["scripts/train.py", "-m", "optimizer.lrr=0.1,0.2", f"paths.log_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as exit_:
+        run(train, "train")
+    GlobalHydra.instance().clear()
+    assert exit_.value.code == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "error: unknown optimizer setting 'lrr'; did you mean lr? accepted: lr, momentum, nesterov, weight_decay"
+    ]
+    assert list(tmp_path.iterdir()) == []

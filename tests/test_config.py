@@ -166,12 +166,35 @@ def test_unknown_keys_are_caught_before_hydra_runs(args: list[str], message: str
         check_overrides(args)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimizer.lr=["], r"^no viable alternative at input '\['"),
+        (["+seed=3"], r"^Could not append to config. An item is already at 'seed'. Either remove \+ prefix"),
+    ],
+)
+def test_other_composition_errors_are_hydras_message_in_one_line(args: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message) as caught:
+        check_overrides(args)
+    assert "\n" not in str(caught.value)
+
+
 def test_known_options_and_keys_pass() -> None:
     check_overrides(["model=lenet5", "optimizer=adam", "scheduler=none", "~logger", "optimizer.lr=0.1", "-m"])
     check_overrides(["debug=fdr", "trainer.fast_dev_run=2", "+trainer.limit_val_batches=2", "seed=3"])
     check_overrides(["ckpt_path=x.ckpt", "trainer.accelerator=cpu"], config_name="eval")
     # Hydra's ++ sets a key or adds it where the config has none
     check_overrides(["++trainer.limit_train_batches=2", "++trainer.max_epochs=1"])
+
+
+@pytest.mark.parametrize(
+    ("args", "given"),
+    [(["-m", "-i"], "--multirun and --info"), (["seed=1", "--cfg", "job", "-r"], "--run and --cfg")],
+)
+def test_two_of_hydras_modes_are_refused_and_flags_with_values_are_not_modes(args: list[str], given: str) -> None:
+    with pytest.raises(UserError, match=f"^{given} cannot be used together; give one of --run, --multirun, "):
+        check_overrides(args)
+    check_overrides(["-cn", "train", "-cp", "configs", "-p", "model", "seed=3"])  # not -c n, -c p: not --cfg
 
 
 def test_an_existing_run_directory_is_refused_and_left_as_it_was(tmp_path: Path) -> None:

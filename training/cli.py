@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir
-from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from data.imagefolder import UnreadableImageError
 from training.config import CONFIG_DIR, UserError, check_settings, close_matches, require_extra
@@ -31,7 +35,7 @@ from training.sweeps import check_multirun_strategy, metric_value
 RUN_ERRORS = (UserError, UnreadableImageError, TrainingDiverged)
 
 
-def _override_values(override: Any) -> list[str]:
+def _override_values(override: Override) -> list[str]:
     if not override.is_sweep_override():
         return [override.get_value_element_as_str()]
     try:
@@ -46,47 +50,76 @@ def _unknown(what: str, value: str, accepted: Sequence[str]) -> UserError:
     return UserError(f"unknown {what} {value!r}; {hint}accepted: {', '.join(accepted)}")
 
 
-def check_choice(group: str, value: str, config_dir: Path = CONFIG_DIR) -> None:
+def check_option(group: str, value: str, config_dir: Path = CONFIG_DIR) -> None:
     """Raise ``UserError`` when ``value`` is not an option (a file of ``configs/<group>/``) of the config group."""
     options = sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
     if value not in options:
         raise _unknown(group, value, options)
 
 
-def _check_keys(config_name: str, choices: list[str], keys: list[str], config_dir: Path) -> None:
-    """Raise ``UserError`` for an override of a key that the composed config does not have."""
-    if not keys:
-        return
-    GlobalHydra.instance().clear()
+def _unknown_setting(key: str, node: DictConfig, config_dir: Path) -> UserError:
+    """The error for ``key``, which the composed config's ``node`` (its parent) does not have."""
+    parent, _, leaf = key.rpartition(".")
+    settings = [str(k) for k in node.keys() if parent or k != "hydra"]  # noqa: SIM118 (`in node` is False for ???)
+    if not settings and parent and (config_dir / parent).is_dir():  # an option without settings, e.g. none
+        having = sorted(p.stem for p in (config_dir / parent).glob("*.yaml") if leaf in OmegaConf.load(p))
+        if having:
+            return UserError(
+                f"{key} is a setting of {', '.join(f'{parent}={option}' for option in having)}, not of the "
+                f"chosen {parent}; choose one of them first, e.g. {parent}={having[0]} {key}=..."
+            )
+    where = f"{parent} setting" if parent else "setting"
+    return _unknown(where, leaf, [k for k in settings if not k.startswith("_")])
+
+
+# What Hydra raises when it cannot compose the config from the command line
+COMPOSITION_ERRORS = (ConfigCompositionException, OverrideParseException)
+
+
+def composition_error(err: Exception, config_dir: Path = CONFIG_DIR) -> UserError:
+    """Hydra's ``COMPOSITION_ERRORS`` as the project's one line: an override of a key that the config does not have
+    (OmegaConf's struct mode refuses it; add new keys with ``+``) names the settings it has, with a "did you mean";
+    any other, Hydra's own message."""
+    cause = err.__cause__
+    node = getattr(cause, "parent_node", None)
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and isinstance(node, DictConfig) and cause.full_key:
+        return _unknown_setting(cause.full_key, node, config_dir)
+    return UserError(" ".join(line.strip() for line in str(err).split("\n\n")[0].splitlines()))
+
+
+# Hydra's command-line flags (``python scripts/train.py --help``) as its own parser reads them: its modes, and the
+# flags that take a value, so that ``-cn`` is not read as ``-c n``
+_FLAGS = argparse.ArgumentParser(add_help=False)
+_FLAGS.add_argument("--run", "-r", action="store_true")
+_FLAGS.add_argument("--multirun", "-m", action="store_true")
+_FLAGS.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
+_FLAGS.add_argument("--info", "-i", nargs="?", const="all")
+_FLAGS.add_argument("--shell-completion", "-sc", action="store_true")
+_FLAGS.add_argument("--package", "-p")
+_FLAGS.add_argument("--config-path", "-cp")
+_FLAGS.add_argument("--config-name", "-cn")
+_FLAGS.add_argument("--config-dir", "-cd")
+_FLAGS.add_argument("--experimental-rerun")
+
+
+def _words(args: Sequence[str]) -> list[str]:
+    """The overrides of a command line: what Hydra's flags and their values leave."""
+    return [arg for arg in _FLAGS.parse_known_args(list(args))[1] if not arg.startswith("-")]
+
+
+def _parse(args: Sequence[str]) -> list[Override]:
+    """The overrides of a command line, parsed; none when Hydra's grammar cannot read them, which Hydra then reports
+    when it composes."""
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
-            cfg = compose(config_name=config_name, overrides=choices)
-    except Exception:
-        return  # Hydra reports composition errors itself
-    finally:
-        GlobalHydra.instance().clear()
-    for key in keys:
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        if not isinstance(node, DictConfig):
-            continue
-        settings = [str(k) for k in node.keys()]  # noqa: SIM118 (`in node` is False for a ??? value)
-        if leaf not in settings:
-            where = f"{parent} setting" if parent else "setting"
-            if not settings and parent and (config_dir / parent).is_dir():  # an option without settings, e.g. none
-                having = sorted(p.stem for p in (config_dir / parent).glob("*.yaml") if leaf in OmegaConf.load(p))
-                if having:
-                    raise UserError(
-                        f"{key} is a setting of {', '.join(f'{parent}={option}' for option in having)}, not of the "
-                        f"chosen {parent}; choose one of them first, e.g. {parent}={having[0]} {key}=..."
-                    )
-            raise _unknown(where, leaf, [k for k in settings if not k.startswith("_")]) from None
+        return OverridesParser.create().parse_overrides(_words(args))
+    except OverrideParseException:
+        return []
 
 
 def _check_modes(args: Sequence[str]) -> None:
-    """Raise ``UserError`` when the command line asks Hydra for more than one mode (``-m`` with ``--cfg``, say),
-    which Hydra refuses with a traceback; the flags are read by Hydra's own parser."""
-    parsed, _ = get_args_parser().parse_known_args(list(args))
+    """Raise ``UserError`` when the command line asks Hydra for more than one of its modes (``-m`` with ``--cfg``,
+    say), which Hydra refuses with a traceback."""
+    parsed, _ = _FLAGS.parse_known_args(list(args))
     flags = {
         "--run": parsed.run, "--multirun": parsed.multirun, "--cfg": parsed.cfg is not None,
         "--info": parsed.info is not None, "--shell-completion": parsed.shell_completion,
@@ -103,35 +136,50 @@ def _check_modes(args: Sequence[str]) -> None:
 PLUGINS = {"hparams_search": ("hydra-optuna-sweeper", "sweep"), "hydra/launcher": ("hydra-submitit-launcher", "sweep")}
 
 
-def check_overrides(args: Sequence[str], config_name: str = "train", config_dir: Path = CONFIG_DIR) -> None:
-    """Raise ``UserError`` before Hydra writes anything for a config-group choice that does not exist
-    (``model=lenett5``), a key the config does not have (``optimizer.lrr=0.1``; add new keys with
-    ``+``), or two of Hydra's modes at once. (The run's directory is claimed by ``ClaimDirectories``.)"""
+def _plain(override: Override) -> bool:
+    """Whether ``override`` sets a key or a choice of the project's config (not ``+``, ``++``, ``~`` or Hydra's)."""
+    adds = override.is_delete() or override.is_add() or override.is_force_add()
+    return not adds and not override.key_or_group.startswith("hydra")
+
+
+def check_command_line(args: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Raise ``UserError`` before Hydra composes or writes anything for two of Hydra's modes at once, an option
+    that needs a plugin not installed, or a config-group choice that does not exist (``model=lenett5``; every value
+    of a sweep). The keys are Hydra's to check, when it composes (``composition_error``)."""
     _check_modes(args)
-    try:
-        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
-    except Exception:
-        return  # not parseable: Hydra reports it
-    choices: list[str] = []
-    keys: list[str] = []
-    for override in overrides:
+    for override in _parse(args):
         key = override.key_or_group
         if key in PLUGINS and not override.is_delete() and override.value() is not None:
             package, extra = PLUGINS[key]
             require_extra(extra, [package], f"{key}={override.value()}")
-        if override.is_delete() or override.is_add() or override.is_force_add() or key.startswith("hydra"):
+        if not _plain(override) or not (config_dir / key).is_dir():
             continue
-        group_dir = config_dir / key
-        if not group_dir.is_dir():
-            keys.append(key)
-            continue
-        values = _override_values(override)
-        for value in values:
+        for value in _override_values(override):
             if value != "null":
-                check_choice(key, value, config_dir)
-        if values:
-            choices.append(f"{key}={values[0]}")
-    _check_keys(config_name, choices, keys, config_dir)
+                check_option(key, value, config_dir)
+
+
+def check_overrides(args: Sequence[str], config_name: str = "train", config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """``check_command_line``, then the config ``configs/<config_name>.yaml`` composed once with the command line's
+    overrides (a sweep's with the first value of each list; Hydra's own left out), its errors as a run reports them
+    (``composition_error``): what a command line would run, without running it. A run leaves the composition to
+    ``hydra.main``; a multirun checks its first job here, as Hydra writes the sweep's directory before it composes
+    the jobs."""
+    check_command_line(args, config_dir)
+    words = _words(args)
+    GlobalHydra.instance().clear()
+    try:
+        overrides = []
+        for word, override in zip(words, OverridesParser.create().parse_overrides(words), strict=True):
+            values = _override_values(override)
+            if not override.key_or_group.startswith("hydra") and values:
+                overrides.append(f"{word.partition('=')[0]}={values[0]}" if override.is_sweep_override() else word)
+        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+            return compose(config_name=config_name, overrides=overrides)
+    except COMPOSITION_ERRORS as err:
+        raise composition_error(err, config_dir) from None
+    finally:
+        GlobalHydra.instance().clear()
 
 
 # The file that marks a directory as a run's own, made before anything else is written into it
@@ -256,12 +304,32 @@ def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
             sys.exit(stop.code)
 
 
+@contextlib.contextmanager
+def _hydra_raises() -> Iterator[None]:
+    """Within it, ``hydra.main`` raises its errors instead of printing them (Hydra's documented switch
+    ``HYDRA_FULL_ERROR=1``), so that those of its composition end in one line (``composition_error``)."""
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except COMPOSITION_ERRORS as err:
+        _exit_with(composition_error(err))
+    finally:
+        if previous is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+
+
 def _run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     # Lightning's DDP launcher starts the other processes of a run (LOCAL_RANK 1, 2, ...) with this command and
     # the run's own directory, checked already by the first process
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         try:
-            check_overrides(sys.argv[1:], config_name)
+            if _FLAGS.parse_known_args(sys.argv[1:])[0].multirun:
+                check_overrides(sys.argv[1:], config_name)
+            else:
+                check_command_line(sys.argv[1:])
         except UserError as err:
             _exit_with(err)
 
@@ -280,4 +348,5 @@ def _run(task: Callable[[DictConfig], Any], config_name: str) -> None:
                 return None  # the Optuna sweeper records a failed trial
             _exit_with(err)
 
-    app()
+    with _hydra_raises():  # hydra.main composes the run's config: the one composition
+        app()
