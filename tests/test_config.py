@@ -156,7 +156,7 @@ def test_unknown_group_options_are_caught_before_hydra_runs(args: list[str], mes
         (
             ["sed=1"],
             r"unknown setting 'sed'; did you mean seed.* accepted: task_name, seed, test, lr_find, optimized_metric, "
-            r"channels_last, compile, ckpt_path, data",
+            r"channels_last, compile, compile_mode, ckpt_path, data",
         ),
         (["trainer.max_epoch=3"], r"unknown trainer setting 'max_epoch'; did you mean max_epochs\? accepted"),
     ],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 from weakref import proxy
 
 import pytorch_lightning as pl
@@ -33,7 +33,7 @@ class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
     """
 
     def __init__(
-        self, *, save_last: bool | str | None = None, last_every_n_train_steps: int = 0, **kwargs: Any
+        self, *, save_last: bool | Literal["link"] | None = None, last_every_n_train_steps: int = 0, **kwargs: Any
     ) -> None:
         """Lightning's arguments (``dirpath``, ``monitor``, ``save_top_k``, ...), ``save_last`` (write ``last.ckpt``)
         and ``last_every_n_train_steps``."""
