@@ -25,7 +25,7 @@ from models._pretrained import (
     load_weights_file,
     read_state_dict,
 )
-from models._registry import create_model, get_model_builder, list_models, register_model
+from models._registry import close_matches, create_model, get_model_builder, list_models, register_model
 from models.lenet import LeNet5
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "as_state_dict",
     "char_rnn",
     "check_finite",
+    "close_matches",
     "create_model",
     "densenet",
     "get_model_builder",

@@ -73,8 +73,9 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names if pattern is None else fnmatch.filter(names, pattern)
 
 
-def _close_matches(word: str, options: list[str]) -> list[str]:
-    """Up to three ``options`` that look like ``word``, the best first, dropping those far behind the best."""
+def close_matches(word: str, options: list[str]) -> list[str]:
+    """Up to three ``options`` that look like ``word``, the best first, dropping those far behind the best: the
+    "did you mean" of an error (model names here; the training code's settings and options too)."""
     scored = sorted(((difflib.SequenceMatcher(None, word, option).ratio(), option) for option in options), reverse=True)
     if not scored or scored[0][0] < 0.6:
         return []
@@ -86,7 +87,7 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
     try:
         return _MODEL_BUILDERS[name]
     except KeyError:
-        close = _close_matches(name, list(_MODEL_BUILDERS))
+        close = close_matches(name, list(_MODEL_BUILDERS))
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ValueError(f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}") from None
 

@@ -164,11 +164,14 @@ class TrainingModule(pl.LightningModule):
             return False
         return is_logging_step(trainer) or trainer.is_last_batch or bool(trainer.fast_dev_run)
 
-    def log_training_loss(self, loss: torch.Tensor, batch_size: int) -> None:
-        """Add a batch's loss to the epoch's mean; log it as ``train/loss_step`` on the steps that log."""
+    def log_training_loss(self, loss: torch.Tensor, batch_size: int) -> bool:
+        """Add a batch's loss to the epoch's mean; log it as ``train/loss_step`` on the steps that log. Returns
+        whether this step logs (``logs_this_step``), for the task's other values of the batch."""
         self.train_loss.update(loss.detach().expand(batch_size))
-        if self.logs_this_step():
+        logs = self.logs_this_step()
+        if logs:
             self.log("train/loss_step", loss)
+        return logs
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch's mean training loss as ``train/loss_epoch`` (and, for a scheduler's ``monitor`` only, as

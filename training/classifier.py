@@ -75,8 +75,7 @@ class ScoringModule(TrainingModule):
         loss, scores = self._shared_step(batch)
         metric_inputs = self._metric_inputs(scores, batch[1])
         self.train_metrics.update(*metric_inputs)
-        self.log_training_loss(loss, len(batch[1]))
-        if self.logs_this_step():  # the batch's own metrics (see TrainingModule.logs_this_step)
+        if self.log_training_loss(loss, len(batch[1])):  # and the batch's own metrics on the same steps
             self.train_batch_metrics.reset()
             self.log_dict({f"{key}_step": value for key, value in self.train_batch_metrics(*metric_inputs).items()})
         return self.regularize(loss)

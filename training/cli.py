@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from data.imagefolder import UnreadableImageError
-from training.config import CONFIG_DIR, UserError, check_settings, close_matches, require_extra
+from models import close_matches
+from training.config import CONFIG_DIR, UserError, check_settings, require_extra
 from training.console import quiet_lightning_log
 from training.guards import TrainingDiverged
 from training.interrupt import Interrupted, resume_command, stop_on_signals

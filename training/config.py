@@ -12,7 +12,6 @@ values, so that rebuilding from it creates the project's own objects and never r
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib.metadata
 import inspect
@@ -40,15 +39,6 @@ PACKAGE_HEADER = re.compile(r"#\s*@package\s+(\S+)")
 
 class UserError(Exception):
     """A mistake in what the user asked for; the command-line scripts print it as one line and exit 2."""
-
-
-def close_matches(word: str, options: list[str]) -> list[str]:
-    """Up to three ``options`` that look like ``word``, the best first, dropping those far behind the best: the
-    "did you mean" of an error (``models`` has its own for model names, as it stands alone)."""
-    scored = sorted(((difflib.SequenceMatcher(None, word, option).ratio(), option) for option in options), reverse=True)
-    if not scored or scored[0][0] < 0.6:
-        return []
-    return [option for score, option in scored[:3] if score >= max(0.6, scored[0][0] - 0.1)]
 
 
 # Settings where an infinite value has a meaning: the order of a p-norm (inf: the largest absolute value). Every other

@@ -13,8 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from models import ClassifierNet
-from training.config import close_matches
+from models import ClassifierNet, close_matches
 
 FREEZE_CHOICES = ("none", "all_but_classifier")
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # kept in eval mode when frozen

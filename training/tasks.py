@@ -22,7 +22,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from data.base import ClassificationDataModule
-from models import ClassCountMismatch, check_finite, load_file, load_pretrained
+from models import ClassCountMismatch, check_finite, close_matches, load_file, load_pretrained
 from training.base import SchedulerFactory, TrainingModule
 from training.checkpoint_io import read_net_weights, write_record
 from training.classifier import Classifier
@@ -31,7 +31,6 @@ from training.config import (
     check_config,
     check_stored_config,
     check_trainer,
-    close_matches,
     instantiate,
     warn_zero_learning_rate,
 )
