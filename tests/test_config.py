@@ -128,6 +128,29 @@ def test_type_check_accepts_what_the_hints_allow() -> None:
     check_arguments(torch.optim.SGD, OmegaConf.create({"lr": 0.1, "momentum": 0.9}), "optimizer")
 
 
+class _Base:
+    def __init__(self, size: int, *, scale: float = 1.0) -> None:
+        del size, scale
+
+
+class _Passes(_Base):
+    def __init__(self, mode: str = "a", size: int = 3, **kwargs: object) -> None:
+        super().__init__(size, **kwargs)
+
+
+class _PassesOn(_Passes):
+    def __init__(self, depth: int = 1, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+
+
+def test_arguments_passed_on_with_kwargs_are_checked_against_the_base_classes() -> None:
+    check_arguments(_PassesOn, OmegaConf.create({"depth": 2, "mode": "b", "size": 4, "scale": 0.5}), "x")
+    with pytest.raises(UserError, match=r"x.scale: expected float, got 'big' \(str\)"):
+        check_arguments(_PassesOn, OmegaConf.create({"scale": "big"}), "x")
+    with pytest.raises(UserError, match=r"x.sise: not an argument of .*_PassesOn; accepted: depth, mode, size, scale$"):
+        check_arguments(_PassesOn, OmegaConf.create({"sise": 4}), "x")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

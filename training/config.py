@@ -132,38 +132,52 @@ def _describe(hint: Any) -> str:
     return str(hint).replace("typing.", "")
 
 
+def accepted_arguments(target: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
+    """The named arguments ``target`` takes, each with its type hint (``Any`` where it has none), and whether it also
+    takes any other name. A class whose ``__init__`` passes ``**kwargs`` on takes its base classes' arguments too:
+    the nearest base that defines ``__init__``, and so on up while each passes ``**kwargs`` on."""
+    accepted: dict[str, Any] = {}
+    while True:
+        signature, hints = _signature_hints(target)
+        if signature is None:
+            return accepted, True
+        for name, parameter in signature.parameters.items():
+            if parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                accepted.setdefault(name, hints.get(name, Any))
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+            return accepted, False
+        base = None
+        if inspect.isclass(target):
+            base = next((cls for cls in target.__mro__[1:] if "__init__" in vars(cls) and cls is not object), None)
+        if base is None:
+            return accepted, True
+        target = base
+
+
 def check_arguments(target: Callable[..., Any], node: DictConfig, key: str, skip: Sequence[str] = ()) -> None:
     """Raise ``UserError`` for a configured argument that ``target`` does not accept or whose type is wrong."""
-    signature, hints = _signature_hints(target)
-    if signature is None:
-        return
-    parameters = signature.parameters
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    accepted, takes_any = accepted_arguments(target)
     for name in node:
         if str(name).startswith("_") or name in skip:
             continue
-        if name not in parameters:
-            if takes_kwargs:
+        if name not in accepted:
+            if takes_any:
                 continue
-            accepted = ", ".join(p for p in parameters if p not in ("self", "args", "kwargs"))
             where = f"{target.__module__}.{target.__qualname__}"
-            raise UserError(f"{key}.{name}: not an argument of {where}; accepted: {accepted}")
+            raise UserError(f"{key}.{name}: not an argument of {where}; accepted: {', '.join(accepted)}")
         try:
             value = node[name]
         except MissingMandatoryValue:
             raise UserError(f"{key}.{name} is required: give it on the command line, {key}.{name}=...") from None
-        if name in hints and _matches(value, hints[name]) is False:
-            raise UserError(f"{key}.{name}: expected {_describe(hints[name])}, got {value!r} ({type(value).__name__})")
+        hint = accepted[name]
+        if _matches(value, hint) is False:
+            raise UserError(f"{key}.{name}: expected {_describe(hint)}, got {value!r} ({type(value).__name__})")
         if _non_finite(value, name in INFINITY_ALLOWED) is not None:
             numbers = "finite numbers" if isinstance(value, ListConfig) else "a finite number"
             raise UserError(f"{key}.{name}: expected {numbers}, got {value!r}")
-        accepted = _out_of_range(str(name), value)
-        if accepted is not None:
-            raise UserError(f"{key}.{name}: expected {accepted}, got {value!r}")
-    if inspect.isclass(target) and takes_kwargs:  # the rest usually goes to the base class's __init__
-        base = next((cls for cls in target.__mro__[1:] if "__init__" in vars(cls) and cls is not object), None)
-        if base is not None:
-            check_arguments(base, node, key, [*skip, *parameters])
+        out_of_range = _out_of_range(str(name), value)
+        if out_of_range is not None:
+            raise UserError(f"{key}.{name}: expected {out_of_range}, got {value!r}")
 
 
 def check_node(node: DictConfig, key: str, skip: Sequence[str] = ()) -> Callable[..., Any]:
