@@ -5,9 +5,11 @@ import functools
 import pytest
 import torch
 from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
 
 from training import Classifier
 from training.base import loss_mean
+from training.classifier import Accuracy
 
 
 class ThreeHeads(nn.Module):
@@ -49,9 +51,25 @@ def test_a_single_output_gives_plain_cross_entropy() -> None:
 
 
 def test_top5_accuracy_is_logged_only_when_there_are_more_than_five_classes() -> None:
-    assert "acc_top5" not in make_module(nn.Linear(4, 3)).val_metrics
+    scores, labels = torch.randn(8, 10), torch.randint(0, 3, (8,))
+    assert set(make_module(nn.Linear(4, 3)).val_metrics(scores[:, :3], labels)) == {"val/acc"}
     module = Classifier(nn.Linear(4, 10), functools.partial(torch.optim.SGD, lr=0.1), num_classes=10)
-    assert "acc_top5" in module.val_metrics
+    assert set(module.val_metrics(scores, labels)) == {"val/acc", "val/acc_top5"}
+
+
+def test_accuracy_counts_as_torchmetrics_multiclass_accuracy_ties_included() -> None:
+    generator = torch.Generator().manual_seed(0)
+    accuracy = Accuracy(with_top5=True)
+    top1, top5 = MulticlassAccuracy(10, average="micro"), MulticlassAccuracy(10, top_k=5, average="micro")
+    batches = [  # scores of few distinct values (many ties), and all equal with every label the first class
+        (torch.randint(0, 4, (16, 10), generator=generator).float(), torch.randint(0, 10, (16,), generator=generator))
+        for _ in range(5)
+    ] + [(torch.zeros(16, 10), torch.zeros(16, dtype=torch.long))]
+    for scores, labels in batches:
+        for metric in (accuracy, top1, top5):
+            metric.update(scores, labels)
+    assert accuracy.compute() == {"acc": top1.compute(), "acc_top5": top5.compute()}
+    assert 0 < top1.compute() < top5.compute() < 1
 
 
 def test_ten_crop_batches_average_the_softmax_over_the_crops() -> None:
