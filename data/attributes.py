@@ -14,6 +14,8 @@ and 8. The images, split, normalisation and augmentation are those of ``data.dig
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from data.digits import DigitsDataModule
@@ -40,35 +42,8 @@ class DigitsAttributesDataModule(DigitsDataModule):
 
     targets = "attributes"
 
-    def __init__(
-        self,
-        num_classes: int = len(ATTRIBUTES),
-        batch_size: int = 64,
-        image_size: int = 32,
-        in_channels: int = 1,
-        augment: str = "mnist",
-        normalize: str = "computed",
-        fast_path: bool = True,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        split_seed: int = 0,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
-    ) -> None:
-        super().__init__(
-            num_classes=10,
-            batch_size=batch_size,
-            image_size=image_size,
-            in_channels=in_channels,
-            augment=augment,
-            normalize=normalize,
-            fast_path=fast_path,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-        )
+    def __init__(self, num_classes: int = len(ATTRIBUTES), **kwargs: Any) -> None:
+        super().__init__(num_classes=10, **kwargs)
         self.declared_num_classes = num_classes
         self._set_class_names(list(ATTRIBUTES))
 

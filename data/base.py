@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sized
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -21,6 +22,14 @@ def available_cpus() -> int:
 def default_num_workers() -> int:
     """DataLoader worker processes when none are given: one per available core, at most 8."""
     return min(available_cpus(), MAX_AUTO_WORKERS)
+
+
+def require_integers(values: dict[str, Any], minimum: int = 1, expected: str = "a positive integer") -> None:
+    """Raise ``ValueError`` for the first of ``values`` (name: value) that is not an integer (a bool is not one) of at
+    least ``minimum``: "<name> must be <expected>, got <value>"."""
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def evaluation_sampler(datamodule: pl.LightningDataModule, dataset: Sized) -> DistributedSampler | None:
@@ -48,6 +57,9 @@ class ClassificationDataModule(pl.LightningDataModule):
     ``_set_class_names``, set ``in_channels`` and ``image_size``, and fill ``train_set``,
     ``val_set`` and ``test_set`` in ``setup``.
 
+    A subclass takes its own arguments, and those whose default it sets (``num_classes``, ``batch_size``), and passes
+    the others on with ``**kwargs`` (the config checks follow them to the base classes).
+
     DataLoader settings default to what suits the machine: ``num_workers=None`` starts one worker
     process per available CPU core (at most 8), ``pin_memory=None`` pins when CUDA is available, and
     workers persist between epochs; both can be set explicitly.
@@ -61,13 +73,10 @@ class ClassificationDataModule(pl.LightningDataModule):
     targets = "classes"  # what a batch's labels are: class indices (a multi-label set: "attributes")
 
     def __init__(
-        self, num_classes: int, batch_size: int = 64, num_workers: int | None = None, pin_memory: bool | None = None
+        self, num_classes: int, batch_size: int, num_workers: int | None = None, pin_memory: bool | None = None
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        require_integers({"num_classes": num_classes, "batch_size": batch_size})
         if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
             raise ValueError(f"num_workers must be a non-negative integer or null (one per CPU), got {num_workers!r}")
         self.declared_num_classes = num_classes

@@ -11,11 +11,14 @@ distortion LeCun et al. used to bring LeNet-5's MNIST error from 0.95% to 0.8%.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torchvision.transforms.v2 import functional as TF
 
+from data.base import require_integers
 from data.in_memory import InMemoryDataModule
 
 GREY_LEVELS = 16  # pixel values in load_digits() run from 0 to 16
@@ -34,24 +37,13 @@ class DigitsDataModule(InMemoryDataModule):
         in_channels: int = 1,
         augment: str = "mnist",
         normalize: str = "computed",
-        fast_path: bool = True,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            batch_size=batch_size,
-            augment=augment,
-            normalize=normalize,
-            fast_path=fast_path,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-        )
-        if not isinstance(image_size, int) or image_size < 8:
-            raise ValueError(f"image_size must be an integer of at least 8 (the digits are 8x8), got {image_size!r}")
+        super().__init__(num_classes=num_classes, batch_size=batch_size, augment=augment, normalize=normalize, **kwargs)
+        require_integers({"image_size": image_size}, 8, "an integer of at least 8 (the digits are 8x8)")
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3 for the grey digits, got {in_channels!r}")
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):

@@ -9,8 +9,11 @@ training split in shape, for timing a CIFAR recipe (``experiment=resnet20_cifar1
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from data.base import require_integers
 from data.in_memory import InMemoryDataModule
 
 # uniform bytes, as [0, 1] floats: mean 0.5; normalised with mean and std 0.5 to [-1, 1] ("published")
@@ -29,29 +32,13 @@ class FakeDataModule(InMemoryDataModule):
         val_size: int = 64,
         test_size: int = 64,
         batch_size: int = 32,
-        augment: str = "none",
-        normalize: str = "published",
-        fast_path: bool = True,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            batch_size=batch_size,
-            augment=augment,
-            normalize=normalize,
-            fast_path=fast_path,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-        )
-        for name, value in (("image_size", image_size), ("in_channels", in_channels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        super().__init__(num_classes=num_classes, batch_size=batch_size, **kwargs)
+        require_integers({"image_size": image_size, "in_channels": in_channels})
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3 (grey or RGB images), got {in_channels!r}")
-        for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        require_integers({"train_size": train_size, "val_size": val_size, "test_size": test_size})
         self._set_class_names([f"class_{index}" for index in range(num_classes)])
         self.image_size = self.native_size = image_size
         self.in_channels = self.native_channels = in_channels

@@ -36,7 +36,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.transforms import v2
 
 from data.augment import EVAL_CROPS, PRESETS, SIZE_KEEPING_PRESETS, eval_transform, train_transform
-from data.base import ClassificationDataModule
+from data.base import ClassificationDataModule, require_integers
 from data.images import open_image, to_model_mode, why_unreadable
 from data.normalize import (
     IMAGENET_MEAN,
@@ -130,16 +130,13 @@ class ImageFolderDataModule(ClassificationDataModule):
         eval_crop: str = "center",
         normalize: str = "published",
         bad_images: str = "fail",
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        super().__init__(num_classes=num_classes, batch_size=batch_size, **kwargs)
+        require_integers({"image_size": image_size})
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels!r}")
-        if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 1:
-            raise ValueError(f"val_size must be a positive integer, got {val_size!r}")
+        require_integers({"val_size": val_size})
         if not isinstance(split_seed, int) or isinstance(split_seed, bool):
             raise ValueError(f"split_seed must be an integer, got {split_seed!r}")
         for name, value, accepted in (

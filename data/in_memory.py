@@ -93,16 +93,9 @@ class InMemoryDataModule(ClassificationDataModule):
         return True
 
     def __init__(
-        self,
-        num_classes: int,
-        batch_size: int,
-        augment: str,
-        normalize: str,
-        fast_path: bool,
-        num_workers: int | None,
-        pin_memory: bool | None,
+        self, augment: str = "none", normalize: str = "published", fast_path: bool = True, **kwargs: Any
     ) -> None:
-        super().__init__(num_classes=num_classes, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        super().__init__(**kwargs)
         if augment not in PRESETS:
             raise ValueError(f"unknown augment {augment!r}; accepted: {', '.join(PRESETS)}")
         if normalize not in NORMALIZATIONS:

@@ -14,11 +14,13 @@ network must beat to show that it carries information across ``seq_len`` steps.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from data.base import require_integers
 from data.digits import DigitsDataModule
 from data.in_memory import Reshape
 from data.torchvision_sets import MNISTDataModule
@@ -33,8 +35,15 @@ class ReadAsSequences:
     """
 
     image_size: int
+    in_channels: int
+    pad: int
 
     def _read_as_sequences(self, order: str, input_size: int) -> None:
+        if self.in_channels != 1 or self.pad:
+            raise ValueError(
+                f"a sequence is read from grey images without padding: in_channels must be 1 and pad 0, "
+                f"got {self.in_channels} and {self.pad}"
+            )
         features = {"rows": self.image_size, "pixels": 1}
         if order not in features:
             raise ValueError(f"unknown order {order!r}; accepted: rows, pixels")
@@ -60,64 +69,17 @@ class SequentialDigitsDataModule(ReadAsSequences, DigitsDataModule):
     """The bundled digits as sequences: ``order="rows"`` (steps of ``image_size`` pixels) or ``"pixels"``."""
 
     def __init__(
-        self,
-        order: str = "rows",
-        input_size: int = 8,
-        num_classes: int = 10,
-        batch_size: int = 64,
-        image_size: int = 8,
-        augment: str = "none",
-        fast_path: bool = True,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        split_seed: int = 0,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
+        self, order: str = "rows", input_size: int = 8, image_size: int = 8, augment: str = "none", **kwargs: Any
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            batch_size=batch_size,
-            image_size=image_size,
-            in_channels=1,
-            augment=augment,
-            fast_path=fast_path,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-        )
+        super().__init__(image_size=image_size, augment=augment, **kwargs)
         self._read_as_sequences(order, input_size)
 
 
 class SequentialMNISTDataModule(ReadAsSequences, MNISTDataModule):
     """Sequential MNIST (Le, Jaitly & Hinton 2015): 28 steps of 28 pixels (rows) or 784 steps of 1 (pixels)."""
 
-    def __init__(
-        self,
-        order: str = "rows",
-        input_size: int = 28,
-        data_dir: str = "datasets",
-        download: bool = False,
-        num_classes: int = 10,
-        batch_size: int = 128,
-        val_size: int = 5000,
-        split_seed: int = 0,
-        fast_path: bool = True,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            fast_path=fast_path,
-            download=download,
-            num_classes=num_classes,
-            batch_size=batch_size,
-            val_size=val_size,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-        )
+    def __init__(self, order: str = "rows", input_size: int = 28, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._read_as_sequences(order, input_size)
 
 
@@ -135,17 +97,9 @@ class AddingProblemDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("seq_len", seq_len),
-            ("train_size", train_size),
-            ("val_size", val_size),
-            ("test_size", test_size),
-            ("batch_size", batch_size),
-        ):
-            if not isinstance(value, int) or value < (2 if name == "seq_len" else 1):
-                raise ValueError(
-                    f"{name} must be an integer of at least {2 if name == 'seq_len' else 1}, got {value!r}"
-                )
+        require_integers({"seq_len": seq_len}, 2, "an integer of at least 2")
+        sizes = {"train_size": train_size, "val_size": val_size, "test_size": test_size, "batch_size": batch_size}
+        require_integers(sizes, expected="an integer of at least 1")
         if input_size != 2:
             raise ValueError(
                 f"the adding problem feeds 2 values per step (value, marker); got input_size={input_size!r}"

@@ -26,6 +26,8 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from data.base import require_integers
+
 SPLITS = ("train", "val", "test")
 
 
@@ -107,9 +109,7 @@ class CharTextDataModule(pl.LightningDataModule):
         vocab_size: int | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("seq_len", seq_len), ("batch_size", batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer of at least 1, got {value!r}")
+        require_integers({"seq_len": seq_len, "batch_size": batch_size}, expected="an integer of at least 1")
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0 < value < 1:
                 raise ValueError(f"{name} must be in (0, 1), got {value!r}")

@@ -17,13 +17,14 @@ a network with such a field gets it without asking, ``training.tasks.build``), a
 from __future__ import annotations
 
 import os
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torchvision import datasets
 from torchvision.datasets import VisionDataset
 
 from data.augment import SIZING_PRESETS
+from data.base import require_integers
 from data.in_memory import InMemoryDataModule
 
 
@@ -44,35 +45,20 @@ class TorchvisionDataModule(InMemoryDataModule):
         pad: int = 0,
         val_size: int = 5000,
         split_seed: int = 0,
-        augment: str = "none",
-        normalize: str = "published",
-        fast_path: bool = True,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            batch_size=batch_size,
-            augment=augment,
-            normalize=normalize,
-            fast_path=fast_path,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-        )
+        super().__init__(num_classes=num_classes, batch_size=batch_size, **kwargs)
         name = type(self).__name__
         image_size = self.native_size if image_size is None else image_size
         in_channels = self.native_channels if in_channels is None else in_channels
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-            raise ValueError(f"image_size must be a positive integer (native: {self.native_size}), got {image_size!r}")
+        require_integers({"image_size": image_size}, expected=f"a positive integer (native: {self.native_size})")
         accepted_channels = (1, 3) if self.native_channels == 1 else (3,)
         if in_channels not in accepted_channels:
             accepted = " or ".join(map(str, accepted_channels))
             why = " (3 repeats the grey channel)" if self.native_channels == 1 else " (its images are colour)"
             raise ValueError(f"in_channels must be {accepted} for {name}{why}, got {in_channels!r}")
-        if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 1:
-            raise ValueError(f"val_size must be a positive integer, got {val_size!r}")
-        if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
-            raise ValueError(f"pad must be a non-negative integer (pixels on every side), got {pad!r}")
+        require_integers({"val_size": val_size})
+        require_integers({"pad": pad}, 0, "a non-negative integer (pixels on every side)")
         self._set_class_names(list(self.class_names_of_set))
         self.data_dir = str(data_dir)
         self.download = download
@@ -160,18 +146,7 @@ class FashionMNISTDataModule(TorchvisionDataModule):
     """Zalando's clothing images: 60,000 training and 10,000 test 28x28 grey images of 10 kinds."""
 
     dataset_class = datasets.FashionMNIST
-    class_names_of_set = (
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    )
+    class_names_of_set = tuple(datasets.FashionMNIST.classes)
     native_channels = 1
     native_size = 28
     published_stats = ((0.2860,), (0.3530,))

@@ -32,6 +32,7 @@ from data.imagefolder import (
     drop_skipped,
 )
 from data.normalize import CACHE_DIR, IMAGENET_MEAN, IMAGENET_STD
+from training.config import accepted_arguments
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "imagefolder.yaml"
 CLASSES = ["ant", "moose", "zebra"]  # written in another order below, to check that the classes are sorted
@@ -374,9 +375,14 @@ def test_truncated_images_are_never_patched_up(tree: Path, monkeypatch: pytest.M
 def test_config_names_the_module_and_its_arguments(tree: Path) -> None:
     cfg = yaml.safe_load(CONFIG.read_text())
     assert cfg.pop("_target_") == "data.ImageFolderDataModule"
-    parameters = inspect.signature(ImageFolderDataModule.__init__).parameters
-    assert set(cfg) == set(parameters) - {"self"}
-    assert all(cfg[name] == parameter.default for name, parameter in parameters.items() if name != "self")
+    assert set(cfg) == set(accepted_arguments(ImageFolderDataModule)[0]) - {"self"}
+    defaults = {  # the arguments passed on with **kwargs take their defaults from the base classes
+        name: parameter.default
+        for cls in reversed(ImageFolderDataModule.__mro__)
+        if "__init__" in vars(cls)
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+    }
+    assert all(cfg[name] == defaults[name] for name in cfg)
     datamodule = ImageFolderDataModule(**{**cfg, "data_dir": str(tree), "num_classes": 3, "val_size": VAL})
     assert datamodule.input_shape == (3, 224, 224)
     assert os.path.normpath(cfg["data_dir"]) == os.path.join("datasets", "imagenet")

@@ -35,6 +35,15 @@ def test_sequence_digits_refuse_an_input_size_that_does_not_fit_the_order() -> N
         SequentialDigitsDataModule(order="pixels", input_size=8)
     with pytest.raises(ValueError, match="unknown order 'columns'; accepted: rows, pixels"):
         SequentialDigitsDataModule(order="columns")
+    with pytest.raises(ValueError, match="grey images without padding: in_channels must be 1 and pad 0, got 3 and 0"):
+        SequentialDigitsDataModule(in_channels=3)
+
+
+def test_sequence_digits_pass_the_digits_settings_on() -> None:
+    datamodule = SequentialDigitsDataModule(normalize="none", val_fraction=0.2, split_seed=1, num_workers=0)
+    datamodule.setup()
+    sequences = model_inputs(datamodule, "val")[0]
+    assert sequences.shape == (360, 8, 8) and sequences.min() >= 0 and sequences.max() <= 1
 
 
 def test_adding_problem_sequences_and_targets() -> None:

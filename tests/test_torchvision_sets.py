@@ -7,7 +7,6 @@ plain existence check (in the tests only) to read the fake pickles through the s
 
 from __future__ import annotations
 
-import inspect
 import os
 import pickle
 import struct
@@ -29,6 +28,7 @@ from data.torchvision_sets import (
     MNISTDataModule,
     TorchvisionDataModule,
 )
+from training.config import accepted_arguments
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 N_TRAIN, N_TEST, VAL = 20, 10, 4
@@ -335,7 +335,7 @@ def test_configs_name_the_module_and_its_arguments(config: str, module: type) ->
     cfg = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())
     assert cfg.pop("_target_") == f"data.{module.__name__}"
     assert cfg["download"] is False and cfg["data_dir"] == "datasets"
-    assert set(cfg) <= set(inspect.signature(TorchvisionDataModule.__init__).parameters)
+    assert set(cfg) <= set(accepted_arguments(module)[0])
     datamodule = module(**cfg)
     assert datamodule.input_shape == (module.native_channels, module.native_size, module.native_size)
 
@@ -419,6 +419,8 @@ def test_sequential_mnist_reads_the_images_as_sequences(
     assert label == int(files[MNISTDataModule]["test_y"][0])
     with pytest.raises(ValueError, match=r"input_size=28 does not fit order=pixels.*set data.input_size=1"):
         SequentialMNISTDataModule(order="pixels", input_size=28, data_dir=str(root))
+    with pytest.raises(ValueError, match="in_channels must be 1 and pad 0, got 1 and 2"):
+        SequentialMNISTDataModule(data_dir=str(root), pad=2)
 
 
 def test_lstm_on_sequential_mnist_trains_through_the_train_entry_point(train_config, fake_root: tuple) -> None:
