@@ -1,11 +1,12 @@
-"""Shared fixtures: Hydra configs composed with the compose API, and a way to run the scripts."""
+"""Shared fixtures: Hydra configs composed with the compose API, a way to run the scripts, and the checks that the
+model families' tests share."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
+# overrides for a run through scripts/train.py's path on fake data: one batch of training, validation and test
+FAST_DATA = ["data=fake", "data.batch_size=4", "data.train_size=4", "data.val_size=4", "data.test_size=4", "debug=fdr"]
 
 
 def compose_config(config_name: str, output_dir: Path, overrides: list[str] = ()) -> DictConfig:
@@ -87,3 +91,46 @@ def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     monkeypatch.setattr(torch.optim.Optimizer, "__init__", counted_init)
     monkeypatch.setattr(InMemoryDataModule, "setup", recorded_setup)
     return record
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def find_layer(model: nn.Module, name: str) -> nn.Module:
+    """The one submodule whose path is ``name`` or ends in ``.name``: ``conv1`` finds ``features.conv1``."""
+    found = [module for path, module in model.named_modules() if path == name or path.endswith(f".{name}")]
+    assert len(found) == 1, f"{len(found)} layers named {name!r} in {type(model).__name__}"
+    return found[0]
+
+
+def record_output_shapes(model: nn.Module, layers: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """Hook each layer (found by ``find_layer``); the dict fills with its output's shape less the batch dimension on
+    the next forward pass."""
+    shapes = {}
+    for name in layers:
+        find_layer(model, name).register_forward_hook(
+            lambda module, inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape[1:]))
+        )
+    return shapes
+
+
+def assert_same_outputs(ours: nn.Module, theirs: nn.Module, x: torch.Tensor) -> None:
+    """Both models, in eval mode, give the same outputs on ``x`` (to 1e-5)."""
+    ours.eval()
+    theirs.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def check_torchvision_round_trip(name: str, size: int) -> None:
+    """Our ``name`` with torchvision's randomly initialised weights loaded gives torchvision's outputs."""
+    import torchvision
+
+    from models import create_model, load_torchvision_weights
+
+    torch.manual_seed(0)
+    theirs = getattr(torchvision.models, name)(weights=None, num_classes=10)
+    ours = create_model(name, num_classes=10)
+    load_torchvision_weights(ours, theirs.state_dict())
+    assert_same_outputs(ours, theirs, torch.randn(1, 3, size, size))

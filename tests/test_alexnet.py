@@ -9,25 +9,11 @@ import torchvision
 from omegaconf import OmegaConf
 
 import models.zfnet  # noqa: F401
-from conftest import CONFIG_DIR
+from conftest import CONFIG_DIR, count_parameters
 from models import create_model, get_model_builder, load_torchvision_weights
 from models.alexnet import local_response_norm  # importing models.alexnet registers alexnet and alexnet_tv
 
 NATIVE_SIZE = {"alexnet": 227, "alexnet_tv": 224, "zfnet": 224}
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def record_output_shapes(model: torch.nn.Module, layers: list[str]) -> dict[str, tuple[int, ...]]:
-    """Hook ``model.features.<layer>`` for each layer; the dict fills with (C, H, W) on the next forward pass."""
-    shapes = {}
-    for name in layers:
-        model.features.get_submodule(name).register_forward_hook(
-            lambda module, inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape[1:]))
-        )
-    return shapes
 
 
 def build_on_meta(name: str, **options: object) -> torch.nn.Module:
@@ -59,25 +45,6 @@ def test_parameter_counts(name: str, options: dict, expected: int) -> None:
     assert count_parameters(build_on_meta(name, **options)) == expected
 
 
-def test_alexnet_stage_sizes_follow_figure_2() -> None:
-    model = create_model("alexnet")
-    shapes = record_output_shapes(
-        model, ["conv1", "norm1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]
-    )
-    assert forward_eval(model, 227).shape == (1, 1000)
-    assert shapes == {
-        "conv1": (96, 55, 55),
-        "norm1": (96, 55, 55),
-        "pool1": (96, 27, 27),
-        "conv2": (256, 27, 27),
-        "pool2": (256, 13, 13),
-        "conv3": (384, 13, 13),
-        "conv4": (384, 13, 13),
-        "conv5": (256, 13, 13),
-        "pool5": (256, 6, 6),
-    }
-
-
 def test_alexnet_layer_order_follows_section_3_5() -> None:
     # ReLU after every conv; LRN after the ReLUs of conv1 and conv2; max-pools after them and after conv5.
     conv_stack = ["conv3", "act3", "conv4", "act4", "conv5", "act5", "pool5"]
@@ -104,40 +71,6 @@ def test_zfnet_normalises_after_pool1_and_pool2() -> None:
     assert layers()[:8] == ["conv1", "act1", "pool1", "norm1", "conv2", "act2", "pool2", "norm2"]
     assert layers(norm="batch")[:8] == ["conv1", "bn1", "act1", "pool1", "conv2", "bn2", "act2", "pool2"]
     assert "norm1" not in layers(norm="none") and "bn1" not in layers(norm="none")
-
-
-def test_alexnet_tv_stage_sizes() -> None:
-    model = create_model("alexnet_tv")
-    shapes = record_output_shapes(model, ["conv1", "pool1", "conv2", "pool2", "conv5", "pool5"])
-    assert forward_eval(model, 224).shape == (1, 1000)
-    assert shapes == {
-        "conv1": (64, 55, 55),
-        "pool1": (64, 27, 27),
-        "conv2": (192, 27, 27),
-        "pool2": (192, 13, 13),
-        "conv5": (256, 13, 13),
-        "pool5": (256, 6, 6),
-    }
-
-
-@pytest.mark.parametrize(("wide", "widths"), [(False, (384, 384, 256)), (True, (512, 1024, 512))])
-def test_zfnet_stage_sizes_follow_figure_3(wide: bool, widths: tuple[int, int, int]) -> None:
-    model = create_model("zfnet", wide=wide)
-    shapes = record_output_shapes(
-        model, ["conv1", "pool1", "norm1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]
-    )
-    assert forward_eval(model, 224).shape == (1, 1000)
-    assert shapes == {
-        "conv1": (96, 110, 110),
-        "pool1": (96, 55, 55),
-        "norm1": (96, 55, 55),
-        "conv2": (256, 26, 26),
-        "pool2": (256, 13, 13),
-        "conv3": (widths[0], 13, 13),
-        "conv4": (widths[1], 13, 13),
-        "conv5": (widths[2], 13, 13),
-        "pool5": (widths[2], 6, 6),
-    }
 
 
 def test_lrn_computes_section_3_3() -> None:

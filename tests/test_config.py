@@ -164,16 +164,6 @@ def test_arguments_passed_on_with_kwargs_are_checked_against_the_base_classes() 
             r"unknown optimizer 'adamm'; did you mean adam, adamw\? accepted: adagrad, adam, adamw, lbfgs, rmsprop, ",
         ),
         (["experiment=nope"], r"unknown experiment 'nope'; accepted: .*, lenet5_digits, "),
-    ],
-)
-def test_unknown_group_options_are_caught_before_hydra_runs(args: list[str], message: str) -> None:
-    with pytest.raises(UserError, match=message):
-        check_overrides(args)
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
         (["optimizer.lrr=0.1"], r"unknown optimizer setting 'lrr'; did you mean lr\? accepted: lr, momentum, nesterov"),
         (["optimizer=adam", "optimizer.momentum=0.9"], r"unknown optimizer setting 'momentum'; accepted: lr, betas"),
         (
@@ -184,7 +174,7 @@ def test_unknown_group_options_are_caught_before_hydra_runs(args: list[str], mes
         (["trainer.max_epoch=3"], r"unknown trainer setting 'max_epoch'; did you mean max_epochs\? accepted"),
     ],
 )
-def test_unknown_keys_are_caught_before_hydra_runs(args: list[str], message: str) -> None:
+def test_unknown_group_options_and_keys_are_caught_before_hydra_runs(args: list[str], message: str) -> None:
     with pytest.raises(UserError, match=message):
         check_overrides(args)
 

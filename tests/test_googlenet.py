@@ -7,16 +7,12 @@ import torchvision
 from omegaconf import OmegaConf
 
 import models.googlenet
-from conftest import CONFIG_DIR
+from conftest import CONFIG_DIR, assert_same_outputs, count_parameters
 from models import create_model, get_model_builder, load_torchvision_weights
 from models.googlenet import GoogLeNet, GoogLeNetTV
 from training.config import instantiate
 
 NAMES = ("googlenet", "googlenet_tv")
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def torchvision_googlenet(**kwargs: object) -> torch.nn.Module:
@@ -63,43 +59,6 @@ def test_weights_per_table_1_row() -> None:
         "5b": 1409.0,
     }
     assert sum(weights.values()) == 6_990_272  # 6,826.4K against Table 1's 6,797.7K
-
-
-# Table 1's "output size" column, as (channels, height, width)
-TABLE_1_OUTPUTS = {
-    "conv1": (64, 112, 112),
-    "pool1": (64, 56, 56),
-    "conv2": (192, 56, 56),
-    "pool2": (192, 28, 28),
-    "inception3a": (256, 28, 28),
-    "inception3b": (480, 28, 28),
-    "pool3": (480, 14, 14),
-    "inception4a": (512, 14, 14),
-    "inception4b": (512, 14, 14),
-    "inception4c": (512, 14, 14),
-    "inception4d": (528, 14, 14),
-    "inception4e": (832, 14, 14),
-    "pool4": (832, 7, 7),
-    "inception5a": (832, 7, 7),
-    "inception5b": (1024, 7, 7),
-    "avgpool": (1024, 1, 1),
-    "aux1.pool": (512, 4, 4),  # Section 5: 4x4x512 for 4a
-    "aux2.pool": (528, 4, 4),  # and 4x4x528 for 4d
-}
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_stage_output_sizes_follow_table_1(name: str) -> None:
-    model = create_model(name).train()
-    shapes = {}
-    for layer in TABLE_1_OUTPUTS:
-        model.get_submodule(layer).register_forward_hook(
-            lambda module, inputs, output, layer=layer: shapes.__setitem__(layer, tuple(output.shape[1:]))
-        )
-    logits, aux1, aux2 = model(torch.randn(1, 3, 224, 224))
-    assert shapes == TABLE_1_OUTPUTS
-    assert [shapes[layer][1] for layer in ("conv1", "pool1", "pool2", "pool3", "pool4")] == [112, 56, 28, 14, 7]
-    assert logits.shape == aux1.shape == aux2.shape == (1, 1000)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -245,9 +204,7 @@ def test_torchvision_transform_input() -> None:
     theirs = torchvision_googlenet(aux_logits=False, transform_input=True).eval()
     ours = create_model("googlenet_tv", aux_logits=False, transform_input=True).eval()
     load_torchvision_weights(ours, theirs.state_dict())
-    x = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    assert_same_outputs(ours, theirs, torch.randn(1, 3, 224, 224))
 
 
 def test_torchvision_aux_weights_are_dropped_without_aux_heads() -> None:

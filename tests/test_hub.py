@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 import models
-from conftest import ROOT
+from conftest import ROOT, assert_same_outputs
 
 # read as torch.hub reads it: from the repository's top level, which is not on the import path of pytest
 _spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
@@ -58,12 +58,10 @@ def test_torch_hub_loads_pretrained_weights_as_create_model_does(tmp_path: Path)
     reference = models.load_pretrained(models.create_model("resnet20", num_classes=4), path, "resnet20")
     assert all(torch.equal(value, reference.state_dict()[key]) for key, value in model.state_dict().items())
 
-    theirs = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    theirs = torchvision.models.resnet18(weights=None, num_classes=3)
     torch.save(theirs.state_dict(), tmp_path / "resnet18.pth")
-    model = hub_load("resnet18", num_classes=3, pretrained=tmp_path / "resnet18.pth").eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), theirs(x), atol=1e-5, rtol=1e-5)
+    model = hub_load("resnet18", num_classes=3, pretrained=tmp_path / "resnet18.pth")
+    assert_same_outputs(model, theirs, torch.randn(1, 3, 64, 64))
 
 
 def test_hub_entry_points_name_what_they_do_not_take() -> None:

@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import CONFIG_DIR
+from conftest import CONFIG_DIR, FAST_DATA
 from models import INIT_SCHEMES, create_model, init_weights
 from training.tasks import train
 
@@ -93,17 +93,7 @@ def test_init_group_writes_into_the_model_config(train_config) -> None:
 
 @pytest.mark.parametrize("scheme", INIT_SCHEMES)
 def test_every_scheme_trains_through_the_train_entry_point(train_config, scheme: str) -> None:
-    cfg = train_config(
-        "model=lenet5",
-        f"init={scheme}",
-        "data=fake",
-        "data.in_channels=1",
-        "data.batch_size=4",
-        "data.train_size=4",
-        "data.val_size=4",
-        "data.test_size=4",
-        "debug=fdr",
-    )
+    cfg = train_config("model=lenet5", f"init={scheme}", *FAST_DATA, "data.in_channels=1")
     assert cfg.model.init == scheme
     summary = train(cfg)
     assert torch.isfinite(torch.tensor(summary["test/loss"]))

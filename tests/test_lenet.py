@@ -1,45 +1,13 @@
 import pytest
 import torch
 
+from conftest import count_parameters
 from models import create_model
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def test_parameter_count_matches_the_1998_layout() -> None:
     # C1 156 + C3 2,416 + C5 48,120 + F6 10,164 + output 850
     assert count_parameters(create_model("lenet5")) == 61_706
-
-
-def test_layer_output_shapes_follow_fig_2() -> None:
-    model = create_model("lenet5")
-    shapes = {}
-    for name in ("c1", "s2", "c3", "s4", "c5", "f6"):
-        getattr(model.features, name).register_forward_hook(
-            lambda module, inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape[1:]))
-        )
-    logits = model(torch.randn(2, 1, 32, 32))
-    assert logits.shape == (2, 10)
-    assert shapes == {
-        "c1": (6, 28, 28),
-        "s2": (6, 14, 14),
-        "c3": (16, 10, 10),
-        "s4": (16, 5, 5),
-        "c5": (120, 1, 1),
-        "f6": (84,),
-    }
-
-
-def test_classifier_interface() -> None:
-    model = create_model("lenet5")
-    x = torch.randn(3, 1, 32, 32)
-    assert model.forward_features(x).shape == (3, 84)
-    assert model.get_classifier() is model.classifier
-    model.reset_classifier(4)
-    assert model(x).shape == (3, 4)
-    assert model.num_classes == 4
 
 
 def test_backward_reaches_every_parameter() -> None:

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from conftest import CONFIG_DIR, run_script
+from conftest import CONFIG_DIR, FAST_DATA, assert_same_outputs, run_script
 from models import (
     ACTIVATIONS,
     NORMS,
@@ -310,10 +310,8 @@ def test_dropconnect_in_lenet5_varies_training_outputs_only() -> None:
 def test_dropconnect_alexnet_tv_loads_torchvision_weights_and_matches_it_at_eval() -> None:
     torch.manual_seed(0)
     theirs = torchvision.models.alexnet(weights=None).eval()
-    ours = load_torchvision_weights(create_model("alexnet_tv", dropconnect=0.5), theirs.state_dict()).eval()
-    x = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    ours = load_torchvision_weights(create_model("alexnet_tv", dropconnect=0.5), theirs.state_dict())
+    assert_same_outputs(ours, theirs, torch.randn(1, 3, 224, 224))
 
 
 def test_bad_dropconnect_names_the_accepted_range() -> None:
@@ -333,9 +331,6 @@ def test_config_group_has_one_file_per_option(group: str, options: tuple[str, ..
     for path in paths:
         assert path.read_text().startswith("# @package model\n")
         assert OmegaConf.load(path) == {group: path.stem}
-
-
-FAST_DATA = ["data=fake", "data.batch_size=4", "data.train_size=4", "data.val_size=4", "data.test_size=4", "debug=fdr"]
 
 
 @pytest.mark.parametrize(
