@@ -98,8 +98,12 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:
-    """The one submodule whose path is ``name`` or ends in ``.name``: ``conv1`` finds ``features.conv1``."""
-    found = [module for path, module in model.named_modules() if path == name or path.endswith(f".{name}")]
+    """The submodule whose path is ``name``, else the one whose path ends in ``.name``: ``conv1`` finds
+    ``features.conv1``."""
+    modules = dict(model.named_modules())
+    if name in modules:
+        return modules[name]
+    found = [module for path, module in modules.items() if path.endswith(f".{name}")]
     assert len(found) == 1, f"{len(found)} layers named {name!r} in {type(model).__name__}"
     return found[0]
 

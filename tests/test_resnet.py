@@ -8,7 +8,7 @@ import torchvision
 from omegaconf import OmegaConf
 
 import models.resnet  # noqa: F401
-from conftest import CONFIG_DIR
+from conftest import CONFIG_DIR, count_parameters, record_output_shapes
 from models import INIT_SCHEMES, create_model, get_model_builder, load_torchvision_weights
 from models.resnet import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
 
@@ -32,19 +32,6 @@ PROJECTION_PARAMETERS = 2_752
 BOTTLENECK = {"resnet50", "resnet101", "resnet152"}
 SLOW = {"resnet101", "resnet152"}  # 224x224 passes of several seconds on a CPU
 IMAGENET = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in IMAGENET_PARAMETERS]
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def record_output_shapes(model: torch.nn.Module, names: list[str]) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for name in names:
-        model.get_submodule(name).register_forward_hook(
-            lambda module, inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape[1:]))
-        )
-    return shapes
 
 
 @pytest.mark.parametrize("name", list(IMAGENET_PARAMETERS))
