@@ -1,4 +1,5 @@
-"""What the four LightningModules keep as hyperparameters, the plain data a checkpoint's ``hyper_parameters`` holds."""
+"""The four LightningModules' arguments: those passed on to TrainingModule are checked as their own, and the plain
+data among them is what a checkpoint's ``hyper_parameters`` holds."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from training import Classifier, LanguageModel, MultiLabelClassifier, Regressor
+from training.config import UserError, check_arguments
 from training.finetune import FineTuning
 from training.regularization import L1
 
@@ -105,3 +108,14 @@ def test_a_checkpoint_keeps_the_hyperparameters_and_loads_with_them(tmp_path: Pa
     assert checkpoint["hyper_parameters"] == expected and checkpoint["hparams_name"] == "kwargs"
     restored = Classifier.load_from_checkpoint(tmp_path / "model.ckpt", net=nn.Linear(4, 3), optimizer=None)
     assert dict(restored.hparams) == expected
+
+
+@pytest.mark.parametrize("cls", list(DEFAULTS), ids=lambda cls: cls.__name__)
+def test_the_arguments_passed_on_are_checked_and_listed_as_the_modules_own(cls: type[pl.LightningModule]) -> None:
+    check_arguments(cls, OmegaConf.create({**OWN[cls], "scheduler_interval": "step", "run_config": {}}), "module")
+    with pytest.raises(UserError, match=r"^module.decay_bias_and_norm: expected bool, got 'abc' \(str\)$"):
+        check_arguments(cls, OmegaConf.create({"decay_bias_and_norm": "abc"}), "module")
+    with pytest.raises(UserError, match=r"^module.decay: not an argument of training\.") as error:
+        check_arguments(cls, OmegaConf.create({"decay": True}), "module")
+    listed = str(error.value).split("; accepted: ")[1].split(", ")
+    assert sorted(listed) == sorted([*DEFAULTS[cls], "net", "optimizer", "scheduler", "regularizer", "finetune"])
