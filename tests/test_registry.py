@@ -78,3 +78,28 @@ def test_the_config_check_reads_a_kwargs_builders_type_hints() -> None:
     node = OmegaConf.create({"_target_": "models.create_model", "name": "resnet18", "stride_on_1x1": True})
     with pytest.raises(UserError, match=r"^model.stride_on_1x1: not an argument of models.resnet.resnet18; accepted: "):
         check_node(node, "model")
+
+
+class _Switches(nn.Module):
+    def __init__(self, num_classes: int = 10, activation: str = "relu") -> None:
+        super().__init__()
+        self.head = nn.Linear(4, num_classes)
+
+
+class _PassesSwitchesOn(_Switches):
+    def __init__(self, depth: int, width: int = 8, **kwargs: typing.Any) -> None:
+        super().__init__(**kwargs)
+
+
+def test_a_kwargs_builder_takes_the_arguments_its_class_passes_on_to_its_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models._registry, "_MODEL_BUILDERS", dict(models._registry._MODEL_BUILDERS))
+
+    @register_model
+    def passes_switches_on(**kwargs: typing.Any) -> _PassesSwitchesOn:
+        return _PassesSwitchesOn(depth=2, **kwargs)
+
+    assert list(inspect.signature(passes_switches_on).parameters) == ["width", "num_classes", "activation"]
+    assert typing.get_type_hints(passes_switches_on)["activation"] is str
+    node = OmegaConf.create({"_target_": "models.create_model", "name": "passes_switches_on", "activation": 3})
+    with pytest.raises(UserError, match=r"^model.activation: expected str, got 3 \(int\)$"):
+        check_node(node, "model")
