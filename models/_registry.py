@@ -19,18 +19,34 @@ Builder = Callable[..., nn.Module]
 _MODEL_BUILDERS: dict[str, Builder] = {}
 
 
+def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The named arguments of ``cls``: its ``__init__``'s and, while it passes ``**kwargs`` on, those of the nearest
+    base class that defines ``__init__``, and so on up (the same chain as the config checks follow)."""
+    parameters: dict[str, inspect.Parameter] = {}
+    for owner in cls.__mro__:
+        if owner is object or "__init__" not in vars(owner):
+            continue
+        signature = inspect.signature(owner, eval_str=True)
+        for name, parameter in signature.parameters.items():
+            if parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                parameters.setdefault(name, parameter)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+            break
+    return parameters
+
+
 def _builder_signature(builder: Builder, exclude: Sequence[str]) -> inspect.Signature:
     """The keyword arguments ``builder`` takes: its own if it lists them all, else (``**kwargs``, as torchvision's
-    builders) those of the class it returns, its return annotation: the class's arguments with a default (the
-    ones without are the architecture the builder gives: depths, widths), less ``exclude``, with the defaults of
-    the keyword arguments the builder names itself."""
+    builders) those of the class it returns, its return annotation (with its base classes' where it passes
+    ``**kwargs`` on): the class's arguments with a default (the ones without are the architecture the builder
+    gives: depths, widths), less ``exclude``, with the defaults of the keyword arguments the builder names itself."""
     own = inspect.signature(builder, eval_str=True)
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.parameters.values()):
         return own
     cls = own.return_annotation
     parameters = [
         own.parameters.get(name, parameter).replace(kind=inspect.Parameter.KEYWORD_ONLY)
-        for name, parameter in inspect.signature(cls, eval_str=True).parameters.items()
+        for name, parameter in _init_parameters(cls).items()
         if name not in exclude and (parameter.default is not inspect.Parameter.empty or name in own.parameters)
     ]
     return inspect.Signature(parameters, return_annotation=cls)

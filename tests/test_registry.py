@@ -1,4 +1,6 @@
 import inspect
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -6,6 +8,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import models
+from conftest import ROOT
 from models import LeNet5, create_model, list_models, register_model
 from training.config import UserError, check_node
 
@@ -78,3 +81,39 @@ def test_the_config_check_reads_a_kwargs_builders_type_hints() -> None:
     node = OmegaConf.create({"_target_": "models.create_model", "name": "resnet18", "stride_on_1x1": True})
     with pytest.raises(UserError, match=r"^model.stride_on_1x1: not an argument of models.resnet.resnet18; accepted: "):
         check_node(node, "model")
+
+
+PASSES_KWARGS_ON = """
+import inspect, typing
+from omegaconf import OmegaConf
+from torch import nn
+from models import register_model
+from training.config import UserError, check_node
+
+class Switches(nn.Module):
+    def __init__(self, num_classes: int = 10, activation: str = "relu") -> None:
+        super().__init__()
+
+class PassesSwitchesOn(Switches):
+    def __init__(self, depth: int, width: int = 8, **kwargs: typing.Any) -> None:
+        super().__init__(**kwargs)
+
+@register_model
+def passes_switches_on(**kwargs: typing.Any) -> PassesSwitchesOn:
+    return PassesSwitchesOn(depth=2, **kwargs)
+
+assert list(inspect.signature(passes_switches_on).parameters) == ["width", "num_classes", "activation"]
+assert typing.get_type_hints(passes_switches_on)["activation"] is str
+node = OmegaConf.create({"_target_": "models.create_model", "name": "passes_switches_on", "activation": 3})
+try:
+    check_node(node, "model")
+except UserError as error:
+    print(error)
+"""
+
+
+def test_a_kwargs_builder_takes_the_arguments_its_class_passes_on_to_its_base() -> None:
+    # in a process of its own: the builder it registers stays registered
+    result = subprocess.run([sys.executable, "-c", PASSES_KWARGS_ON], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "model.activation: expected str, got 3 (int)\n"

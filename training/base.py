@@ -65,10 +65,12 @@ class TrainingModule(pl.LightningModule):
     a second parameter group without decay, unless ``decay_bias_and_norm`` (torch's own behaviour).
     ``regularizer`` adds its penalty to the training loss (logged as ``train/reg_loss``) and applies its
     constraint after every optimizer step. Subclasses define the loss and the metrics, add the penalty with
-    ``regularize``, list in ``monitorable_metrics`` what a scheduler may watch, and call
-    ``save_hyperparameters`` with ``net``, ``optimizer``, ``scheduler`` and ``regularizer`` ignored, so that
-    the checkpoint keeps only plain data: the ``run_config`` from which a checkpoint alone rebuilds model and data.
-    ``finetune`` (``training.finetune.FineTuning``, ignored too) is how ``net``, pretrained, was partly frozen:
+    ``regularize`` and list in ``monitorable_metrics`` what a scheduler may watch; they take their own arguments
+    and pass the others on as ``**kwargs``. The plain arguments of the whole ``__init__`` chain (Lightning's
+    ``save_hyperparameters`` reads the subclass's too), ``run_config`` (the run's resolved configuration) among
+    them, are the hyperparameters the checkpoint keeps, from which alone model and data are rebuilt; ``net``,
+    ``optimizer``, ``scheduler``, ``regularizer`` and ``finetune`` are left out.
+    ``finetune`` (``training.finetune.FineTuning``) is how ``net``, pretrained, was partly frozen:
     frozen parameters are left out of the optimizer, frozen batch norms stay in eval mode, and the layers outside
     the classifier train at ``finetune.backbone_lr_scale`` times the learning rate.
     """
@@ -83,10 +85,12 @@ class TrainingModule(pl.LightningModule):
         regularizer: Regularizer | None = None,
         decay_bias_and_norm: bool = False,
         finetune: FineTuning | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer", "finetune"], logger=False)
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

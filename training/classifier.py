@@ -9,9 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MaxMetric, Metric, MetricCollection
 
-from training.base import OptimizerFactory, SchedulerFactory, TrainingModule, loss_mean
-from training.finetune import FineTuning
-from training.regularization import Regularizer
+from training.base import OptimizerFactory, TrainingModule, loss_mean
 
 
 class MulticlassHingeLoss(nn.Module):
@@ -154,8 +152,8 @@ class Classifier(ScoringModule):
 
     ``label_smoothing`` mixes the one-hot target with the uniform distribution (Szegedy et al. 2016,
     Section 7), cross-entropy only. A network that returns a tuple in training mode (GoogLeNet's auxiliary
-    heads) has the losses of the extra outputs added with ``aux_loss_weight``. ``run_config`` is the run's
-    resolved configuration, kept in the checkpoint so that a checkpoint alone rebuilds model and data.
+    heads) has the losses of the extra outputs added with ``aux_loss_weight``. The other arguments are
+    ``TrainingModule``'s.
     """
 
     targets = "classes"  # the labels it trains on: class indices (see ClassificationDataModule.targets)
@@ -165,27 +163,20 @@ class Classifier(ScoringModule):
         net: nn.Module,
         optimizer: OptimizerFactory | None,
         num_classes: int,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
+        *,
         scheduler_monitor: str = "val/acc",
         aux_loss_weight: float = 0.3,
         loss: Literal["cross_entropy", "hinge", "squared_hinge"] = "cross_entropy",
         label_smoothing: float = 0.0,
-        regularizer: Regularizer | None = None,
-        decay_bias_and_norm: bool = False,
-        finetune: FineTuning | None = None,
-        run_config: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm, finetune
-        )
+        super().__init__(net, optimizer, scheduler_monitor=scheduler_monitor, **kwargs)
         if loss not in ("cross_entropy", "hinge", "squared_hinge"):
             raise ValueError(f"loss must be 'cross_entropy', 'hinge' or 'squared_hinge', got {loss!r}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if label_smoothing and loss != "cross_entropy":
             raise ValueError(f"label_smoothing applies to cross_entropy only; with loss={loss} leave it at 0")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer", "finetune"], logger=False)
         if loss == "cross_entropy":
             self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         else:

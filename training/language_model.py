@@ -19,9 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MinMetric
 
-from training.base import OptimizerFactory, SchedulerFactory, TrainingModule, loss_mean
-from training.finetune import FineTuning
-from training.regularization import Regularizer
+from training.base import OptimizerFactory, TrainingModule, loss_mean
 
 State = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -39,31 +37,17 @@ class LanguageModel(TrainingModule):
     Logs ``{train,val,test}/loss`` in nats per character, ``val/bpc`` and ``test/bpc`` (bits per
     character, the loss / ln 2), ``val/perplexity`` (exp of the epoch's loss) and ``val/loss_best``.
     ``vocab`` (the characters, index i being character i) is kept in the checkpoint's hyperparameters
-    with ``run_config``, so that a checkpoint alone is enough to sample text.
+    with ``run_config``, so that a checkpoint alone is enough to sample text. The other arguments are
+    ``TrainingModule``'s.
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: OptimizerFactory | None,
-        vocab: str,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
-        scheduler_monitor: str = "val/loss",
-        regularizer: Regularizer | None = None,
-        decay_bias_and_norm: bool = False,
-        finetune: FineTuning | None = None,
-        run_config: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm, finetune
-        )
+    def __init__(self, net: nn.Module, optimizer: OptimizerFactory | None, vocab: str, **kwargs: Any) -> None:
+        super().__init__(net, optimizer, **kwargs)
         if not isinstance(vocab, str) or not vocab:
             raise ValueError(f"vocab must be the text's characters as a non-empty string, got {vocab!r}")
         vocab_size = getattr(net, "vocab_size", len(vocab))
         if vocab_size != len(vocab):
             raise ValueError(f"the model predicts {vocab_size} characters but the vocabulary has {len(vocab)}")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer", "finetune"], logger=False)
         self.train_state: State | None = None  # carried from one training batch to the next
         self.eval_state: State | None = None  # the same within one validation or test loop
         self.val_loss = loss_mean()

@@ -8,10 +8,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MultilabelAccuracy, MultilabelExactMatch, MultilabelF1Score
 
-from training.base import OptimizerFactory, SchedulerFactory
+from training.base import OptimizerFactory
 from training.classifier import ScoringModule
-from training.finetune import FineTuning
-from training.regularization import Regularizer
 
 
 class MultiLabelClassifier(ScoringModule):
@@ -23,6 +21,7 @@ class MultiLabelClassifier(ScoringModule):
     (F1 averaged over the labels) and ``/exact_match`` (the fraction of examples with every label right), and
     ``val/acc_best``. Targets are multi-hot float tensors (batch, num_labels). A network that returns a tuple in
     training mode (GoogLeNet's auxiliary heads) has the losses of the extra outputs added with ``aux_loss_weight``.
+    The other arguments are ``TrainingModule``'s.
     """
 
     targets = "attributes"
@@ -32,22 +31,14 @@ class MultiLabelClassifier(ScoringModule):
         net: nn.Module,
         optimizer: OptimizerFactory | None,
         num_labels: int,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
-        scheduler_monitor: str = "val/loss",
+        *,
         threshold: float = 0.5,
         aux_loss_weight: float = 0.3,
-        regularizer: Regularizer | None = None,
-        decay_bias_and_norm: bool = False,
-        finetune: FineTuning | None = None,
-        run_config: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm, finetune
-        )
+        super().__init__(net, optimizer, **kwargs)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer", "finetune"], logger=False)
         self.criterion = nn.BCEWithLogitsLoss()
         self._set_metrics(
             {

@@ -8,30 +8,17 @@ import torch
 from torch import nn
 from torchmetrics import MeanSquaredError, MinMetric
 
-from training.base import OptimizerFactory, SchedulerFactory, TrainingModule
-from training.finetune import FineTuning
-from training.regularization import Regularizer
+from training.base import OptimizerFactory, TrainingModule
 
 
 class Regressor(TrainingModule):
-    """Trains ``net`` to predict one number per example with MSE; logs ``{train,val,test}/loss`` (the MSE)."""
+    """Trains ``net`` to predict one number per example with MSE; logs ``{train,val,test}/loss`` (the MSE).
 
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: OptimizerFactory | None,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
-        scheduler_monitor: str = "val/loss",
-        regularizer: Regularizer | None = None,
-        decay_bias_and_norm: bool = False,
-        finetune: FineTuning | None = None,
-        run_config: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            net, optimizer, scheduler, scheduler_interval, scheduler_monitor, regularizer, decay_bias_and_norm, finetune
-        )
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "regularizer", "finetune"], logger=False)
+    Its arguments are ``TrainingModule``'s.
+    """
+
+    def __init__(self, net: nn.Module, optimizer: OptimizerFactory | None, **kwargs: Any) -> None:
+        super().__init__(net, optimizer, **kwargs)
         self.criterion = nn.MSELoss()
         self.val_mse = MeanSquaredError()
         self.test_mse = MeanSquaredError()
