@@ -54,9 +54,8 @@ import torch
 from torch import nn
 
 from models._activations import make_activation
-from models._base import ClassifierNet
-from models._init import DEFAULT_STD
-from models._norms import check_norm, make_norm
+from models._base import ClassifierNet, check_rate
+from models._norms import make_norm
 from models._registry import register_model
 
 BYPASSES = ("none", "simple")
@@ -109,34 +108,22 @@ class SqueezeNet(ClassifierNet):
     # torchvision's nn.Sequential index -> our layer name, for the layers with weights
     torchvision_names: ClassVar[dict[str, str]] = {}
 
-    def __init__(
-        self,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 0.5,
-        bypass: str = "none",
-        activation: str = "relu",
-        norm: str = "none",
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
-    ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
+    def __init__(self, dropout: float = 0.5, bypass: str = "none", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if bypass not in BYPASSES:
             raise ValueError(f"unknown bypass {bypass!r}; accepted: {', '.join(BYPASSES)}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        check_norm(self, norm)
-        self.features = nn.Sequential(self._layers(in_channels, bypass == "simple", activation, norm))
+        check_rate("dropout", dropout)
+        self.features = nn.Sequential(self._layers(self.in_channels, bypass == "simple", self.activation, self.norm))
         # Section 3.3: dropout 50% after fire9, conv10 to the classes, then global average pooling (no FC)
         self.classifier = nn.Sequential(
             OrderedDict(
                 dropout=nn.Dropout(dropout),
-                conv10=nn.Conv2d(512, num_classes, kernel_size=1),
-                act10=make_activation(activation, num_classes, inplace=True),
+                conv10=nn.Conv2d(512, self.num_classes, kernel_size=1),
+                act10=make_activation(self.activation, self.num_classes, inplace=True),
                 avgpool10=nn.AdaptiveAvgPool2d(1),
             )
         )
-        self.init_weights(init, init_std)
+        self.init_weights(self.init, self.init_std)
 
     @staticmethod
     def _layers(in_channels: int, bypass: bool, activation: str, norm: str) -> OrderedDict[str, nn.Module]:

@@ -37,11 +37,10 @@ import torch
 from torch import nn
 
 from models._activations import make_activation
-from models._base import ClassifierNet
-from models._init import DEFAULT_STD
-from models._norms import check_norm, make_norm
+from models._base import ClassifierNet, check_rate
+from models._norms import make_norm
 from models._registry import register_model
-from models.alexnet import AlexNet, check_dropout, fully_connected_head, local_response_norm
+from models.alexnet import AlexNet, fully_connected_head, local_response_norm
 
 # Section 3: "All weights are initialized to 10^-2 and biases are set to 0." Equal weights would keep every
 # filter of a layer the same, so 10^-2 is read as the standard deviation of a zero-mean normal, as in AlexNet.
@@ -64,20 +63,16 @@ class ZFNet(ClassifierNet):
 
     def __init__(
         self,
-        num_classes: int = 1000,
-        in_channels: int = 3,
         dropout: float = 0.5,
         wide: bool = False,
-        activation: str = "relu",
         norm: str = "local_response",
         dropconnect: float = 0.0,
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
-        check_dropout(dropout)
+        super().__init__(norm=norm, **kwargs)
+        check_rate("dropout", dropout)
         check_flag("wide", wide)
-        check_norm(self, norm)
+        activation = self.activation
         width3, width4, width5 = (512, 1024, 512) if wide else (384, 384, 256)  # Table 3 / Figure 3
         layers: OrderedDict[str, nn.Module] = OrderedDict()
 
@@ -92,7 +87,7 @@ class ZFNet(ClassifierNet):
             if norm == "local_response" and index in (1, 2):
                 layers[f"norm{index}"] = local_response_norm()
 
-        conv(1, nn.Conv2d(in_channels, 96, kernel_size=7, stride=2, padding=1))  # 96x110x110
+        conv(1, nn.Conv2d(self.in_channels, 96, kernel_size=7, stride=2, padding=1))  # 96x110x110
         pool(1)  # 96x55x55
         conv(2, nn.Conv2d(96, 256, kernel_size=5, stride=2))  # 256x26x26
         pool(2)  # 256x13x13
@@ -102,8 +97,8 @@ class ZFNet(ClassifierNet):
         pool(5)  # 256x6x6
         self.features = nn.Sequential(layers)
         # layers 6, 7 and output
-        self.classifier = fully_connected_head(width5 * 6 * 6, num_classes, dropout, activation, dropconnect)
-        self.init_weights(init, init_std)
+        self.classifier = fully_connected_head(width5 * 6 * 6, self.num_classes, dropout, activation, dropconnect)
+        self.init_weights(self.init, self.init_std)
 
     def _init_paper(self) -> None:
         # Section 3: weights 10^-2 (a standard deviation here, see PAPER_INIT_STD), biases 0.
