@@ -8,6 +8,8 @@ take an image size says so (and names its minimum) instead of failing inside a c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -19,6 +21,20 @@ def check_rate(name: str, rate: float) -> None:
     """Raise ``ValueError`` in one line when the dropout-like ``rate`` called ``name`` is not in [0, 1)."""
     if not 0 <= rate < 1:
         raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+
+
+def rename_layers(state_dict: Mapping[str, torch.Tensor], names: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with the layers of ``names`` renamed (``features.3.weight`` -> ``features.conv2.weight`` for
+    ``{"features.3": "features.conv2"}``), as loading torchvision's weights into a family that names its layers
+    needs; other keys are left for the loader to report."""
+
+    def rename(key: str) -> str:
+        for old, new in names.items():
+            if key.startswith(f"{old}."):
+                return new + key[len(old) :]
+        return key
+
+    return {rename(key): value for key, value in state_dict.items()}
 
 
 class ClassifierNet(nn.Module):

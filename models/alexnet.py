@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from models._activations import make_activation
-from models._base import ClassifierNet, check_rate
+from models._base import ClassifierNet, check_rate, rename_layers
 from models._dropconnect import DropConnectLinear
 from models._norms import make_norm
 from models._registry import register_model
@@ -81,6 +81,14 @@ def fully_connected_head(
             fc8=nn.Linear(4096, num_classes),
         )
     )
+
+
+def init_normal(model: nn.Module, std: float) -> None:
+    """Every conv and linear weight from N(0, ``std``^2), every bias zero."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            nn.init.zeros_(module.bias)
 
 
 def alexnet_features(
@@ -140,10 +148,7 @@ class AlexNet(ClassifierNet):
     def _init_paper(self) -> None:
         # Section 5: weights from N(0, 0.01^2); biases 1 in conv2, conv4, conv5 and the hidden fully-connected
         # layers (to give the ReLUs positive inputs early on), 0 in conv1, conv3 and FC8.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d | nn.Linear):
-                nn.init.normal_(module.weight, mean=0.0, std=PAPER_INIT_STD)
-                nn.init.zeros_(module.bias)
+        init_normal(self, PAPER_INIT_STD)
         for layer in (self.features.conv2, self.features.conv4, self.features.conv5):
             nn.init.ones_(layer.bias)
         for layer in (self.classifier.fc6, self.classifier.fc7):
@@ -198,11 +203,7 @@ class AlexNetTV(ClassifierNet):
 
     def convert_torchvision_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename torchvision's keys (``features.3.weight``) to ours (``features.conv2.weight``)."""
-        converted = {}
-        for key, value in state_dict.items():
-            layer, _, tensor = key.rpartition(".")
-            converted[f"{TORCHVISION_LAYER_NAMES.get(layer, layer)}.{tensor}"] = value
-        return converted
+        return rename_layers(state_dict, TORCHVISION_LAYER_NAMES)
 
 
 @register_model

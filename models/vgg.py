@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from models._activations import make_activation
-from models._base import ClassifierNet, check_rate
+from models._base import ClassifierNet, check_rate, rename_layers
 from models._dropconnect import DropConnectLinear
 from models._norms import make_norm
 from models._registry import register_model
@@ -145,12 +145,7 @@ class VGG(ClassifierNet):
 
     def convert_torchvision_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename torchvision's keys to ours, e.g. vgg11's ``features.3.weight`` to ``features.stage2.conv1.weight``."""
-        names = self.torchvision_layer_names()
-        converted = {}
-        for key, value in state_dict.items():
-            layer, _, tensor = key.rpartition(".")
-            converted[f"{names.get(layer, layer)}.{tensor}"] = value
-        return converted
+        return rename_layers(state_dict, self.torchvision_layer_names())
 
 
 @register_model

@@ -40,7 +40,7 @@ from models._activations import make_activation
 from models._base import ClassifierNet, check_rate
 from models._norms import make_norm
 from models._registry import register_model
-from models.alexnet import AlexNet, fully_connected_head, local_response_norm
+from models.alexnet import AlexNet, fully_connected_head, init_normal, local_response_norm
 
 # Section 3: "All weights are initialized to 10^-2 and biases are set to 0." Equal weights would keep every
 # filter of a layer the same, so 10^-2 is read as the standard deviation of a zero-mean normal, as in AlexNet.
@@ -102,10 +102,7 @@ class ZFNet(ClassifierNet):
 
     def _init_paper(self) -> None:
         # Section 3: weights 10^-2 (a standard deviation here, see PAPER_INIT_STD), biases 0.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d | nn.Linear):
-                nn.init.normal_(module.weight, mean=0.0, std=PAPER_INIT_STD)
-                nn.init.zeros_(module.bias)
+        init_normal(self, PAPER_INIT_STD)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to pool5: 256 maps (512 if wide) of 6x6."""
