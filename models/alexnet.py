@@ -91,6 +91,15 @@ def init_normal(model: nn.Module, std: float) -> None:
             nn.init.zeros_(module.bias)
 
 
+def add_conv(layers: OrderedDict[str, nn.Module], index: int, conv: nn.Conv2d, activation: str, norm: str) -> None:
+    """Append ``conv{index}``, its batch norm where ``norm`` is batch (before the activation, as Ioffe & Szegedy 2015,
+    Sec. 3.2), and its activation, ``act{index}``."""
+    layers[f"conv{index}"] = conv
+    if norm == "batch":
+        layers[f"bn{index}"] = make_norm("batch", conv.out_channels)
+    layers[f"act{index}"] = make_activation(activation, conv.out_channels, inplace=True)
+
+
 def alexnet_features(
     in_channels: int, widths: tuple[int, int, int, int, int], conv1_padding: int, activation: str, norm: str
 ) -> nn.Sequential:
@@ -103,10 +112,7 @@ def alexnet_features(
     layers: OrderedDict[str, nn.Module] = OrderedDict()
 
     def conv(index: int, layer: nn.Conv2d) -> None:
-        layers[f"conv{index}"] = layer
-        if norm == "batch":
-            layers[f"bn{index}"] = make_norm("batch", layer.out_channels)
-        layers[f"act{index}"] = make_activation(activation, layer.out_channels, inplace=True)
+        add_conv(layers, index, layer, activation, norm)
         if norm == "local_response" and index in (1, 2):
             layers[f"norm{index}"] = local_response_norm()
 

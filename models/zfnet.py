@@ -31,16 +31,15 @@ The paper also renormalises, during training, every conv filter whose RMS exceed
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from models._activations import make_activation
 from models._base import ClassifierNet, check_rate
-from models._norms import make_norm
 from models._registry import register_model
-from models.alexnet import AlexNet, fully_connected_head, init_normal, local_response_norm
+from models.alexnet import AlexNet, add_conv, fully_connected_head, init_normal, local_response_norm
 
 # Section 3: "All weights are initialized to 10^-2 and biases are set to 0." Equal weights would keep every
 # filter of a layer the same, so 10^-2 is read as the standard deviation of a zero-mean normal, as in AlexNet.
@@ -72,15 +71,10 @@ class ZFNet(ClassifierNet):
         super().__init__(norm=norm, **kwargs)
         check_rate("dropout", dropout)
         check_flag("wide", wide)
-        activation = self.activation
         width3, width4, width5 = (512, 1024, 512) if wide else (384, 384, 256)  # Table 3 / Figure 3
         layers: OrderedDict[str, nn.Module] = OrderedDict()
 
-        def conv(index: int, layer: nn.Conv2d) -> None:
-            layers[f"conv{index}"] = layer
-            if norm == "batch":
-                layers[f"bn{index}"] = make_norm("batch", layer.out_channels)
-            layers[f"act{index}"] = make_activation(activation, layer.out_channels, inplace=True)
+        conv = partial(add_conv, layers, activation=self.activation, norm=norm)
 
         def pool(index: int) -> None:  # Figure 3: contrast normalisation after the pools of layers 1 and 2
             layers[f"pool{index}"] = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
@@ -97,7 +91,7 @@ class ZFNet(ClassifierNet):
         pool(5)  # 256x6x6
         self.features = nn.Sequential(layers)
         # layers 6, 7 and output
-        self.classifier = fully_connected_head(width5 * 6 * 6, self.num_classes, dropout, activation, dropconnect)
+        self.classifier = fully_connected_head(width5 * 6 * 6, self.num_classes, dropout, self.activation, dropconnect)
         self.init_weights(self.init, self.init_std)
 
     def _init_paper(self) -> None:
