@@ -8,10 +8,33 @@ take an image size says so (and names its minimum) instead of failing inside a c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from models._init import DEFAULT_STD, init_weights
+from models._norms import check_norm
+
+
+def check_rate(name: str, rate: float) -> None:
+    """Raise ``ValueError`` in one line when the dropout-like ``rate`` called ``name`` is not in [0, 1)."""
+    if not 0 <= rate < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+
+
+def rename_layers(state_dict: Mapping[str, torch.Tensor], names: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with the layers of ``names`` renamed (``features.3.weight`` -> ``features.conv2.weight`` for
+    ``{"features.3": "features.conv2"}``), as loading torchvision's weights into a family that names its layers
+    needs; other keys are left for the loader to report."""
+
+    def rename(key: str) -> str:
+        for old, new in names.items():
+            if key.startswith(f"{old}."):
+                return new + key[len(old) :]
+        return key
+
+    return {rename(key): value for key, value in state_dict.items()}
 
 
 class ClassifierNet(nn.Module):
@@ -21,26 +44,46 @@ class ClassifierNet(nn.Module):
     ``native_input_size`` the paper's (channels, height, width), ``min_input_size`` the smallest
     height and width the network takes and ``max_input_size`` the largest, for networks whose
     fully-connected layers take feature maps of one size only (AlexNet, ZFNet). ``norms`` are the kinds of
-    ``norm`` (``models._norms``) the network takes, in the order its error names them. ``input_field`` is set by a
+    ``norm`` (``models._norms``) the network takes, in the order its error names them (only ``none`` for a network
+    without the option). ``input_field`` is set by a
     network that takes one size only and whose paper centred smaller images in it (LeNet-5's 32x32 field): the
     training stack pads smaller images to it, instead of asking for a resize.
+
+    The constructor takes the switches every family shares, keyword-only (a family's own arguments come before
+    them), and checks them. A family passes them on with ``**kwargs``, naming those whose default it changes, builds
+    its layers from ``self.activation`` and ``self.norm``, and ends with ``self.init_weights(self.init,
+    self.init_std)``.
     """
 
     classifier_path: str = "classifier"
     native_input_size: tuple[int, int, int] = (3, 224, 224)
     min_input_size: int = 1
     max_input_size: int | None = None
-    norms: tuple[str, ...] = ()
+    norms: tuple[str, ...] = ("none",)
     input_field: int | None = None
 
-    def __init__(self, num_classes: int, in_channels: int) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        *,
+        activation: str = "relu",
+        norm: str = "none",
+        init: str = "paper",
+        init_std: float = DEFAULT_STD,
+    ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        check_norm(self, norm)
         self.num_classes = num_classes
         self.in_channels = in_channels
+        self.activation = activation  # a name of models._activations, made into layers by the family
+        self.norm = norm
+        self.init = init  # applied by the family's constructor once its layers exist
+        self.init_std = init_std
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -19,34 +19,43 @@ Builder = Callable[..., nn.Module]
 _MODEL_BUILDERS: dict[str, Builder] = {}
 
 
-def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """The named arguments of ``cls``: its ``__init__``'s and, while it passes ``**kwargs`` on, those of the nearest
-    base class that defines ``__init__``, and so on up (the same chain as the config checks follow)."""
+def _takes_more(signature: inspect.Signature) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def _class_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The named arguments of ``cls``: its own and, while an ``__init__`` passes ``**kwargs`` on, those of the nearest
+    base that defines ``__init__`` (the chain that the checks of a config follow), each with the default of the class
+    nearest to ``cls`` that names it and the kind of the one that declares it. In the order of a signature: the
+    positional-or-keyword ones (the base's, then each subclass's), then the keyword-only ones (``ClassifierNet``'s
+    switches)."""
+    chain = [inspect.signature(cls, eval_str=True)]
+    while _takes_more(chain[-1]):
+        base = next((c for c in cls.__mro__[1:] if "__init__" in vars(c) and c is not object), None)
+        if base is None:
+            break
+        cls = base
+        chain.append(inspect.signature(base, eval_str=True))
     parameters: dict[str, inspect.Parameter] = {}
-    for owner in cls.__mro__:
-        if owner is object or "__init__" not in vars(owner):
-            continue
-        signature = inspect.signature(owner, eval_str=True)
+    for signature in reversed(chain):  # the base first
         for name, parameter in signature.parameters.items():
             if parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-                parameters.setdefault(name, parameter)
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-            break
-    return parameters
+                parameters[name] = parameter.replace(kind=parameters.get(name, parameter).kind)
+    return dict(sorted(parameters.items(), key=lambda item: item[1].kind))
 
 
 def _builder_signature(builder: Builder, exclude: Sequence[str]) -> inspect.Signature:
     """The keyword arguments ``builder`` takes: its own if it lists them all, else (``**kwargs``, as torchvision's
-    builders) those of the class it returns, its return annotation (with its base classes' where it passes
-    ``**kwargs`` on): the class's arguments with a default (the ones without are the architecture the builder
-    gives: depths, widths), less ``exclude``, with the defaults of the keyword arguments the builder names itself."""
+    builders) those of the class it returns, its return annotation (``_class_parameters``): the class's arguments with
+    a default (the ones without are the architecture the builder gives: depths, widths), less ``exclude``, with the
+    defaults of the keyword arguments the builder names itself."""
     own = inspect.signature(builder, eval_str=True)
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.parameters.values()):
+    if not _takes_more(own):
         return own
     cls = own.return_annotation
     parameters = [
         own.parameters.get(name, parameter).replace(kind=inspect.Parameter.KEYWORD_ONLY)
-        for name, parameter in _init_parameters(cls).items()
+        for name, parameter in _class_parameters(cls).items()
         if name not in exclude and (parameter.default is not inspect.Parameter.empty or name in own.parameters)
     ]
     return inspect.Signature(parameters, return_annotation=cls)

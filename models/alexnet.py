@@ -37,10 +37,9 @@ import torch
 from torch import nn
 
 from models._activations import make_activation
-from models._base import ClassifierNet
+from models._base import ClassifierNet, check_rate, rename_layers
 from models._dropconnect import DropConnectLinear
-from models._init import DEFAULT_STD
-from models._norms import check_norm, make_norm
+from models._norms import make_norm
 from models._registry import register_model
 
 # Section 3.3: b = a / (k + alpha * sum of a^2 over n adjacent maps)^beta, with k=2, n=5, alpha=1e-4, beta=0.75.
@@ -84,9 +83,21 @@ def fully_connected_head(
     )
 
 
-def check_dropout(dropout: float) -> None:
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+def init_normal(model: nn.Module, std: float) -> None:
+    """Every conv and linear weight from N(0, ``std``^2), every bias zero."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            nn.init.zeros_(module.bias)
+
+
+def add_conv(layers: OrderedDict[str, nn.Module], index: int, conv: nn.Conv2d, activation: str, norm: str) -> None:
+    """Append ``conv{index}``, its batch norm where ``norm`` is batch (before the activation, as Ioffe & Szegedy 2015,
+    Sec. 3.2), and its activation, ``act{index}``."""
+    layers[f"conv{index}"] = conv
+    if norm == "batch":
+        layers[f"bn{index}"] = make_norm("batch", conv.out_channels)
+    layers[f"act{index}"] = make_activation(activation, conv.out_channels, inplace=True)
 
 
 def alexnet_features(
@@ -101,10 +112,7 @@ def alexnet_features(
     layers: OrderedDict[str, nn.Module] = OrderedDict()
 
     def conv(index: int, layer: nn.Conv2d) -> None:
-        layers[f"conv{index}"] = layer
-        if norm == "batch":
-            layers[f"bn{index}"] = make_norm("batch", layer.out_channels)
-        layers[f"act{index}"] = make_activation(activation, layer.out_channels, inplace=True)
+        add_conv(layers, index, layer, activation, norm)
         if norm == "local_response" and index in (1, 2):
             layers[f"norm{index}"] = local_response_norm()
 
@@ -131,32 +139,22 @@ class AlexNet(ClassifierNet):
     norms = ("local_response", "batch", "none")
 
     def __init__(
-        self,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 0.5,
-        activation: str = "relu",
-        norm: str = "local_response",
-        dropconnect: float = 0.0,
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
+        self, dropout: float = 0.5, norm: str = "local_response", dropconnect: float = 0.0, **kwargs: Any
     ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
-        check_dropout(dropout)
-        check_norm(self, norm)
+        super().__init__(norm=norm, **kwargs)
+        check_rate("dropout", dropout)
         # Section 3.5: 96, 256, 384, 384 and 256 kernels (48 + 48, 128 + 128, ... on the two GPUs).
         widths = (96, 256, 384, 384, 256)
-        self.features = alexnet_features(in_channels, widths, conv1_padding=0, activation=activation, norm=norm)
-        self.classifier = fully_connected_head(256 * 6 * 6, num_classes, dropout, activation, dropconnect)
-        self.init_weights(init, init_std)
+        self.features = alexnet_features(
+            self.in_channels, widths, conv1_padding=0, activation=self.activation, norm=norm
+        )
+        self.classifier = fully_connected_head(256 * 6 * 6, self.num_classes, dropout, self.activation, dropconnect)
+        self.init_weights(self.init, self.init_std)
 
     def _init_paper(self) -> None:
         # Section 5: weights from N(0, 0.01^2); biases 1 in conv2, conv4, conv5 and the hidden fully-connected
         # layers (to give the ReLUs positive inputs early on), 0 in conv1, conv3 and FC8.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d | nn.Linear):
-                nn.init.normal_(module.weight, mean=0.0, std=PAPER_INIT_STD)
-                nn.init.zeros_(module.bias)
+        init_normal(self, PAPER_INIT_STD)
         for layer in (self.features.conv2, self.features.conv4, self.features.conv5):
             nn.init.ones_(layer.bias)
         for layer in (self.classifier.fc6, self.classifier.fc7):
@@ -179,22 +177,14 @@ class AlexNetTV(ClassifierNet):
     min_input_size = 63  # conv1 15 -> pool1 7 -> pool2 3 -> pool5 1x1; 62 leaves pool5 a 2x2 input
     norms = ("none", "local_response", "batch")
 
-    def __init__(
-        self,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 0.5,
-        activation: str = "relu",
-        norm: str = "none",
-        dropconnect: float = 0.0,
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
-    ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
-        check_dropout(dropout)
-        check_norm(self, norm)
+    def __init__(self, dropout: float = 0.5, dropconnect: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_rate("dropout", dropout)
         widths = (64, 192, 384, 256, 256)
-        self.features = alexnet_features(in_channels, widths, conv1_padding=2, activation=activation, norm=norm)
+        activation = self.activation
+        self.features = alexnet_features(
+            self.in_channels, widths, conv1_padding=2, activation=activation, norm=self.norm
+        )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # the identity at 224x224
         self.classifier = nn.Sequential(
             OrderedDict(
@@ -204,10 +194,10 @@ class AlexNetTV(ClassifierNet):
                 drop7=nn.Dropout(dropout),
                 fc7=DropConnectLinear(4096, 4096, dropconnect),
                 act7=make_activation(activation, 4096, inplace=True),
-                fc8=nn.Linear(4096, num_classes),
+                fc8=nn.Linear(4096, self.num_classes),
             )
         )
-        self.init_weights(init, init_std)
+        self.init_weights(self.init, self.init_std)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to pool5: 256 maps of 6x6 at 224x224."""
@@ -219,11 +209,7 @@ class AlexNetTV(ClassifierNet):
 
     def convert_torchvision_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename torchvision's keys (``features.3.weight``) to ours (``features.conv2.weight``)."""
-        converted = {}
-        for key, value in state_dict.items():
-            layer, _, tensor = key.rpartition(".")
-            converted[f"{TORCHVISION_LAYER_NAMES.get(layer, layer)}.{tensor}"] = value
-        return converted
+        return rename_layers(state_dict, TORCHVISION_LAYER_NAMES)
 
 
 @register_model

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.rnn import GRU, LSTM
+from models.rnn import make_recurrent
 
-CELLS: dict[str, type[nn.Module]] = {"lstm": LSTM, "gru": GRU}
+CELLS = ("lstm", "gru")  # the cells of models.rnn this model takes
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h (GRU) or (h, c) (LSTM), each (layers, batch, hidden)
 
@@ -35,15 +35,13 @@ class CharRNN(nn.Module):
         impl: str = "scratch",
     ) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; accepted: {', '.join(CELLS)}")
         if not isinstance(vocab_size, int) or vocab_size < 1:
             raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
         self.vocab_size = vocab_size
         self.cell = cell
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        self.rnn = CELLS[cell](
-            embedding_dim, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout, impl=impl
+        self.rnn = make_recurrent(
+            cell, embedding_dim, hidden_size, CELLS, num_layers=num_layers, batch_first=True, dropout=dropout, impl=impl
         )
         self.decoder = nn.Linear(hidden_size, vocab_size)
 

@@ -49,18 +49,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from models._activations import make_activation
-from models._base import ClassifierNet
-from models._init import DEFAULT_STD
-from models._norms import check_norm, make_norm
+from models._base import ClassifierNet, check_rate
+from models._norms import make_norm
 from models._registry import register_model
 
 BN_SIZE = 4  # Section 3, DenseNet-B: "let each 1x1 convolution produce 4k feature-maps"
 COMPRESSION = 0.5  # Section 3, DenseNet-C: a transition keeps floor(theta * m) of its m maps, theta = 0.5
-
-
-def _check_drop_rate(drop_rate: float) -> None:
-    if not 0 <= drop_rate < 1:
-        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
 
 
 class DenseLayer(nn.Sequential):
@@ -141,18 +135,14 @@ class DenseNet(ClassifierNet):
         growth_rate: int,
         block_config: tuple[int, ...],
         num_init_features: int,
-        num_classes: int = 1000,
-        in_channels: int = 3,
         drop_rate: float = 0.0,
-        activation: str = "relu",
         norm: str = "batch",
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
-        _check_drop_rate(drop_rate)
-        check_norm(self, norm)
-        self.features = self._stem(in_channels, num_init_features, activation, norm)
+        super().__init__(norm=norm, **kwargs)
+        check_rate("drop_rate", drop_rate)
+        activation = self.activation
+        self.features = self._stem(self.in_channels, num_init_features, activation, norm)
         channels = num_init_features
         for i, num_layers in enumerate(block_config, start=1):
             block = DenseBlock(num_layers, channels, growth_rate, BN_SIZE, drop_rate, activation, norm)
@@ -166,8 +156,8 @@ class DenseNet(ClassifierNet):
         # BN-ReLU after the last block, named as torchvision does: norm5 after 4 blocks (norm4 in the CIFAR form)
         self.features.add_module(f"norm{len(block_config) + 1}", make_norm(norm, channels))
         self.features.add_module(f"act{len(block_config) + 1}", make_activation(activation, channels, inplace=True))
-        self.classifier = nn.Linear(channels, num_classes)
-        self.init_weights(init, init_std)
+        self.classifier = nn.Linear(channels, self.num_classes)
+        self.init_weights(self.init, self.init_std)
 
     @staticmethod
     def _stem(in_channels: int, num_init_features: int, activation: str, norm: str) -> nn.Sequential:

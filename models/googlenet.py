@@ -56,8 +56,7 @@ from torch import nn
 
 from models._activations import make_activation
 from models._base import ClassifierNet
-from models._init import DEFAULT_STD
-from models._norms import check_norm, make_norm
+from models._norms import make_norm
 from models._registry import register_model
 
 ConvBlock = Callable[..., nn.Module]
@@ -179,20 +178,16 @@ class GoogLeNet(ClassifierNet):
 
     def __init__(
         self,
-        num_classes: int = 1000,
-        in_channels: int = 3,
         aux_logits: bool = True,
         dropout: float = 0.4,
         aux_dropout: float = 0.7,
-        activation: str = "relu",
         norm: str = "local_response",
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        super().__init__(norm=norm, **kwargs)
         if not isinstance(aux_logits, bool):
             raise ValueError(f"aux_logits must be True or False, got {aux_logits!r}")
-        check_norm(self, norm)
+        in_channels, num_classes, activation = self.in_channels, self.num_classes, self.activation
         self.aux_logits = aux_logits
         if not aux_logits:
             self.min_input_size = self.min_input_size_without_aux
@@ -234,7 +229,7 @@ class GoogLeNet(ClassifierNet):
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # 1x1x1024
         self.dropout = nn.Dropout(p=dropout)  # dropout (40%)
         self.classifier = nn.Linear(1024, num_classes)  # linear: 1x1x1000
-        self.init_weights(init, init_std)
+        self.init_weights(self.init, self.init_std)
 
     def _init_paper(self) -> None:
         # The paper does not state its initialisation (its model was trained with DistBelief). After the "xavier"
@@ -337,33 +332,14 @@ class GoogLeNetTV(GoogLeNet):
     min_input_size = 15  # torchvision's figure too: below it the 3x3 max pool before 4a gets a 1x1 map
     min_input_size_without_aux = 15
 
-    def __init__(
-        self,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        aux_logits: bool = True,
-        transform_input: bool = False,
-        dropout: float = 0.2,
-        aux_dropout: float = 0.7,
-        activation: str = "relu",
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
-    ) -> None:
+    def __init__(self, transform_input: bool = False, dropout: float = 0.2, **kwargs: Any) -> None:
+        super().__init__(dropout=dropout, norm="batch", **kwargs)  # batch norm only: googlenet_tv takes no norm
         if not isinstance(transform_input, bool):
             raise ValueError(f"transform_input must be True or False, got {transform_input!r}")
-        if transform_input and in_channels != 3:
-            raise ValueError(f"transform_input re-standardises RGB images and needs in_channels=3, got {in_channels}")
-        super().__init__(
-            num_classes=num_classes,
-            in_channels=in_channels,
-            aux_logits=aux_logits,
-            dropout=dropout,
-            aux_dropout=aux_dropout,
-            activation=activation,
-            norm="batch",
-            init=init,
-            init_std=init_std,
-        )
+        if transform_input and self.in_channels != 3:
+            raise ValueError(
+                f"transform_input re-standardises RGB images and needs in_channels=3, got {self.in_channels}"
+            )
         self.transform_input = transform_input
         scale = torch.tensor([std / 0.5 for std in IMAGENET_STD]).view(1, 3, 1, 1)
         shift = torch.tensor([(mean - 0.5) / 0.5 for mean in IMAGENET_MEAN]).view(1, 3, 1, 1)
@@ -404,7 +380,7 @@ def googlenet(**kwargs: Any) -> GoogLeNet:
     return GoogLeNet(**kwargs)
 
 
-@register_model
+@register_model(exclude=("norm",))
 def googlenet_tv(**kwargs: Any) -> GoogLeNetTV:
     """torchvision's GoogLeNet (6,624,904 parameters for 1000 classes, 13,004,888 with the aux heads)."""
     return GoogLeNetTV(**kwargs)

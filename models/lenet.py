@@ -46,7 +46,6 @@ from models._activations import ScaledTanh, make_activation
 from models._base import ClassifierNet
 from models._dropconnect import DropConnectLinear
 from models._init import DEFAULT_STD
-from models._norms import check_norm
 from models._registry import register_model
 
 POOLS: dict[str, type[nn.Module]] = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
@@ -62,6 +61,9 @@ class _LeNet(ClassifierNet):
     input_field = 32
     features: nn.Sequential
     classifier: nn.Module
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, **kwargs: Any) -> None:
+        super().__init__(num_classes, in_channels, **kwargs)
 
     def _init_paper(self) -> None:
         # Appendix C: weights uniform in (-2.4/F_i, 2.4/F_i), F_i the number of inputs of the unit.
@@ -93,20 +95,12 @@ class LeNet5(_LeNet):
     norms = ("none", "batch")  # batch: after C1, C3, C5 and F6, before the activation (Ioffe & Szegedy 2015, Sec. 3.2)
 
     def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        activation: str = "tanh",
-        pool: str = "avg",
-        norm: str = "none",
-        dropconnect: float = 0.0,
-        init: str = "torch",
-        init_std: float = DEFAULT_STD,
+        self, activation: str = "tanh", pool: str = "avg", dropconnect: float = 0.0, init: str = "torch", **kwargs: Any
     ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; accepted: {', '.join(POOLS)}")
-        check_norm(self, norm)
+        super().__init__(activation=activation, init=init, **kwargs)
+        norm, in_channels = self.norm, self.in_channels
         subsample = POOLS[pool]
         layers: OrderedDict[str, nn.Module] = OrderedDict()
 
@@ -125,8 +119,8 @@ class LeNet5(_LeNet):
         layers["flatten"] = nn.Flatten()
         unit(6, "f6", DropConnectLinear(120, 84, dropconnect), 84, nn.BatchNorm1d)
         self.features = nn.Sequential(layers)
-        self.classifier = nn.Linear(84, num_classes)
-        self.init_weights(init, init_std)
+        self.classifier = nn.Linear(84, self.num_classes)
+        self.init_weights(self.init, self.init_std)
 
 
 @register_model
@@ -199,7 +193,7 @@ class LeNet5Paper(_LeNet):
         init: str = "paper",
         init_std: float = DEFAULT_STD,
     ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        super().__init__(num_classes=num_classes, in_channels=in_channels, init=init, init_std=init_std)
         self.features = nn.Sequential(
             OrderedDict(
                 c1=nn.Conv2d(in_channels, 6, kernel_size=5),

@@ -54,7 +54,7 @@ from torch.nn import functional as F
 from models._activations import make_activation
 from models._base import ClassifierNet
 from models._init import DEFAULT_STD
-from models._norms import check_norm, make_norm
+from models._norms import make_norm
 from models._registry import register_model
 
 SHORTCUTS = ("A", "B")
@@ -200,25 +200,21 @@ class ResNet(ClassifierNet):
         self,
         block: type[BasicBlock | Bottleneck],
         layers: tuple[int, int, int, int],
-        num_classes: int = 1000,
-        in_channels: int = 3,
         zero_init_residual: bool = False,
         stride_on_1x1: bool = False,
-        activation: str = "relu",
         norm: str = "batch",
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        super().__init__(norm=norm, **kwargs)
         if stride_on_1x1 and block is not Bottleneck:
             raise ValueError("stride_on_1x1 applies to bottleneck blocks only (resnet50, resnet101, resnet152)")
-        check_norm(self, norm)
+        activation = self.activation
         options: dict[str, str | bool] = {"activation": activation}
         if block is Bottleneck:
             options["stride_on_1x1"] = stride_on_1x1
         self.zero_init_residual = zero_init_residual
         # Table 1, conv1: 7x7, 64, stride 2 -> 112x112; then 3x3 max pool, stride 2 -> 56x56
-        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(self.in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = make_norm(norm, 64)
         self.act1 = make_activation(activation, 64, inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -229,8 +225,8 @@ class ResNet(ClassifierNet):
         self.layer4 = make_stage(block, 256 * block.expansion, 512, layers[3], 2, "B", norm, **options)
         # Table 1, last row: global average pool, fc
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
-        self.init_weights(init, init_std)
+        self.fc = nn.Linear(512 * block.expansion, self.num_classes)
+        self.init_weights(self.init, self.init_std)
 
     def init_weights(self, scheme: str = "paper", std: float = DEFAULT_STD) -> None:
         super().init_weights(scheme, std)
@@ -258,22 +254,14 @@ class CifarResNet(ClassifierNet):
     norms = ResNet.norms
 
     def __init__(
-        self,
-        num_blocks: int,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        shortcut: str = "A",
-        activation: str = "relu",
-        norm: str = "batch",
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
+        self, num_blocks: int, num_classes: int = 10, shortcut: str = "A", norm: str = "batch", **kwargs: Any
     ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        super().__init__(num_classes=num_classes, norm=norm, **kwargs)
         if shortcut not in SHORTCUTS:
             raise ValueError(f"unknown shortcut {shortcut!r}; accepted: {', '.join(SHORTCUTS)}")
-        check_norm(self, norm)
+        activation = self.activation
         # Sec. 4.2: "The first layer is 3x3 convolutions", 16 filters at 32x32
-        self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(self.in_channels, 16, kernel_size=3, padding=1, bias=False)
         self.bn1 = make_norm(norm, 16)
         self.act1 = make_activation(activation, 16, inplace=True)
         # Sec. 4.2: 2n layers on each of the maps of 32x32, 16x16 and 8x8, with 16, 32 and 64 filters
@@ -283,7 +271,7 @@ class CifarResNet(ClassifierNet):
         # Sec. 4.2: "global average pooling, a 10-way fully-connected layer"
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
-        self.init_weights(init, init_std)
+        self.init_weights(self.init, self.init_std)
 
     def _init_paper(self) -> None:
         init_resnet(self)

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -372,22 +373,14 @@ class RNN(RecurrentNet):
         hidden_size: int,
         num_layers: int = 1,
         nonlinearity: str = "tanh",
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        *,
-        impl: str = "scratch",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        *args: Any,
+        **kwargs: Any,
     ) -> None:
+        # torch.nn.RNN's order: nonlinearity comes fourth, then the arguments of every RecurrentNet
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"unknown nonlinearity {nonlinearity!r}; accepted: tanh, relu")
         self.nonlinearity = nonlinearity
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            impl=impl, device=device, dtype=dtype,
-        )  # fmt: skip
+        super().__init__(input_size, hidden_size, num_layers, *args, **kwargs)
 
     def cell(self, x: Tensor, state: tuple[Tensor], *weights: Tensor | None) -> tuple[Tensor]:
         return (rnn_cell(x, state[0], *weights, nonlinearity=self.nonlinearity),)
@@ -416,26 +409,9 @@ class GRU(RecurrentNet):
     num_gates = 3
     torch_class = nn.GRU
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        *,
-        reset_after: bool = True,
-        impl: str = "scratch",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
+    def __init__(self, *args: Any, reset_after: bool = True, **kwargs: Any) -> None:
         self.reset_after = reset_after
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            impl=impl, device=device, dtype=dtype,
-        )  # fmt: skip
+        super().__init__(*args, **kwargs)  # the arguments of every RecurrentNet, as torch.nn.GRU's
 
     def check_impl(self) -> None:
         super().check_impl()
@@ -450,3 +426,16 @@ class GRU(RecurrentNet):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+
+
+CELLS: dict[str, type[RecurrentNet]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+def make_recurrent(
+    cell: str, input_size: int, hidden_size: int, accepted: tuple[str, ...] = tuple(CELLS), **options: Any
+) -> RecurrentNet:
+    """The ``cell`` network (one of ``accepted``: ``"rnn"``, ``"lstm"``, ``"gru"``) with torch.nn's ``options``; another
+    name raises a one-line ``ValueError`` that lists them."""
+    if cell not in accepted:
+        raise ValueError(f"unknown cell {cell!r}; accepted: {', '.join(accepted)}")
+    return CELLS[cell](input_size, hidden_size, **options)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.rnn import GRU, LSTM, RNN
-
-CELLS: dict[str, type[nn.Module]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+from models.rnn import make_recurrent
 
 
 class SequenceModel(nn.Module):
@@ -31,11 +29,10 @@ class SequenceModel(nn.Module):
         impl: str = "scratch",
     ) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; accepted: {', '.join(CELLS)}")
         self.cell = cell
         self.input_size = input_size
-        self.rnn = CELLS[cell](
+        self.rnn = make_recurrent(
+            cell,
             input_size,
             hidden_size,
             num_layers=num_layers,

@@ -47,16 +47,14 @@ puts batch norm after every convolution but conv10, before its activation (the p
 from __future__ import annotations
 
 from collections import OrderedDict
-from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from models._activations import make_activation
-from models._base import ClassifierNet
-from models._init import DEFAULT_STD
-from models._norms import check_norm, make_norm
+from models._base import ClassifierNet, check_rate, rename_layers
+from models._norms import make_norm
 from models._registry import register_model
 
 BYPASSES = ("none", "simple")
@@ -100,47 +98,62 @@ class Fire(nn.Module):
         return out + x if self.bypass else out  # Section 6: the bypass adds the module's input
 
 
+# Table 1, fire2 to fire9: the widths s1x1, e1x1 and e3x3 of each Fire module (v1.1 has the same modules)
+FIRES = (
+    (16, 64, 64),  # fire2
+    (16, 64, 64),  # fire3
+    (32, 128, 128),  # fire4
+    (32, 128, 128),  # fire5
+    (48, 192, 192),  # fire6
+    (48, 192, 192),  # fire7
+    (64, 256, 256),  # fire8
+    (64, 256, 256),  # fire9
+)
+BYPASSED = (3, 5, 7, 9)  # Section 6: the Fire modules whose input and output channel counts agree
+
+
 class SqueezeNet(ClassifierNet):
-    """SqueezeNet body shared by both versions: ``features`` (built by ``_layers``), then the conv10 classifier."""
+    """SqueezeNet body shared by both versions: conv1 (``conv1``: filters, kernel size; stride 2), maxpool1, the Fire
+    modules of ``FIRES`` with a 3x3/2 max pool after those numbered in ``pools_after``, then the conv10 classifier."""
 
     classifier_path = "classifier.conv10"
     native_input_size = (3, 224, 224)
     norms = ("none", "batch")
-    # torchvision's nn.Sequential index -> our layer name, for the layers with weights
-    torchvision_names: ClassVar[dict[str, str]] = {}
+    conv1: tuple[int, int]
+    pools_after: tuple[int, ...]
 
-    def __init__(
-        self,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 0.5,
-        bypass: str = "none",
-        activation: str = "relu",
-        norm: str = "none",
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
-    ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
+    def __init__(self, dropout: float = 0.5, bypass: str = "none", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if bypass not in BYPASSES:
             raise ValueError(f"unknown bypass {bypass!r}; accepted: {', '.join(BYPASSES)}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        check_norm(self, norm)
-        self.features = nn.Sequential(self._layers(in_channels, bypass == "simple", activation, norm))
+        check_rate("dropout", dropout)
+        self.features = self._features(bypass == "simple", self.activation, self.norm)
         # Section 3.3: dropout 50% after fire9, conv10 to the classes, then global average pooling (no FC)
         self.classifier = nn.Sequential(
             OrderedDict(
                 dropout=nn.Dropout(dropout),
-                conv10=nn.Conv2d(512, num_classes, kernel_size=1),
-                act10=make_activation(activation, num_classes, inplace=True),
+                conv10=nn.Conv2d(512, self.num_classes, kernel_size=1),
+                act10=make_activation(self.activation, self.num_classes, inplace=True),
                 avgpool10=nn.AdaptiveAvgPool2d(1),
             )
         )
-        self.init_weights(init, init_std)
+        self.init_weights(self.init, self.init_std)
 
-    @staticmethod
-    def _layers(in_channels: int, bypass: bool, activation: str, norm: str) -> OrderedDict[str, nn.Module]:
-        raise NotImplementedError
+    def _features(self, bypass: bool, activation: str, norm: str) -> nn.Sequential:
+        channels, kernel_size = self.conv1
+        layers = OrderedDict(
+            conv1=nn.Conv2d(self.in_channels, channels, kernel_size=kernel_size, stride=2),
+            bn1=make_norm(norm, channels),
+            act1=make_activation(activation, channels, inplace=True),
+            maxpool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+        )
+        for index, (squeeze, expand1x1, expand3x3) in enumerate(FIRES, start=2):
+            with_bypass = bypass and index in BYPASSED
+            layers[f"fire{index}"] = Fire(channels, squeeze, expand1x1, expand3x3, with_bypass, activation, norm)
+            channels = expand1x1 + expand3x3
+            if index in self.pools_after:
+                layers[f"maxpool{index}"] = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+        return nn.Sequential(layers)
 
     def _init_paper(self) -> None:
         # torchvision's initialisation of the authors' model: conv10 N(0, 0.01), the others He uniform
@@ -153,16 +166,13 @@ class SqueezeNet(ClassifierNet):
                 nn.init.zeros_(module.bias)
 
     def convert_torchvision_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Rename torchvision's keys (``features.3.squeeze.weight``) to ours (``features.fire2.squeeze.weight``)."""
-        names = {**self.torchvision_names, "classifier.1": "classifier.conv10"}
+        """Rename torchvision's keys (``features.3.squeeze.weight``) to ours (``features.fire2.squeeze.weight``).
 
-        def rename(key: str) -> str:
-            for old, new in names.items():
-                if key.startswith(f"{old}."):
-                    return new + key[len(old) :]
-            return key  # not torchvision's: left for the loader to report
-
-        return {rename(key): value for key, value in state_dict.items()}
+        torchvision's ``features`` is one Sequential of ours but bn1: Conv2d, ReLU, MaxPool2d, then the same Fire
+        modules and max pools; its ``classifier`` is Dropout, Conv2d, ReLU, AdaptiveAvgPool2d."""
+        layers = [name for name, _ in self.features.named_children() if name != "bn1"]
+        names = {f"features.{index}": f"features.{name}" for index, name in enumerate(layers)}
+        return rename_layers(state_dict, names | {"classifier.1": "classifier.conv10"})
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to fire9: the 512 maps that conv10 classifies."""
@@ -173,78 +183,19 @@ class SqueezeNet(ClassifierNet):
 
 
 class SqueezeNet1_0(SqueezeNet):
-    """SqueezeNet v1.0: Table 1."""
+    """SqueezeNet v1.0: Table 1, conv1 96 7x7/2, max pools after conv1, fire4 and fire8."""
 
     min_input_size = 21  # 21 -> 8 (conv1) -> 4 (maxpool1) -> 2 (maxpool4) -> 1 (maxpool8)
-    torchvision_names: ClassVar[dict[str, str]] = {
-        "features.0": "features.conv1",
-        "features.3": "features.fire2",
-        "features.4": "features.fire3",
-        "features.5": "features.fire4",
-        "features.7": "features.fire5",
-        "features.8": "features.fire6",
-        "features.9": "features.fire7",
-        "features.10": "features.fire8",
-        "features.12": "features.fire9",
-    }
-
-    @staticmethod
-    def _layers(in_channels: int, bypass: bool, activation: str, norm: str) -> OrderedDict[str, nn.Module]:
-        # one Table 1 row per line: Fire(in, s1x1, e1x1, e3x3)
-        fire = partial(Fire, activation=activation, norm=norm)
-        return OrderedDict(
-            conv1=nn.Conv2d(in_channels, 96, kernel_size=7, stride=2),
-            bn1=make_norm(norm, 96),
-            act1=make_activation(activation, 96, inplace=True),
-            maxpool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire2=fire(96, 16, 64, 64),
-            fire3=fire(128, 16, 64, 64, bypass=bypass),
-            fire4=fire(128, 32, 128, 128),
-            maxpool4=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire5=fire(256, 32, 128, 128, bypass=bypass),
-            fire6=fire(256, 48, 192, 192),
-            fire7=fire(384, 48, 192, 192, bypass=bypass),
-            fire8=fire(384, 64, 256, 256),
-            maxpool8=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire9=fire(512, 64, 256, 256, bypass=bypass),
-        )
+    conv1 = (96, 7)
+    pools_after = (4, 8)
 
 
 class SqueezeNet1_1(SqueezeNet):
     """SqueezeNet v1.1 (the authors' repository): a 3x3 conv1 of 64 channels, and the pools moved earlier."""
 
     min_input_size = 17  # 17 -> 8 (conv1) -> 4 (maxpool1) -> 2 (maxpool3) -> 1 (maxpool5)
-    torchvision_names: ClassVar[dict[str, str]] = {
-        "features.0": "features.conv1",
-        "features.3": "features.fire2",
-        "features.4": "features.fire3",
-        "features.6": "features.fire4",
-        "features.7": "features.fire5",
-        "features.9": "features.fire6",
-        "features.10": "features.fire7",
-        "features.11": "features.fire8",
-        "features.12": "features.fire9",
-    }
-
-    @staticmethod
-    def _layers(in_channels: int, bypass: bool, activation: str, norm: str) -> OrderedDict[str, nn.Module]:
-        fire = partial(Fire, activation=activation, norm=norm)
-        return OrderedDict(
-            conv1=nn.Conv2d(in_channels, 64, kernel_size=3, stride=2),
-            bn1=make_norm(norm, 64),
-            act1=make_activation(activation, 64, inplace=True),
-            maxpool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire2=fire(64, 16, 64, 64),
-            fire3=fire(128, 16, 64, 64, bypass=bypass),
-            maxpool3=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire4=fire(128, 32, 128, 128),
-            fire5=fire(256, 32, 128, 128, bypass=bypass),
-            maxpool5=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            fire6=fire(256, 48, 192, 192),
-            fire7=fire(384, 48, 192, 192, bypass=bypass),
-            fire8=fire(384, 64, 256, 256),
-            fire9=fire(512, 64, 256, 256, bypass=bypass),
-        )
+    conv1 = (64, 3)
+    pools_after = (3, 5)
 
 
 @register_model

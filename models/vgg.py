@@ -31,10 +31,9 @@ import torch
 from torch import nn
 
 from models._activations import make_activation
-from models._base import ClassifierNet
+from models._base import ClassifierNet, check_rate, rename_layers
 from models._dropconnect import DropConnectLinear
-from models._init import DEFAULT_STD
-from models._norms import check_norm, make_norm
+from models._norms import make_norm
 from models._registry import register_model
 
 # Table 1: the widths of the 3x3 convs of each of the five stages; every stage ends in a 2x2 max-pool.
@@ -72,30 +71,17 @@ class VGG(ClassifierNet):
     min_input_size = 32  # five 2x2 pools: 32 -> 1x1 at the end, 31 -> 0x0
     norms = ("none", "batch", "group", "layer")  # after every conv, before its activation
 
-    def __init__(
-        self,
-        config: str,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 0.5,
-        activation: str = "relu",
-        norm: str = "none",
-        dropconnect: float = 0.0,
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
-    ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
+    def __init__(self, config: str, dropout: float = 0.5, dropconnect: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if config not in CONFIGS:
             raise ValueError(f"unknown VGG configuration {config!r}; accepted: {', '.join(CONFIGS)}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        check_norm(self, norm)
+        check_rate("dropout", dropout)
         self.config = config
-        self.norm = norm
+        in_channels, activation = self.in_channels, self.activation
 
         stages: OrderedDict[str, nn.Module] = OrderedDict()
         for index, widths in enumerate(CONFIGS[config], start=1):
-            stages[f"stage{index}"] = _make_stage(in_channels, widths, activation, norm)
+            stages[f"stage{index}"] = _make_stage(in_channels, widths, activation, self.norm)
             in_channels = widths[-1]
         self.features = nn.Sequential(stages)  # 512 maps of 7x7 at 224x224
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))  # torchvision's; the identity at 224x224
@@ -107,10 +93,10 @@ class VGG(ClassifierNet):
                 fc7=DropConnectLinear(4096, 4096, dropconnect),  # FC-4096
                 act7=make_activation(activation, 4096, inplace=True),
                 drop7=nn.Dropout(dropout),
-                fc8=nn.Linear(4096, num_classes),  # FC-1000, the class scores
+                fc8=nn.Linear(4096, self.num_classes),  # FC-1000, the class scores
             )
         )
-        self.init_weights(init, init_std)
+        self.init_weights(self.init, self.init_std)
 
     def _init_paper(self) -> None:
         # Section 3.1: configuration A starts from normal weights of standard deviation 0.01 and zero biases;
@@ -159,12 +145,7 @@ class VGG(ClassifierNet):
 
     def convert_torchvision_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename torchvision's keys to ours, e.g. vgg11's ``features.3.weight`` to ``features.stage2.conv1.weight``."""
-        names = self.torchvision_layer_names()
-        converted = {}
-        for key, value in state_dict.items():
-            layer, _, tensor = key.rpartition(".")
-            converted[f"{names.get(layer, layer)}.{tensor}"] = value
-        return converted
+        return rename_layers(state_dict, self.torchvision_layer_names())
 
 
 @register_model

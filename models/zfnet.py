@@ -31,17 +31,15 @@ The paper also renormalises, during training, every conv filter whose RMS exceed
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from models._activations import make_activation
-from models._base import ClassifierNet
-from models._init import DEFAULT_STD
-from models._norms import check_norm, make_norm
+from models._base import ClassifierNet, check_rate
 from models._registry import register_model
-from models.alexnet import AlexNet, check_dropout, fully_connected_head, local_response_norm
+from models.alexnet import AlexNet, add_conv, fully_connected_head, init_normal, local_response_norm
 
 # Section 3: "All weights are initialized to 10^-2 and biases are set to 0." Equal weights would keep every
 # filter of a layer the same, so 10^-2 is read as the standard deviation of a zero-mean normal, as in AlexNet.
@@ -64,35 +62,26 @@ class ZFNet(ClassifierNet):
 
     def __init__(
         self,
-        num_classes: int = 1000,
-        in_channels: int = 3,
         dropout: float = 0.5,
         wide: bool = False,
-        activation: str = "relu",
         norm: str = "local_response",
         dropconnect: float = 0.0,
-        init: str = "paper",
-        init_std: float = DEFAULT_STD,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, in_channels=in_channels)
-        check_dropout(dropout)
+        super().__init__(norm=norm, **kwargs)
+        check_rate("dropout", dropout)
         check_flag("wide", wide)
-        check_norm(self, norm)
         width3, width4, width5 = (512, 1024, 512) if wide else (384, 384, 256)  # Table 3 / Figure 3
         layers: OrderedDict[str, nn.Module] = OrderedDict()
 
-        def conv(index: int, layer: nn.Conv2d) -> None:
-            layers[f"conv{index}"] = layer
-            if norm == "batch":
-                layers[f"bn{index}"] = make_norm("batch", layer.out_channels)
-            layers[f"act{index}"] = make_activation(activation, layer.out_channels, inplace=True)
+        conv = partial(add_conv, layers, activation=self.activation, norm=norm)
 
         def pool(index: int) -> None:  # Figure 3: contrast normalisation after the pools of layers 1 and 2
             layers[f"pool{index}"] = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
             if norm == "local_response" and index in (1, 2):
                 layers[f"norm{index}"] = local_response_norm()
 
-        conv(1, nn.Conv2d(in_channels, 96, kernel_size=7, stride=2, padding=1))  # 96x110x110
+        conv(1, nn.Conv2d(self.in_channels, 96, kernel_size=7, stride=2, padding=1))  # 96x110x110
         pool(1)  # 96x55x55
         conv(2, nn.Conv2d(96, 256, kernel_size=5, stride=2))  # 256x26x26
         pool(2)  # 256x13x13
@@ -102,15 +91,12 @@ class ZFNet(ClassifierNet):
         pool(5)  # 256x6x6
         self.features = nn.Sequential(layers)
         # layers 6, 7 and output
-        self.classifier = fully_connected_head(width5 * 6 * 6, num_classes, dropout, activation, dropconnect)
-        self.init_weights(init, init_std)
+        self.classifier = fully_connected_head(width5 * 6 * 6, self.num_classes, dropout, self.activation, dropconnect)
+        self.init_weights(self.init, self.init_std)
 
     def _init_paper(self) -> None:
         # Section 3: weights 10^-2 (a standard deviation here, see PAPER_INIT_STD), biases 0.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d | nn.Linear):
-                nn.init.normal_(module.weight, mean=0.0, std=PAPER_INIT_STD)
-                nn.init.zeros_(module.bias)
+        init_normal(self, PAPER_INIT_STD)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to pool5: 256 maps (512 if wide) of 6x6."""
