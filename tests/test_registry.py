@@ -102,7 +102,7 @@ class PassesSwitchesOn(Switches):
 def passes_switches_on(**kwargs: typing.Any) -> PassesSwitchesOn:
     return PassesSwitchesOn(depth=2, **kwargs)
 
-assert list(inspect.signature(passes_switches_on).parameters) == ["width", "num_classes", "activation"]
+assert list(inspect.signature(passes_switches_on).parameters) == ["num_classes", "activation", "width"]
 assert typing.get_type_hints(passes_switches_on)["activation"] is str
 node = OmegaConf.create({"_target_": "models.create_model", "name": "passes_switches_on", "activation": 3})
 try:
