@@ -27,8 +27,8 @@ def _class_parameters(cls: type) -> dict[str, inspect.Parameter]:
     """The named arguments of ``cls``: its own and, while an ``__init__`` passes ``**kwargs`` on, those of the nearest
     base that defines ``__init__`` (the chain that the checks of a config follow), each with the default of the class
     nearest to ``cls`` that names it and the kind of the one that declares it. In the order of a signature: the
-    positional-or-keyword ones (the base's, then each subclass's), then the keyword-only ones (``ClassifierNet``'s
-    switches)."""
+    positional-or-keyword ones (the base's, then each subclass's), then the keyword-only ones: the family's options,
+    then the switches that ``ClassifierNet`` declares (``activation``, ``norm``, ``init``, ``init_std``)."""
     chain = [inspect.signature(cls, eval_str=True)]
     while _takes_more(chain[-1]):
         base = next((c for c in cls.__mro__[1:] if "__init__" in vars(c) and c is not object), None)
@@ -37,11 +37,18 @@ def _class_parameters(cls: type) -> dict[str, inspect.Parameter]:
         cls = base
         chain.append(inspect.signature(base, eval_str=True))
     parameters: dict[str, inspect.Parameter] = {}
-    for signature in reversed(chain):  # the base first
+    declared_at: dict[str, int] = {}  # how far from the base the class is that declares it first
+    for depth, signature in enumerate(reversed(chain)):  # the base first
         for name, parameter in signature.parameters.items():
             if parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 parameters[name] = parameter.replace(kind=parameters.get(name, parameter).kind)
-    return dict(sorted(parameters.items(), key=lambda item: item[1].kind))
+                declared_at.setdefault(name, depth)
+
+    def place(name: str) -> tuple[int, int]:
+        keyword_only = parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+        return parameters[name].kind, -declared_at[name] if keyword_only else declared_at[name]
+
+    return {name: parameters[name] for name in sorted(parameters, key=place)}
 
 
 def _builder_signature(builder: Builder, exclude: Sequence[str]) -> inspect.Signature:

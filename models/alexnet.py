@@ -139,7 +139,7 @@ class AlexNet(ClassifierNet):
     norms = ("local_response", "batch", "none")
 
     def __init__(
-        self, dropout: float = 0.5, norm: str = "local_response", dropconnect: float = 0.0, **kwargs: Any
+        self, *, dropout: float = 0.5, norm: str = "local_response", dropconnect: float = 0.0, **kwargs: Any
     ) -> None:
         super().__init__(norm=norm, **kwargs)
         check_rate("dropout", dropout)
@@ -177,7 +177,7 @@ class AlexNetTV(ClassifierNet):
     min_input_size = 63  # conv1 15 -> pool1 7 -> pool2 3 -> pool5 1x1; 62 leaves pool5 a 2x2 input
     norms = ("none", "local_response", "batch")
 
-    def __init__(self, dropout: float = 0.5, dropconnect: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *, dropout: float = 0.5, dropconnect: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_rate("dropout", dropout)
         widths = (64, 192, 384, 256, 256)

@@ -135,6 +135,7 @@ class DenseNet(ClassifierNet):
         growth_rate: int,
         block_config: tuple[int, ...],
         num_init_features: int,
+        *,
         drop_rate: float = 0.0,
         norm: str = "batch",
         **kwargs: Any,

@@ -178,6 +178,7 @@ class GoogLeNet(ClassifierNet):
 
     def __init__(
         self,
+        *,
         aux_logits: bool = True,
         dropout: float = 0.4,
         aux_dropout: float = 0.7,
@@ -332,7 +333,7 @@ class GoogLeNetTV(GoogLeNet):
     min_input_size = 15  # torchvision's figure too: below it the 3x3 max pool before 4a gets a 1x1 map
     min_input_size_without_aux = 15
 
-    def __init__(self, transform_input: bool = False, dropout: float = 0.2, **kwargs: Any) -> None:
+    def __init__(self, *, transform_input: bool = False, dropout: float = 0.2, **kwargs: Any) -> None:
         super().__init__(dropout=dropout, norm="batch", **kwargs)  # batch norm only: googlenet_tv takes no norm
         if not isinstance(transform_input, bool):
             raise ValueError(f"transform_input must be True or False, got {transform_input!r}")

@@ -95,7 +95,13 @@ class LeNet5(_LeNet):
     norms = ("none", "batch")  # batch: after C1, C3, C5 and F6, before the activation (Ioffe & Szegedy 2015, Sec. 3.2)
 
     def __init__(
-        self, activation: str = "tanh", pool: str = "avg", dropconnect: float = 0.0, init: str = "torch", **kwargs: Any
+        self,
+        *,
+        activation: str = "tanh",
+        pool: str = "avg",
+        dropconnect: float = 0.0,
+        init: str = "torch",
+        **kwargs: Any,
     ) -> None:
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; accepted: {', '.join(POOLS)}")

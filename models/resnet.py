@@ -200,6 +200,7 @@ class ResNet(ClassifierNet):
         self,
         block: type[BasicBlock | Bottleneck],
         layers: tuple[int, int, int, int],
+        *,
         zero_init_residual: bool = False,
         stride_on_1x1: bool = False,
         norm: str = "batch",
@@ -254,7 +255,7 @@ class CifarResNet(ClassifierNet):
     norms = ResNet.norms
 
     def __init__(
-        self, num_blocks: int, num_classes: int = 10, shortcut: str = "A", norm: str = "batch", **kwargs: Any
+        self, num_blocks: int, num_classes: int = 10, *, shortcut: str = "A", norm: str = "batch", **kwargs: Any
     ) -> None:
         super().__init__(num_classes=num_classes, norm=norm, **kwargs)
         if shortcut not in SHORTCUTS:

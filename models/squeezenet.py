@@ -122,7 +122,7 @@ class SqueezeNet(ClassifierNet):
     conv1: tuple[int, int]
     pools_after: tuple[int, ...]
 
-    def __init__(self, dropout: float = 0.5, bypass: str = "none", **kwargs: Any) -> None:
+    def __init__(self, *, dropout: float = 0.5, bypass: str = "none", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if bypass not in BYPASSES:
             raise ValueError(f"unknown bypass {bypass!r}; accepted: {', '.join(BYPASSES)}")

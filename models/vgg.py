@@ -71,7 +71,7 @@ class VGG(ClassifierNet):
     min_input_size = 32  # five 2x2 pools: 32 -> 1x1 at the end, 31 -> 0x0
     norms = ("none", "batch", "group", "layer")  # after every conv, before its activation
 
-    def __init__(self, config: str, dropout: float = 0.5, dropconnect: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, config: str, *, dropout: float = 0.5, dropconnect: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if config not in CONFIGS:
             raise ValueError(f"unknown VGG configuration {config!r}; accepted: {', '.join(CONFIGS)}")

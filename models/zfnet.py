@@ -62,6 +62,7 @@ class ZFNet(ClassifierNet):
 
     def __init__(
         self,
+        *,
         dropout: float = 0.5,
         wide: bool = False,
         norm: str = "local_response",

@@ -10,6 +10,8 @@ from torch import nn
 import models
 from conftest import ROOT
 from models import LeNet5, create_model, list_models, register_model
+from models.alexnet import AlexNet
+from models.resnet import BasicBlock, CifarResNet, ResNet
 from training.config import UserError, check_node
 
 
@@ -117,3 +119,12 @@ def test_a_kwargs_builder_takes_the_arguments_its_class_passes_on_to_its_base() 
     result = subprocess.run([sys.executable, "-c", PASSES_KWARGS_ON], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "model.activation: expected str, got 3 (int)\n"
+
+
+def test_a_family_takes_its_options_by_keyword_only() -> None:
+    # torchvision's ResNet(block, layers, num_classes): a third positional argument is refused, not taken as an option
+    with pytest.raises(TypeError, match="positional argument"):
+        ResNet(BasicBlock, (2, 2, 2, 2), 10)
+    with pytest.raises(TypeError, match="positional argument"):
+        AlexNet(10)
+    assert CifarResNet(3, 100).num_classes == 100 and LeNet5(num_classes=7, in_channels=3).in_channels == 3
