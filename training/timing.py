@@ -49,15 +49,25 @@ class Clock(pl.Callback):
     """Seconds and steps of the training parts of the epochs after the first, and seconds of those whole epochs
     (training, validation, checkpoints and the callbacks' epoch-end work).
 
-    The first epoch is left out: it pays for first allocations and lazily initialised libraries.
+    A whole epoch runs from its ``on_train_epoch_start`` to the next epoch's (or to ``on_train_end``), so that it
+    counts the epoch-end work of every callback: Lightning runs the checkpoint callbacks' hooks after all others,
+    this one's included. The first epoch is left out: it pays for first allocations and lazily initialised libraries.
     """
 
     def __init__(self) -> None:
         self.training_seconds, self.epoch_seconds, self.steps = 0.0, 0.0, 0
+        self._epoch: int | None = None  # the epoch being timed, from ``_start``
+
+    def _end_epoch(self, pl_module: pl.LightningModule) -> None:
+        if self._epoch is not None and self._epoch > 0:
+            synchronize(pl_module.device)
+            self.epoch_seconds += time.perf_counter() - self._start
+        self._epoch = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end_epoch(pl_module)
         synchronize(pl_module.device)
-        self._start, self._first_step = time.perf_counter(), trainer.global_step
+        self._start, self._first_step, self._epoch = time.perf_counter(), trainer.global_step, trainer.current_epoch
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.current_epoch > 0:
@@ -65,7 +75,5 @@ class Clock(pl.Callback):
             self.training_seconds += time.perf_counter() - self._start
             self.steps += trainer.global_step - self._first_step
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch > 0:
-            synchronize(pl_module.device)
-            self.epoch_seconds += time.perf_counter() - self._start
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end_epoch(pl_module)
