@@ -34,6 +34,8 @@ TORCHVISION_NAMES = {
     "alexnet_tv": "alexnet",
     "googlenet_tv": "googlenet",
     **{name: name for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")},
+    **{name: name for name in ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d")},
+    **{name: name for name in ("wide_resnet50_2", "wide_resnet101_2")},
     **{f"vgg{depth}{bn}": f"vgg{depth}{bn}" for depth in (11, 13, 16, 19) for bn in ("", "_bn")},
     **{f"densenet{depth}": f"densenet{depth}" for depth in (121, 161, 169, 201)},
     "squeezenet1_0": "squeezenet1_0",

@@ -20,6 +20,31 @@ shape changes the shortcut is a projection, option B of Sec. 3.3 (1x1 conv + BN)
 as torchvision does ("ResNet v1.5"); ``stride_on_1x1=True`` strides the first 1x1 conv instead, as the paper's
 released models did. Layer names follow torchvision's, so its state dicts load as they are.
 
+Aggregated and wide bottlenecks, the same network with a wider or grouped 3x3 conv in every bottleneck: the 3x3 conv
+of a block of ``planes`` (64, 128, 256, 512 in layer1 to layer4) is ``planes * width_per_group / 64 * groups`` wide
+and split into ``groups`` groups; the 1x1 convs around it reduce to and expand from that width, and the block's
+output stays ``4 * planes``.
+
+S. Xie, R. Girshick, P. Dollar, Z. Tu, K. He, "Aggregated Residual Transformations for Deep Neural Networks",
+CVPR 2017. Table 1 (ResNeXt-50 32x4d: cardinality C = 32 paths of width d = 4, as one grouped conv, Fig. 3c):
+
+    conv1    112x112   7x7, 64, stride 2
+    maxpool   56x56    3x3 max pool, stride 2
+    layer1    56x56    [1x1, 128;  3x3, 128,  C=32; 1x1, 256]  x 3
+    layer2    28x28    [1x1, 256;  3x3, 256,  C=32; 1x1, 512]  x 4
+    layer3    14x14    [1x1, 512;  3x3, 512,  C=32; 1x1, 1024] x 6
+    layer4     7x7     [1x1, 1024; 3x3, 1024, C=32; 1x1, 2048] x 3
+    fc         1x1     global average pool, 1000-d fc          25.0 x 10^6 parameters, 4.2 x 10^9 FLOPs
+
+that is ``groups=32, width_per_group=4``: 64 * 4 / 64 * 32 = 128 in layer1. ResNeXt-101 has ResNet-101's depths
+(3, 4, 23, 3); "32x8d" is C = 32, d = 8 (twice Table 1's widths) and "64x4d" C = 64, d = 4 (Table 4's 2x-complexity
+model). Downsampling is the stride of the 3x3 conv of each stage's first block (Sec. 5.1), as here by default.
+
+S. Zagoruyko, N. Komodakis, "Wide Residual Networks", BMVC 2016, Section 4 (ImageNet): WRN-50-2-bottleneck is
+ResNet-50 with the inner 1x1-3x3 width of every bottleneck doubled and the outer width kept (the last block
+2048-1024-2048 instead of 2048-512-2048), 68.9M parameters; ``groups=1, width_per_group=128``. ``wide_resnet101_2``
+is the same widening of ResNet-101, as torchvision has it.
+
 CIFAR-10 networks, Section 4.2 (3x32x32 input; 6n+2 layers with n = 3, 5, 7, 9, 18 for resnet20 to resnet110):
 
     conv1     32x32    3x3, 16
@@ -116,7 +141,9 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 (reduce to ``width``), 3x3, 1x1 (expand to 4 x ``width``) with a shortcut around them (Fig. 5 right)."""
+    """1x1 (reduce), 3x3, 1x1 (expand to 4 x ``width``) with a shortcut around them (Fig. 5 right). The inner width
+    is ``width * width_per_group / 64 * groups`` and the 3x3 conv has ``groups`` groups (Xie et al., Fig. 3c):
+    ``width`` itself for ResNet's default ``groups=1, width_per_group=64``."""
 
     expansion = 4
 
@@ -129,16 +156,21 @@ class Bottleneck(nn.Module):
         activation: str = "relu",
         norm: str = "batch",
         stride_on_1x1: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
     ) -> None:
         super().__init__()
         stride_1x1, stride_3x3 = (stride, 1) if stride_on_1x1 else (1, stride)
-        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, stride=stride_1x1, bias=False)
-        self.bn1 = make_norm(norm, width)
-        self.act1 = make_activation(activation, width, inplace=True)
-        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=stride_3x3, padding=1, bias=False)
-        self.bn2 = make_norm(norm, width)
-        self.act2 = make_activation(activation, width, inplace=True)
-        self.conv3 = nn.Conv2d(width, width * self.expansion, kernel_size=1, bias=False)
+        inner = width * width_per_group // 64 * groups  # Xie et al. Table 1: 64 * 4 / 64 * 32 = 128 for 32x4d
+        self.conv1 = nn.Conv2d(in_channels, inner, kernel_size=1, stride=stride_1x1, bias=False)
+        self.bn1 = make_norm(norm, inner)
+        self.act1 = make_activation(activation, inner, inplace=True)
+        self.conv2 = nn.Conv2d(
+            inner, inner, kernel_size=3, stride=stride_3x3, padding=1, groups=groups, bias=False
+        )  # C paths of width d as one grouped conv (Fig. 3c)
+        self.bn2 = make_norm(norm, inner)
+        self.act2 = make_activation(activation, inner, inplace=True)
+        self.conv3 = nn.Conv2d(inner, width * self.expansion, kernel_size=1, bias=False)
         self.bn3 = make_norm(norm, width * self.expansion)
         self.act3 = make_activation(activation, width * self.expansion, inplace=True)
         self.downsample = downsample
@@ -159,7 +191,7 @@ def make_stage(
     stride: int,
     shortcut: str,
     norm: str,
-    **block_options: str | bool,
+    **block_options: str | bool | int,
 ) -> nn.Sequential:
     """``num_blocks`` blocks of ``width``; the first one takes the stride and the change of width."""
     out_channels = width * block.expansion
@@ -189,7 +221,8 @@ def zero_init_last_bn(model: nn.Module) -> None:
 
 
 class ResNet(ClassifierNet):
-    """The ImageNet ResNet of Table 1: ``block`` repeated ``layers[i]`` times in each of the four stages."""
+    """The ImageNet ResNet of Table 1: ``block`` repeated ``layers[i]`` times in each of the four stages; with
+    bottlenecks, ``groups`` and ``width_per_group`` make it a ResNeXt (Xie et al. Table 1) or a wide ResNet."""
 
     classifier_path = "fc"
     native_input_size = (3, 224, 224)
@@ -203,16 +236,23 @@ class ResNet(ClassifierNet):
         *,
         zero_init_residual: bool = False,
         stride_on_1x1: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
         norm: str = "batch",
         **kwargs: Any,
     ) -> None:
         super().__init__(norm=norm, **kwargs)
         if stride_on_1x1 and block is not Bottleneck:
             raise ValueError("stride_on_1x1 applies to bottleneck blocks only (resnet50, resnet101, resnet152)")
+        for name, value in (("groups", groups), ("width_per_group", width_per_group)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if (groups, width_per_group) != (1, 64) and block is not Bottleneck:
+            raise ValueError("groups and width_per_group apply to bottleneck blocks only (resnet50 and up)")
         activation = self.activation
-        options: dict[str, str | bool] = {"activation": activation}
+        options: dict[str, str | bool | int] = {"activation": activation}
         if block is Bottleneck:
-            options["stride_on_1x1"] = stride_on_1x1
+            options.update(stride_on_1x1=stride_on_1x1, groups=groups, width_per_group=width_per_group)
         self.zero_init_residual = zero_init_residual
         # Table 1, conv1: 7x7, 64, stride 2 -> 112x112; then 3x3 max pool, stride 2 -> 56x56
         self.conv1 = nn.Conv2d(self.in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -286,37 +326,75 @@ class CifarResNet(ClassifierNet):
         return self.fc(torch.flatten(self.avgpool(features), 1))
 
 
-# ImageNet networks, Table 1: the block and the number of blocks of each stage, (n1, n2, n3, n4)
+# ImageNet networks, Table 1: the block and the number of blocks of each stage, (n1, n2, n3, n4). The widths of a
+# ResNeXt or wide ResNet (groups, width_per_group) are fixed by each name, so no builder takes them.
+FIXED_WIDTHS = ("groups", "width_per_group")
 
 
-@register_model(exclude=("stride_on_1x1",))
+@register_model(exclude=("stride_on_1x1", *FIXED_WIDTHS))
 def resnet18(**kwargs: Any) -> ResNet:
     """ResNet-18: basic blocks (2, 2, 2, 2); 11,689,512 parameters for 1000 classes."""
     return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
 
 
-@register_model(exclude=("stride_on_1x1",))
+@register_model(exclude=("stride_on_1x1", *FIXED_WIDTHS))
 def resnet34(**kwargs: Any) -> ResNet:
     """ResNet-34: basic blocks (3, 4, 6, 3); 21,797,672 parameters for 1000 classes."""
     return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
 
 
-@register_model
+@register_model(exclude=FIXED_WIDTHS)
 def resnet50(**kwargs: Any) -> ResNet:
     """ResNet-50: bottleneck blocks (3, 4, 6, 3); 25,557,032 parameters for 1000 classes."""
     return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
 
 
-@register_model
+@register_model(exclude=FIXED_WIDTHS)
 def resnet101(**kwargs: Any) -> ResNet:
     """ResNet-101: bottleneck blocks (3, 4, 23, 3); 44,549,160 parameters for 1000 classes."""
     return ResNet(Bottleneck, (3, 4, 23, 3), **kwargs)
 
 
-@register_model
+@register_model(exclude=FIXED_WIDTHS)
 def resnet152(**kwargs: Any) -> ResNet:
     """ResNet-152: bottleneck blocks (3, 8, 36, 3); 60,192,808 parameters for 1000 classes."""
     return ResNet(Bottleneck, (3, 8, 36, 3), **kwargs)
+
+
+# Xie et al. 2017 (Table 1: C paths of width d, "CxDd") and Zagoruyko & Komodakis 2016 (Sec. 4: the inner width
+# doubled), on ResNet-50's and ResNet-101's depths
+
+
+@register_model(exclude=FIXED_WIDTHS)
+def resnext50_32x4d(**kwargs: Any) -> ResNet:
+    """ResNeXt-50 (32x4d), Xie et al. Table 1: (3, 4, 6, 3), 32 groups of 4; 25,028,904 parameters for 1000 classes."""
+    return ResNet(Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4, **kwargs)
+
+
+@register_model(exclude=FIXED_WIDTHS)
+def resnext101_32x8d(**kwargs: Any) -> ResNet:
+    """ResNeXt-101 (32x8d): (3, 4, 23, 3), 32 groups of 8; 88,791,336 parameters for 1000 classes."""
+    return ResNet(Bottleneck, (3, 4, 23, 3), groups=32, width_per_group=8, **kwargs)
+
+
+@register_model(exclude=FIXED_WIDTHS)
+def resnext101_64x4d(**kwargs: Any) -> ResNet:
+    """ResNeXt-101 (64x4d), Xie et al. Table 4: (3, 4, 23, 3), 64 groups of 4; 83,455,272 parameters for 1000
+    classes."""
+    return ResNet(Bottleneck, (3, 4, 23, 3), groups=64, width_per_group=4, **kwargs)
+
+
+@register_model(exclude=FIXED_WIDTHS)
+def wide_resnet50_2(**kwargs: Any) -> ResNet:
+    """Wide ResNet-50-2 (WRN-50-2-bottleneck, Zagoruyko & Komodakis Sec. 4): (3, 4, 6, 3), inner widths doubled;
+    68,883,240 parameters for 1000 classes."""
+    return ResNet(Bottleneck, (3, 4, 6, 3), width_per_group=128, **kwargs)
+
+
+@register_model(exclude=FIXED_WIDTHS)
+def wide_resnet101_2(**kwargs: Any) -> ResNet:
+    """Wide ResNet-101-2: (3, 4, 23, 3), inner widths doubled; 126,886,696 parameters for 1000 classes."""
+    return ResNet(Bottleneck, (3, 4, 23, 3), width_per_group=128, **kwargs)
 
 
 # CIFAR-10 networks, Sec. 4.2: 6n+2 layers, n basic blocks a stage
