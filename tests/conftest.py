@@ -3,6 +3,7 @@ model families' tests share."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,3 +139,16 @@ def check_torchvision_round_trip(name: str, size: int) -> None:
     ours = create_model(name, num_classes=10)
     load_torchvision_weights(ours, theirs.state_dict())
     assert_same_outputs(ours, theirs, torch.randn(1, 3, size, size))
+
+
+def check_model_config(name: str) -> None:
+    """``configs/model/<name>.yaml`` lists every argument of the builder ``name``, with the builder's default for each
+    but the data's ``num_classes`` and ``in_channels``, and ``pretrained: null``."""
+    from models import get_model_builder
+
+    config = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")
+    parameters = inspect.signature(get_model_builder(name)).parameters
+    assert config.name == name and set(config) == {"_target_", "name", "pretrained", *parameters}
+    assert config.pretrained is None
+    knobs = [key for key in parameters if key not in ("num_classes", "in_channels")]
+    assert {key: config[key] for key in knobs} == {key: parameters[key].default for key in knobs}

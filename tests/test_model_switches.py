@@ -43,6 +43,7 @@ ACCEPTED_NORMS = {
     "densenet_bc_100": ("batch", "group", "layer"),
     "squeezenet1_0": ("none", "batch"),
     "squeezenet1_1": ("none", "batch"),
+    "wrn_16_8": ("batch", "group", "layer"),
 }
 FAMILIES = [*ACCEPTED_NORMS, "googlenet_tv"]  # the ones that take every activation
 # the networks whose layers are their reference's, with the switches they do not take
@@ -64,6 +65,7 @@ INPUTS = {
     "densenet_bc_100": (3, 8, True),
     "squeezenet1_0": (3, 21, True),
     "squeezenet1_1": (3, 17, True),
+    "wrn_16_8": (3, 8, True),
 }
 
 
@@ -213,7 +215,9 @@ def test_batch_norm_follows_every_conv(name: str) -> None:
         assert all(conv.bias is None for conv in convs)
 
 
-@pytest.mark.parametrize("name", ["vgg11", "resnet18", "resnet50", "resnet20", "densenet121", "densenet_bc_100"])
+@pytest.mark.parametrize(
+    "name", ["vgg11", "resnet18", "resnet50", "resnet20", "densenet121", "densenet_bc_100", "wrn_16_8"]
+)
 def test_group_and_layer_norm_replace_every_batch_norm_with_as_many_parameters(name: str) -> None:
     batch = on_meta(name, norm="batch")
     count = sum(p.numel() for p in batch.parameters())

@@ -1,15 +1,13 @@
-import inspect
 import math
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
-from omegaconf import OmegaConf
 
 import models.resnet  # noqa: F401
-from conftest import CONFIG_DIR, count_parameters, record_output_shapes
-from models import INIT_SCHEMES, create_model, get_model_builder, load_torchvision_weights
+from conftest import check_model_config, count_parameters, record_output_shapes
+from models import INIT_SCHEMES, create_model, load_torchvision_weights
 from models.resnet import BasicBlock, Bottleneck, ResNet, ZeroPadShortcut
 
 # Exact parameter counts: ImageNet networks for 1000 classes (torchvision's), CIFAR networks for 10 classes.
@@ -205,9 +203,4 @@ def test_bad_options_name_the_accepted_values() -> None:
 
 @pytest.mark.parametrize("name", [*IMAGENET_PARAMETERS, *CIFAR_PARAMETERS])
 def test_config_lists_every_knob_with_its_default(name: str) -> None:
-    config = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")
-    parameters = inspect.signature(get_model_builder(name)).parameters
-    assert config.name == name and set(config) == {"_target_", "name", "pretrained", *parameters}
-    assert config.pretrained is None
-    knobs = [key for key in parameters if key not in ("num_classes", "in_channels")]
-    assert {key: config[key] for key in knobs} == {key: parameters[key].default for key in knobs}
+    check_model_config(name)
