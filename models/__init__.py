@@ -8,7 +8,7 @@ The public API is what this module exports (as ``torchvision.models`` and ``timm
 internal. Nothing here knows how the training code stores its checkpoints: it takes state dicts.
 """
 
-from models import alexnet, char_rnn, densenet, googlenet, lenet, resnet, rnn, sequence, squeezenet, vgg, zfnet
+from models import alexnet, char_rnn, densenet, googlenet, lenet, nin, resnet, rnn, sequence, squeezenet, vgg, zfnet
 from models._activations import ACTIVATIONS, ChannelMaxout, Maxout, ScaledTanh, make_activation
 from models._base import ClassifierNet
 from models._dropconnect import DropConnectLinear
@@ -58,6 +58,7 @@ __all__ = [
     "load_weights_file",
     "make_activation",
     "make_norm",
+    "nin",
     "read_state_dict",
     "register_model",
     "resnet",

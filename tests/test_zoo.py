@@ -19,6 +19,7 @@ ISSUE_NAMES = {
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "densenet121", "densenet161", "densenet169", "densenet201", "densenet_bc_100",
     "squeezenet1_0", "squeezenet1_1",
+    "nin_cifar10",
 }  # fmt: skip
 CONFIGURED = sorted(
     path.stem for path in (CONFIG_DIR / "model").glob("*.yaml") if "models.create_model" in path.read_text()
