@@ -103,6 +103,13 @@ LAYER_SIZES = [
     ("squeezenet1_1", "fire5", (256, 27, 27)),
     ("squeezenet1_1", "maxpool5", (256, 13, 13)),
     ("squeezenet1_1", "fire9", (512, 13, 13)),
+    # Network in Network, CIFAR-10 (Section 4.1; models/nin.py's table)
+    ("nin section 4.1", "mlpconv1", (96, 32, 32)),
+    ("nin section 4.1", "pool1", (96, 16, 16)),
+    ("nin section 4.1", "mlpconv2", (192, 16, 16)),
+    ("nin section 4.1", "pool2", (192, 8, 8)),
+    ("nin section 4.1", "classifier.conv3", (10, 8, 8)),
+    ("nin section 4.1", "avgpool", (10, 1, 1)),
     # GoogLeNet, Table 1's "output size" column, and the aux heads' pools (Section 5: 4x4x512 for 4a, 4x4x528 for 4d)
     ("googlenet table 1", "conv1", (64, 112, 112)),
     ("googlenet table 1", "pool1", (64, 56, 56)),
@@ -144,6 +151,7 @@ MODELS = [
     ("densenet_bc_100 section 3", "densenet_bc_100", {}, (3, 32), 10),
     ("squeezenet1_0 table 1", "squeezenet1_0", {}, (3, 227), 1000),
     ("squeezenet1_1", "squeezenet1_1", {}, (3, 224), 1000),
+    ("nin section 4.1", "nin_cifar10", {}, (3, 32), 10),
     ("googlenet table 1", "googlenet", {}, (3, 224), 1000),
     ("googlenet table 1", "googlenet_tv", {}, (3, 224), 1000),
 ]
@@ -173,6 +181,7 @@ def test_layer_output_sizes_follow_the_papers(
         ("densenet_bc_100", (3, 32), (342, 8, 8), "classifier"),
         ("squeezenet1_0", (3, 64), (512, 3, 3), "classifier.conv10"),
         ("squeezenet1_1", (3, 64), (512, 3, 3), "classifier.conv10"),
+        ("nin_cifar10", (3, 32), (192, 8, 8), "classifier.conv3"),
     ],
 )
 def test_classifier_interface(name: str, image: tuple[int, int], features: tuple[int, ...], classifier: str) -> None:
@@ -189,7 +198,8 @@ def test_classifier_interface(name: str, image: tuple[int, int], features: tuple
 
 
 @pytest.mark.parametrize(
-    ("name", "size"), [("densenet121", 29), ("densenet_bc_100", 4), ("squeezenet1_0", 21), ("squeezenet1_1", 17)]
+    ("name", "size"),
+    [("densenet121", 29), ("densenet_bc_100", 4), ("squeezenet1_0", 21), ("squeezenet1_1", 17), ("nin_cifar10", 4)],
 )
 def test_min_input_size(name: str, size: int) -> None:
     model = create_model(name).eval()

@@ -44,6 +44,7 @@ ACCEPTED_NORMS = {
     "squeezenet1_0": ("none", "batch"),
     "squeezenet1_1": ("none", "batch"),
     "wrn_16_8": ("batch", "group", "layer"),
+    "nin_cifar10": ("none", "batch"),
 }
 FAMILIES = [*ACCEPTED_NORMS, "googlenet_tv"]  # the ones that take every activation
 # the networks whose layers are their reference's, with the switches they do not take
@@ -66,6 +67,7 @@ INPUTS = {
     "squeezenet1_0": (3, 21, True),
     "squeezenet1_1": (3, 17, True),
     "wrn_16_8": (3, 8, True),
+    "nin_cifar10": (3, 4, True),
 }
 
 
@@ -205,12 +207,14 @@ def test_each_norm_is_built_or_refused_in_one_line(name: str, norm: str) -> None
     assert set(kinds) == (set() if norm == "none" else {norm})
 
 
-@pytest.mark.parametrize("name", ["lenet5", "alexnet", "alexnet_tv", "zfnet", "vgg11", "googlenet", "squeezenet1_0"])
+@pytest.mark.parametrize(
+    "name", ["lenet5", "alexnet", "alexnet_tv", "zfnet", "vgg11", "googlenet", "squeezenet1_0", "nin_cifar10"]
+)
 def test_batch_norm_follows_every_conv(name: str) -> None:
     model = on_meta(name, norm="batch")
     convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
-    # LeNet-5 normalises F6 as well; SqueezeNet not conv10, whose maps are the class scores
-    assert norm_kinds(model)["batch"] == len(convs) + {"lenet5": 1, "squeezenet1_0": -1}.get(name, 0)
+    # LeNet-5 normalises F6 as well; SqueezeNet not conv10, NiN not its last 1x1 conv: their maps are the class scores
+    assert norm_kinds(model)["batch"] == len(convs) + {"lenet5": 1, "squeezenet1_0": -1, "nin_cifar10": -1}.get(name, 0)
     if name == "googlenet":  # its convs then lose their bias, as in torchvision's GoogLeNet
         assert all(conv.bias is None for conv in convs)
 

@@ -21,6 +21,7 @@ ISSUE_NAMES = {
     "squeezenet1_0", "squeezenet1_1",
     "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
     "wrn_28_10", "wrn_16_8", "wrn_40_4",
+    "nin_cifar10",
 }  # fmt: skip
 CONFIGURED = sorted(
     path.stem for path in (CONFIG_DIR / "model").glob("*.yaml") if "models.create_model" in path.read_text()
