@@ -8,7 +8,7 @@ The public API is what this module exports (as ``torchvision.models`` and ``timm
 internal. Nothing here knows how the training code stores its checkpoints: it takes state dicts.
 """
 
-from models import alexnet, char_rnn, densenet, googlenet, lenet, resnet, rnn, sequence, squeezenet, vgg, zfnet
+from models import alexnet, char_rnn, densenet, googlenet, lenet, resnet, resnext, rnn, sequence, squeezenet, vgg, zfnet
 from models._activations import ACTIVATIONS, ChannelMaxout, Maxout, ScaledTanh, make_activation
 from models._base import ClassifierNet
 from models._dropconnect import DropConnectLinear
@@ -61,6 +61,7 @@ __all__ = [
     "read_state_dict",
     "register_model",
     "resnet",
+    "resnext",
     "rnn",
     "sequence",
     "squeezenet",

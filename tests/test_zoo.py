@@ -19,6 +19,7 @@ ISSUE_NAMES = {
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "densenet121", "densenet161", "densenet169", "densenet201", "densenet_bc_100",
     "squeezenet1_0", "squeezenet1_1",
+    "resnext29_8x64d", "resnext29_16x64d",
 }  # fmt: skip
 CONFIGURED = sorted(
     path.stem for path in (CONFIG_DIR / "model").glob("*.yaml") if "models.create_model" in path.read_text()
@@ -28,6 +29,13 @@ CONFIGURED = sorted(
 def native_input_size(name: str) -> tuple[int, int, int]:
     with torch.device("meta"):
         return models.create_model(name).native_input_size
+
+
+def slow_to_train(name: str) -> bool:
+    """A step takes seconds on a CPU: an ImageNet-sized input, or tens of millions of parameters (ResNeXt-29)."""
+    with torch.device("meta"):
+        model = models.create_model(name)
+    return model.native_input_size[1] > 64 or sum(p.numel() for p in model.parameters()) > 20_000_000
 
 
 def test_every_name_of_the_zoo_is_registered() -> None:
@@ -40,10 +48,7 @@ def test_every_registered_model_has_a_config_and_no_registry_config_is_orphaned(
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(name, marks=pytest.mark.slow) if native_input_size(name)[1] > 64 else name
-        for name in models.list_models()
-    ],
+    [pytest.param(name, marks=pytest.mark.slow) if slow_to_train(name) else name for name in models.list_models()],
 )
 def test_every_model_trains_through_the_train_entry_point(train_config, name: str) -> None:
     channels, size, _ = native_input_size(name)
