@@ -22,6 +22,7 @@ ISSUE_NAMES = {
     "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
     "wrn_28_10", "wrn_16_8", "wrn_40_4",
     "nin_cifar10",
+    "resnext29_8x64d", "resnext29_16x64d",
 }  # fmt: skip
 CONFIGURED = sorted(
     path.stem for path in (CONFIG_DIR / "model").glob("*.yaml") if "models.create_model" in path.read_text()
@@ -31,6 +32,13 @@ CONFIGURED = sorted(
 def native_input_size(name: str) -> tuple[int, int, int]:
     with torch.device("meta"):
         return models.create_model(name).native_input_size
+
+
+def slow_to_train(name: str) -> bool:
+    """A step takes seconds on a CPU: an ImageNet-sized input, or tens of millions of parameters (ResNeXt-29)."""
+    with torch.device("meta"):
+        model = models.create_model(name)
+    return model.native_input_size[1] > 64 or sum(p.numel() for p in model.parameters()) > 20_000_000
 
 
 def test_every_name_of_the_zoo_is_registered() -> None:
@@ -43,10 +51,7 @@ def test_every_registered_model_has_a_config_and_no_registry_config_is_orphaned(
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(name, marks=pytest.mark.slow) if native_input_size(name)[1] > 64 else name
-        for name in models.list_models()
-    ],
+    [pytest.param(name, marks=pytest.mark.slow) if slow_to_train(name) else name for name in models.list_models()],
 )
 def test_every_model_trains_through_the_train_entry_point(train_config, name: str) -> None:
     channels, size, _ = native_input_size(name)
