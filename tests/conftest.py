@@ -94,6 +94,15 @@ def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     return record
 
 
+def build_on_meta(name: str, **options: object) -> nn.Module:
+    """The registered model ``name`` built on the meta device: its parameters have shapes but no memory or values,
+    so building even a 100M-parameter network is instant (for counts, shapes and multiply-adds)."""
+    from models import create_model
+
+    with torch.device("meta"):
+        return create_model(name, **options)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

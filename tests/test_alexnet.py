@@ -9,17 +9,11 @@ import torchvision
 from omegaconf import OmegaConf
 
 import models.zfnet  # noqa: F401
-from conftest import CONFIG_DIR, count_parameters
+from conftest import CONFIG_DIR, build_on_meta, count_parameters
 from models import create_model, get_model_builder, load_torchvision_weights
 from models.alexnet import local_response_norm  # importing models.alexnet registers alexnet and alexnet_tv
 
 NATIVE_SIZE = {"alexnet": 227, "alexnet_tv": 224, "zfnet": 224}
-
-
-def build_on_meta(name: str, **options: object) -> torch.nn.Module:
-    """Build a model on the meta device: its parameters have shapes but no data, so building is instant."""
-    with torch.device("meta"):
-        return create_model(name, **options)
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from conftest import CONFIG_DIR, FAST_DATA, assert_same_outputs, run_script
+from conftest import CONFIG_DIR, FAST_DATA, assert_same_outputs, build_on_meta, run_script
 from models import (
     ACTIVATIONS,
     NORMS,
@@ -71,11 +71,6 @@ INPUTS = {
 }
 
 
-def on_meta(name: str, **options: object) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **options)
-
-
 def forward_cases(names: list[str], options: dict[str, tuple[str, ...]]) -> list:
     """(name, option) pairs, the ones of the big networks marked slow."""
     return [
@@ -123,8 +118,8 @@ def run_forward_backward(model: nn.Module, name: str, batch: int = 2) -> Functio
 @pytest.mark.parametrize("name", FAMILIES)
 def test_activation_replaces_every_nonlinearity_with_a_module_of_its_own(name: str, activation: str) -> None:
     default = default_activation(name)
-    places = len(modules_of(on_meta(name), default))
-    model = on_meta(name, activation=activation)
+    places = len(modules_of(build_on_meta(name), default))
+    model = build_on_meta(name, activation=activation)
     chosen = modules_of(model, ACTIVATION_TYPES[activation])
     assert places > 0 and len(chosen) == places
     assert len({id(module) for module in chosen}) == places  # no module serves two places
@@ -135,11 +130,11 @@ def test_activation_replaces_every_nonlinearity_with_a_module_of_its_own(name: s
 @pytest.mark.parametrize("name", FAMILIES)
 def test_default_activation_keeps_the_parameter_count(name: str) -> None:
     default = "tanh" if name == "lenet5" else "relu"
-    count = sum(p.numel() for p in on_meta(name).parameters())
-    assert sum(p.numel() for p in on_meta(name, activation=default).parameters()) == count
+    count = sum(p.numel() for p in build_on_meta(name).parameters())
+    assert sum(p.numel() for p in build_on_meta(name, activation=default).parameters()) == count
     # PReLU adds one parameter per channel of each place, maxout two per piece
-    prelu = sum(p.numel() for p in on_meta(name, activation="prelu").parameters()) - count
-    maxout = sum(p.numel() for p in on_meta(name, activation="maxout").parameters()) - count
+    prelu = sum(p.numel() for p in build_on_meta(name, activation="prelu").parameters()) - count
+    maxout = sum(p.numel() for p in build_on_meta(name, activation="maxout").parameters()) - count
     assert prelu > 0 and maxout == 4 * prelu
 
 
@@ -158,20 +153,20 @@ def test_every_activation_trains_every_family(name: str, activation: str) -> Non
 
 
 def test_lenet5_paper_keeps_its_scaled_tanh() -> None:
-    assert len(modules_of(on_meta("lenet5_paper"), ScaledTanh)) == 6
+    assert len(modules_of(build_on_meta("lenet5_paper"), ScaledTanh)) == 6
 
 
 @pytest.mark.parametrize(("name", "switches"), FIXED.items())
 def test_a_fixed_switch_is_no_argument(name: str, switches: tuple[str, ...]) -> None:
     for switch in switches:
         with pytest.raises(TypeError) as error:
-            on_meta(name, **{switch: "relu" if switch == "activation" else "batch"})
+            build_on_meta(name, **{switch: "relu" if switch == "activation" else "batch"})
         assert str(error.value).startswith(f"{name} takes no argument '{switch}'; accepted: num_classes, in_channels")
 
 
 def test_unknown_activation_lists_the_accepted_ones() -> None:
     with pytest.raises(ValueError, match="unknown activation 'swish'; accepted: sigmoid, tanh, scaled_tanh, relu"):
-        on_meta("resnet20", activation="swish")
+        build_on_meta("resnet20", activation="swish")
 
 
 # norm
@@ -199,11 +194,11 @@ def test_each_norm_is_built_or_refused_in_one_line(name: str, norm: str) -> None
     accepted = ACCEPTED_NORMS[name]
     if norm not in accepted:
         with pytest.raises(ValueError) as error:
-            on_meta(name, norm=norm)
-        model = type(on_meta(name)).__name__
+            build_on_meta(name, norm=norm)
+        model = type(build_on_meta(name)).__name__
         assert str(error.value) == f"norm='{norm}' is not available for {model}; accepted: {', '.join(accepted)}"
         return
-    kinds = norm_kinds(on_meta(name, norm=norm))
+    kinds = norm_kinds(build_on_meta(name, norm=norm))
     assert set(kinds) == (set() if norm == "none" else {norm})
 
 
@@ -211,7 +206,7 @@ def test_each_norm_is_built_or_refused_in_one_line(name: str, norm: str) -> None
     "name", ["lenet5", "alexnet", "alexnet_tv", "zfnet", "vgg11", "googlenet", "squeezenet1_0", "nin_cifar10"]
 )
 def test_batch_norm_follows_every_conv(name: str) -> None:
-    model = on_meta(name, norm="batch")
+    model = build_on_meta(name, norm="batch")
     convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
     # LeNet-5 normalises F6 as well; SqueezeNet not conv10, NiN not its last 1x1 conv: their maps are the class scores
     assert norm_kinds(model)["batch"] == len(convs) + {"lenet5": 1, "squeezenet1_0": -1, "nin_cifar10": -1}.get(name, 0)
@@ -223,10 +218,10 @@ def test_batch_norm_follows_every_conv(name: str) -> None:
     "name", ["vgg11", "resnet18", "resnet50", "resnet20", "densenet121", "densenet_bc_100", "wrn_16_8"]
 )
 def test_group_and_layer_norm_replace_every_batch_norm_with_as_many_parameters(name: str) -> None:
-    batch = on_meta(name, norm="batch")
+    batch = build_on_meta(name, norm="batch")
     count = sum(p.numel() for p in batch.parameters())
     for norm in ("group", "layer"):
-        model = on_meta(name, norm=norm)
+        model = build_on_meta(name, norm=norm)
         assert norm_kinds(model)[norm] == norm_kinds(batch)["batch"]
         assert sum(p.numel() for p in model.parameters()) == count
 
@@ -243,7 +238,7 @@ def test_group_and_layer_norm_replace_every_batch_norm_with_as_many_parameters(n
     ],
 )
 def test_parameter_counts_with_another_norm(name: str, options: dict, expected: int) -> None:
-    assert sum(p.numel() for p in on_meta(name, **options).parameters()) == expected
+    assert sum(p.numel() for p in build_on_meta(name, **options).parameters()) == expected
 
 
 def test_group_count_is_32_or_the_largest_divisor_leaving_two_channels_a_group() -> None:
@@ -300,11 +295,11 @@ def test_dropconnect_rate_of_zero_is_a_plain_linear_layer_in_training() -> None:
     ],
 )
 def test_dropconnect_goes_to_the_hidden_fully_connected_layers_only(name: str, layers: list[str]) -> None:
-    model = on_meta(name, dropconnect=0.3)
+    model = build_on_meta(name, dropconnect=0.3)
     dropping = [key for key, module in model.named_modules() if isinstance(module, DropConnectLinear) and module.p]
     assert dropping == layers
     assert type(model.get_classifier()) is not DropConnectLinear
-    assert model.state_dict().keys() == on_meta(name).state_dict().keys()
+    assert model.state_dict().keys() == build_on_meta(name).state_dict().keys()
 
 
 def test_dropconnect_in_lenet5_varies_training_outputs_only() -> None:
@@ -324,9 +319,9 @@ def test_dropconnect_alexnet_tv_loads_torchvision_weights_and_matches_it_at_eval
 
 def test_bad_dropconnect_names_the_accepted_range() -> None:
     with pytest.raises(ValueError, match=r"dropconnect must be in \[0, 1\), got 1.0"):
-        on_meta("vgg11", dropconnect=1.0)
+        build_on_meta("vgg11", dropconnect=1.0)
     with pytest.raises(TypeError, match="resnet20 takes no argument 'dropconnect'"):
-        on_meta("resnet20", dropconnect=0.5)
+        build_on_meta("resnet20", dropconnect=0.5)
 
 
 # config groups and the train entry point

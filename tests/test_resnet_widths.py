@@ -8,7 +8,7 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-from conftest import CONFIG_DIR, check_torchvision_round_trip, count_parameters, record_output_shapes
+from conftest import CONFIG_DIR, build_on_meta, check_torchvision_round_trip, count_parameters, record_output_shapes
 from models import TORCHVISION_NAMES, create_model, get_model_builder
 from models.resnet import BasicBlock, Bottleneck, ResNet
 from models.summary import summarize
@@ -23,12 +23,6 @@ NETWORKS = {
     "wide_resnet101_2": (126_886_696, 22.753, (1, 128)),
 }
 NAMES = list(NETWORKS)
-
-
-def build_on_meta(name: str, **kwargs: object) -> ResNet:
-    """The network without memory or initialisation: enough to count parameters and multiply-adds."""
-    with torch.device("meta"):
-        return create_model(name, **kwargs)
 
 
 @pytest.mark.parametrize("name", NAMES)

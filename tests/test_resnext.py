@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from conftest import CONFIG_DIR, count_parameters, record_output_shapes
-from models import INIT_SCHEMES, create_model, get_model_builder
+from conftest import CONFIG_DIR, build_on_meta, count_parameters, record_output_shapes
+from models import INIT_SCHEMES, get_model_builder
 from models.resnext import ResNeXtBlock, ResNeXtCifar
 from models.summary import summarize
 
@@ -15,11 +15,6 @@ PARAMETERS = {"resnext29_8x64d": 34_426_698, "resnext29_16x64d": 68_155_210}
 PAPER_MILLIONS = {"resnext29_8x64d": 34.4, "resnext29_16x64d": 68.1}
 CARDINALITY = {"resnext29_8x64d": 8, "resnext29_16x64d": 16}
 SMALL = (11, 4, 4)  # ResNeXt-11, 4x4d: one block a stage, for the tests that run a network on a CPU
-
-
-def meta_model(name: str, **kwargs: object) -> ResNeXtCifar:
-    with torch.device("meta"):  # 34M and 68M parameters: shapes and counts without allocating them
-        return create_model(name, **kwargs)
 
 
 def count_from_table_7(cardinality: int, d: int = 64, classes: int = 10, norm_parameters: bool = True) -> int:
@@ -45,17 +40,17 @@ def count_from_table_7(cardinality: int, d: int = 64, classes: int = 10, norm_pa
 
 @pytest.mark.parametrize("name", list(PARAMETERS))
 def test_parameter_counts_are_table_7s_architecture(name: str) -> None:
-    assert count_parameters(meta_model(name)) == PARAMETERS[name] == count_from_table_7(CARDINALITY[name])
+    assert count_parameters(build_on_meta(name)) == PARAMETERS[name] == count_from_table_7(CARDINALITY[name])
 
 
 def test_parameters_of_one_block() -> None:
     # 8x64d, stage 1, second block (256 in, 256 out, C*d = 512, identity shortcut):
     # 1x1 256x512 = 131,072 + BN 1,024; 3x3 in 8 groups 512 x 64 x 9 = 294,912 + BN 1,024;
     # 1x1 512x256 = 131,072 + BN 512
-    block = meta_model("resnext29_8x64d").stages.stage1[1]
+    block = build_on_meta("resnext29_8x64d").stages.stage1[1]
     assert count_parameters(block) == 131_072 + 1_024 + 294_912 + 1_024 + 131_072 + 512 == 559_616
     # The first block adds the projection 1x1 64x256 = 16,384 + BN 512, and its 1x1 takes 64 inputs: 64x512 = 32,768
-    first = meta_model("resnext29_8x64d").stages.stage1[0]
+    first = build_on_meta("resnext29_8x64d").stages.stage1[0]
     assert count_parameters(first) == 32_768 + 1_024 + 294_912 + 1_024 + 131_072 + 512 + 16_384 + 512
 
 
@@ -63,7 +58,7 @@ def test_parameters_of_one_block() -> None:
 def test_paper_figures_of_table_7(name: str) -> None:
     # Table 7 prints 34.4M and 68.1M. Our counts are 34.43M and 68.16M (68.2M rounded); without batch norm's scales
     # and shifts (57,472 and 100,480) 34.37M and 68.05M, which round to both printed figures.
-    model = meta_model(name)
+    model = build_on_meta(name)
     norm_parameters = sum(
         count_parameters(m) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d | torch.nn.GroupNorm)
     )
@@ -75,7 +70,7 @@ def test_paper_figures_of_table_7(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(PARAMETERS))
 def test_stages_follow_section_5_3(name: str) -> None:
-    model = meta_model(name)
+    model = build_on_meta(name)
     shapes = record_output_shapes(model, ["stem", "stage1", "stage2", "stage3", "pool"])
     assert model(torch.empty(2, 3, 32, 32, device="meta")).shape == (2, 10)
     assert shapes == {
@@ -91,7 +86,7 @@ def test_stages_follow_section_5_3(name: str) -> None:
 @pytest.mark.parametrize("name", list(PARAMETERS))
 def test_the_3x3_convs_are_grouped_by_the_cardinality(name: str) -> None:
     cardinality = CARDINALITY[name]
-    model = meta_model(name)
+    model = build_on_meta(name)
     for index, stage in enumerate(model.stages):
         d = 64 * 2**index  # Sec. 3.1: the paths' width doubles where the maps are halved
         for position, block in enumerate(stage):
@@ -113,7 +108,7 @@ def test_multiply_adds_of_resnext29_8x64d() -> None:
     stage3 = 512 * 2048 * 256 + (2048 * 256 * 9 + 2048 * 1024 + 512 * 1024) * 64
     stage3 += 2 * (1024 * 2048 + 2048 * 256 * 9 + 2048 * 1024) * 64
     conv1, fc = 3 * 9 * 64 * 1024, 1024 * 10
-    summary = summarize(meta_model("resnext29_8x64d"), (3, 32, 32))
+    summary = summarize(build_on_meta("resnext29_8x64d"), (3, 32, 32))
     assert summary.macs == conv1 + stage1 + stage2 + stage3 + fc == 5_387_266_048
     assert summary.parameters == PARAMETERS["resnext29_8x64d"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import check_model_config, count_parameters, record_output_shapes
+from conftest import build_on_meta, check_model_config, count_parameters, record_output_shapes
 from models import create_model, get_model_builder
 from models.summary import summarize
 from models.wide_resnet import WideBasicBlock, WideResNet
@@ -65,24 +65,19 @@ def multiply_adds_by_hand(depth: int, k: int, classes: int = 10) -> int:
     return total + channels * classes
 
 
-def on_meta(name: str, **options: object) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **options)
-
-
 def test_wrn_16_8_count_by_hand() -> None:
     assert WRN_16_8 == counted_by_hand(16, 8) == 10_961_370
-    assert count_parameters(on_meta("wrn_16_8")) == WRN_16_8
+    assert count_parameters(build_on_meta("wrn_16_8")) == WRN_16_8
 
 
 @pytest.mark.parametrize("name", NETWORKS)
 def test_parameter_counts_are_table_1s_and_round_to_the_papers_figures(name: str) -> None:
     depth, k, millions = NETWORKS[name]
-    count = count_parameters(on_meta(name))
+    count = count_parameters(build_on_meta(name))
     assert count == counted_by_hand(depth, k)
     assert f"{count:,} parameters" in inspect.getdoc(get_model_builder(name))  # the builder states it exactly
     assert round(count / 1e6, 1) == millions  # 36,479,194 / 10,961,370 / 8,949,210
-    assert count_parameters(on_meta(name, num_classes=100)) == counted_by_hand(depth, k, 100)
+    assert count_parameters(build_on_meta(name, num_classes=100)) == counted_by_hand(depth, k, 100)
 
 
 def test_multiply_adds_of_wrn_16_8_by_hand() -> None:
@@ -105,7 +100,7 @@ def test_any_depth_and_width_builds_table_1(depth: int, k: int) -> None:
 @pytest.mark.parametrize("name", NETWORKS)
 def test_output_size_of_each_group_follows_table_1(name: str) -> None:
     _, k, _ = NETWORKS[name]
-    model = on_meta(name)
+    model = build_on_meta(name)
     shapes = record_output_shapes(model, ["conv1", "layer1", "layer2", "layer3", "avgpool"])
     assert model(torch.empty(2, 3, 32, 32, device="meta")).shape == (2, 10)
     assert shapes == {
@@ -127,7 +122,7 @@ def test_forward_backward_reaches_every_parameter() -> None:
 
 
 def test_projection_shortcuts_where_the_width_or_the_stride_changes() -> None:
-    model = on_meta("wrn_16_8")
+    model = build_on_meta("wrn_16_8")
     for group, (in_channels, width, stride) in zip(
         (model.layer1, model.layer2, model.layer3), [(16, 128, 1), (128, 256, 2), (256, 512, 2)], strict=True
     ):
@@ -136,7 +131,7 @@ def test_projection_shortcuts_where_the_width_or_the_stride_changes() -> None:
         assert (projection.kernel_size, projection.stride, projection.bias) == ((1, 1), (stride, stride), None)
         assert group[0].conv1.stride == (stride, stride)
         assert group[1].shortcut is None  # the identity
-    assert on_meta("wrn_16_8", norm="group").layer1[0].shortcut is not None
+    assert build_on_meta("wrn_16_8", norm="group").layer1[0].shortcut is not None
     with torch.device("meta"):
         assert WideResNet(10, 1).layer1[0].shortcut is None  # k = 1: 16 -> 16 channels at stride 1
 
@@ -187,7 +182,7 @@ def test_bad_options_name_the_accepted_values() -> None:
     with pytest.raises(ValueError, match=r"^dropout must be in \[0, 1\), got 1.0$"):
         create_model("wrn_16_8", dropout=1.0)
     with pytest.raises(ValueError, match=r"^norm='none' is not available for WideResNet; accepted: batch, group"):
-        on_meta("wrn_28_10", norm="none")
+        build_on_meta("wrn_28_10", norm="none")
     with pytest.raises(TypeError, match="wrn_16_8 takes no argument 'depth'"):
         create_model("wrn_16_8", depth=22)
 
