@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import record_output_shapes
+from conftest import build_on_meta, record_output_shapes
 from models import create_model
 
 # Each layer's output (channels, height, width) in the papers' figures and tables, a row a layer: (figure, layer, size)
@@ -103,6 +103,32 @@ LAYER_SIZES = [
     ("squeezenet1_1", "fire5", (256, 27, 27)),
     ("squeezenet1_1", "maxpool5", (256, 13, 13)),
     ("squeezenet1_1", "fire9", (512, 13, 13)),
+    # ResNeXt and wide ResNet on ImageNet: ResNet-50's stages (He et al. Table 1; Xie et al. Table 1), the inner widths
+    # grouped or doubled (tests/test_resnet_widths.py)
+    ("bottleneck resnet table 1", "conv1", (64, 112, 112)),
+    ("bottleneck resnet table 1", "maxpool", (64, 56, 56)),
+    ("bottleneck resnet table 1", "layer1", (256, 56, 56)),
+    ("bottleneck resnet table 1", "layer2", (512, 28, 28)),
+    ("bottleneck resnet table 1", "layer3", (1024, 14, 14)),
+    ("bottleneck resnet table 1", "layer4", (2048, 7, 7)),
+    # ResNeXt-29 for CIFAR, Xie et al. Section 5.3: stages of output width 256, 512, 1024
+    ("resnext29 section 5.3", "stem", (64, 32, 32)),
+    ("resnext29 section 5.3", "stage1", (256, 32, 32)),
+    ("resnext29 section 5.3", "stage2", (512, 16, 16)),
+    ("resnext29 section 5.3", "stage3", (1024, 8, 8)),
+    ("resnext29 section 5.3", "pool", (1024,)),
+    # Wide ResNet, Zagoruyko & Komodakis Table 1: groups of 16k, 32k, 64k channels (k = 10, 8, 4)
+    *[
+        (f"wrn k={k} table 1", layer, size)
+        for k in (10, 8, 4)
+        for layer, size in [
+            ("conv1", (16, 32, 32)),
+            ("layer1", (16 * k, 32, 32)),
+            ("layer2", (32 * k, 16, 16)),
+            ("layer3", (64 * k, 8, 8)),
+            ("avgpool", (64 * k, 1, 1)),
+        ]
+    ],
     # Network in Network, CIFAR-10 (Section 4.1; models/nin.py's table)
     ("nin section 4.1", "mlpconv1", (96, 32, 32)),
     ("nin section 4.1", "pool1", (96, 16, 16)),
@@ -131,8 +157,8 @@ LAYER_SIZES = [
     ("googlenet table 1", "aux2.pool", (528, 4, 4)),
 ]
 
-# The models of those figures: (figure, name, options, input (channels, size), classes); the VGGs of Table 1 but
-# vgg11_bn take seconds each on a CPU
+# The models of those figures: (figure, name, options, input (channels, size), classes); built on the meta device
+# (shapes without memory or arithmetic), the VGGs of Table 1 but vgg11_bn still take seconds each on a CPU
 MODELS = [
     ("lenet5 figure 2", "lenet5", {}, (1, 32), 10),
     ("alexnet figure 2", "alexnet", {}, (3, 227), 1000),
@@ -151,6 +177,15 @@ MODELS = [
     ("densenet_bc_100 section 3", "densenet_bc_100", {}, (3, 32), 10),
     ("squeezenet1_0 table 1", "squeezenet1_0", {}, (3, 227), 1000),
     ("squeezenet1_1", "squeezenet1_1", {}, (3, 224), 1000),
+    *[
+        ("bottleneck resnet table 1", name, {}, (3, 224), 1000)
+        for name in ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
+    ],
+    ("resnext29 section 5.3", "resnext29_8x64d", {}, (3, 32), 10),
+    ("resnext29 section 5.3", "resnext29_16x64d", {}, (3, 32), 10),
+    ("wrn k=10 table 1", "wrn_28_10", {}, (3, 32), 10),
+    ("wrn k=8 table 1", "wrn_16_8", {}, (3, 32), 10),
+    ("wrn k=4 table 1", "wrn_40_4", {}, (3, 32), 10),
     ("nin section 4.1", "nin_cifar10", {}, (3, 32), 10),
     ("googlenet table 1", "googlenet", {}, (3, 224), 1000),
     ("googlenet table 1", "googlenet_tv", {}, (3, 224), 1000),
@@ -162,11 +197,10 @@ def test_layer_output_sizes_follow_the_papers(
     figure: str, name: str, options: dict, image: tuple[int, int], classes: int
 ) -> None:
     expected = {layer: size for row, layer, size in LAYER_SIZES if row == figure}
-    model = create_model(name, **options)  # in training mode, in which GoogLeNet's aux heads run too
+    model = build_on_meta(name, **options)  # in training mode, in which GoogLeNet's aux heads run too
     shapes = record_output_shapes(model, expected)
     channels, size = image
-    with torch.no_grad():
-        output = model(torch.randn(1, channels, size, size))
+    output = model(torch.empty(1, channels, size, size, device="meta"))  # shapes only: no memory, no arithmetic
     outputs = output if isinstance(output, tuple) else (output,)  # GoogLeNet in training: logits, aux1's, aux2's
     assert [out.shape for out in outputs] == [(1, classes)] * len(outputs)
     assert shapes == expected

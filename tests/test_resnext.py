@@ -70,16 +70,7 @@ def test_paper_figures_of_table_7(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(PARAMETERS))
 def test_stages_follow_section_5_3(name: str) -> None:
-    model = build_on_meta(name)
-    shapes = record_output_shapes(model, ["stem", "stage1", "stage2", "stage3", "pool"])
-    assert model(torch.empty(2, 3, 32, 32, device="meta")).shape == (2, 10)
-    assert shapes == {
-        "stem": (64, 32, 32),
-        "stage1": (256, 32, 32),
-        "stage2": (512, 16, 16),
-        "stage3": (1024, 8, 8),
-        "pool": (1024,),
-    }
+    model = build_on_meta(name)  # the stages' output sizes: tests/test_model_families.py
     assert [len(stage) for stage in model.stages] == [3, 3, 3]  # 29 = 3 x 3 x 3 + 2
 
 

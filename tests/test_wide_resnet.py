@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import build_on_meta, check_model_config, count_parameters, record_output_shapes
+from conftest import build_on_meta, check_model_config, count_parameters
 from models import create_model, get_model_builder
 from models.summary import summarize
 from models.wide_resnet import WideBasicBlock, WideResNet
@@ -95,21 +95,6 @@ def test_any_depth_and_width_builds_table_1(depth: int, k: int) -> None:
     projections = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
     # the depth counts conv1, the 3x3 convs of the blocks and the projections (k = 1: conv2 keeps 16 channels)
     assert len(convs) + len(projections) == depth - (k == 1)
-
-
-@pytest.mark.parametrize("name", NETWORKS)
-def test_output_size_of_each_group_follows_table_1(name: str) -> None:
-    _, k, _ = NETWORKS[name]
-    model = build_on_meta(name)
-    shapes = record_output_shapes(model, ["conv1", "layer1", "layer2", "layer3", "avgpool"])
-    assert model(torch.empty(2, 3, 32, 32, device="meta")).shape == (2, 10)
-    assert shapes == {
-        "conv1": (16, 32, 32),
-        "layer1": (16 * k, 32, 32),
-        "layer2": (32 * k, 16, 16),
-        "layer3": (64 * k, 8, 8),
-        "avgpool": (64 * k, 1, 1),
-    }
 
 
 def test_forward_backward_reaches_every_parameter() -> None:
