@@ -50,45 +50,10 @@ from models._activations import make_activation
 from models._base import ClassifierNet
 from models._norms import make_norm
 from models._registry import register_model
-from models.resnet import ResNet, init_resnet, make_shortcut
+from models.resnet import Bottleneck, ResNet, init_resnet, make_stage
 
 STAGE_WIDTHS = (256, 512, 1024)  # Sec. 5.3: the output widths of the three stages
 STEM_WIDTH = 64  # Sec. 5.3: the first layer, a 3x3 conv of 64 filters (Table 1's conv1 width)
-
-
-class ResNeXtBlock(nn.Module):
-    """Figure 3(c): relu(residual(x) + shortcut(x)), the residual 1x1 (C*d), grouped 3x3 (C groups of d), 1x1."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        cardinality: int,
-        group_width: int,
-        stride: int = 1,
-        activation: str = "relu",
-        norm: str = "batch",
-    ) -> None:
-        super().__init__()
-        width = cardinality * group_width
-        convs = (
-            nn.Conv2d(in_channels, width, kernel_size=1, bias=False),  # the C paths' first 1x1 convs side by side
-            nn.Conv2d(width, width, 3, stride, padding=1, groups=cardinality, bias=False),  # one group a path
-            nn.Conv2d(width, out_channels, kernel_size=1, bias=False),  # the paths' last layers, summed (Eq. 3)
-        )
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        for index, conv in enumerate(convs, 1):
-            layers[f"conv{index}"] = conv
-            layers[f"bn{index}"] = make_norm(norm, conv.out_channels)
-            if index < len(convs):  # the last ReLU comes after the addition
-                layers[f"act{index}"] = make_activation(activation, conv.out_channels, inplace=True)
-        self.residual = nn.Sequential(layers)
-        projection = make_shortcut("B", in_channels, out_channels, stride, norm)  # None where the shape is kept
-        self.shortcut = nn.Identity() if projection is None else projection
-        self.act = make_activation(activation, out_channels, inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.residual(x) + self.shortcut(x))  # y = x + sum_i T_i(x) (Eq. 3), then the ReLU
 
 
 class ResNeXtCifar(ClassifierNet):
@@ -128,20 +93,16 @@ class ResNeXtCifar(ClassifierNet):
                 act1=make_activation(activation, STEM_WIDTH, inplace=True),
             )
         )
-        # Sec. 5.3: three stages of blocks at 32x32, 16x16 and 8x8; the paths' width doubles with each (Sec. 3.1)
+        # Sec. 5.3: three stages of blocks at 32x32, 16x16 and 8x8; the paths' width doubles with each (Sec. 3.1).
+        # A block is ResNet's bottleneck with its 3x3 conv in C groups (Figure 3(c)): of out / 4 "planes", it is
+        # planes * width_per_group / 64 * C = C * d * 2^stage wide for width_per_group = d in every stage.
         stages: OrderedDict[str, nn.Module] = OrderedDict()
         in_channels = STEM_WIDTH
         for index, out_channels in enumerate(STAGE_WIDTHS):
-            stride = 1 if index == 0 else 2
-            group_width = bottleneck_width * 2**index
-            blocks = [
-                ResNeXtBlock(in_channels, out_channels, cardinality, group_width, stride, activation, norm),
-                *(
-                    ResNeXtBlock(out_channels, out_channels, cardinality, group_width, 1, activation, norm)
-                    for _ in range(num_blocks - 1)
-                ),
-            ]
-            stages[f"stage{index + 1}"] = nn.Sequential(*blocks)
+            stages[f"stage{index + 1}"] = make_stage(
+                Bottleneck, in_channels, out_channels // Bottleneck.expansion, num_blocks, 1 if index == 0 else 2,
+                "B", norm, activation=activation, groups=cardinality, width_per_group=bottleneck_width,
+            )  # fmt: skip
             in_channels = out_channels
         self.stages = nn.Sequential(stages)
         # Sec. 5.3: global average pooling and a fully-connected classifier

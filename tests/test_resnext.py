@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, build_on_meta, count_parameters, record_output_shapes
 from models import INIT_SCHEMES, get_model_builder
-from models.resnext import ResNeXtBlock, ResNeXtCifar
+from models.resnet import Bottleneck
+from models.resnext import ResNeXtCifar
 from models.summary import summarize
 
 # Exact parameter counts for 10 classes, and Table 7's (Xie et al. 2017) printed figures in millions
@@ -81,13 +82,13 @@ def test_the_3x3_convs_are_grouped_by_the_cardinality(name: str) -> None:
     for index, stage in enumerate(model.stages):
         d = 64 * 2**index  # Sec. 3.1: the paths' width doubles where the maps are halved
         for position, block in enumerate(stage):
-            conv = block.residual.conv2
+            conv = block.conv2
             assert conv.groups == cardinality
             assert conv.weight.shape == (cardinality * d, d, 3, 3)  # each of the C*d outputs sees d inputs
             assert conv.stride == ((2, 2) if position == 0 and index > 0 else (1, 1))  # the 3x3 downsamples
-            assert block.residual.conv1.groups == block.residual.conv3.groups == 1
+            assert block.conv1.groups == block.conv3.groups == 1
             projection = position == 0
-            assert isinstance(block.shortcut, torch.nn.Sequential if projection else torch.nn.Identity)
+            assert isinstance(block.downsample, torch.nn.Sequential) if projection else block.downsample is None
 
 
 def test_multiply_adds_of_resnext29_8x64d() -> None:
@@ -109,13 +110,13 @@ def test_grouped_conv_is_the_sum_of_c_paths() -> None:
     # form (c) computes it with one 3x3 conv in C groups. Each path is built here from its slice of the weights.
     torch.manual_seed(0)
     cardinality, d = 4, 3
-    block = ResNeXtBlock(16, 16, cardinality, d).eval()
-    for bn in (block.residual.bn1, block.residual.bn2, block.residual.bn3):
+    block = Bottleneck(16, 4, groups=cardinality, width_per_group=16 * d).eval()  # 4 x 48 / 64 x 4 = C*d = 12 wide
+    for bn in (block.bn1, block.bn2, block.bn3):
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
         bn.weight.data.uniform_(0.5, 2)
         bn.bias.data.uniform_(-1, 1)
-    r = block.residual
+    r = block
     x = torch.randn(2, 16, 6, 6)
 
     def batch_norm(bn: torch.nn.BatchNorm2d, out: torch.Tensor, channels: slice) -> torch.Tensor:
@@ -159,8 +160,8 @@ def test_classifier_interface_and_min_input_size() -> None:
 def test_switches_replace_every_norm_and_activation() -> None:
     model = ResNeXtCifar(*SMALL, norm="group", activation="elu")
     assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.ReLU) for m in model.modules())
-    assert isinstance(model.stages.stage2[0].shortcut[1], torch.nn.GroupNorm)  # the projection's norm too
-    assert isinstance(model.stages.stage2[0].act, torch.nn.ELU)
+    assert isinstance(model.stages.stage2[0].downsample[1], torch.nn.GroupNorm)  # the projection's norm too
+    assert isinstance(model.stages.stage2[0].act3, torch.nn.ELU)
     assert torch.isfinite(model(torch.randn(2, 3, 16, 16))).all()
     with pytest.raises(ValueError, match="norm='none' is not available for ResNeXtCifar; accepted: batch, group"):
         ResNeXtCifar(*SMALL, norm="none")
@@ -168,7 +169,7 @@ def test_switches_replace_every_norm_and_activation() -> None:
 
 def test_paper_init_is_he_normal_with_fan_out() -> None:
     torch.manual_seed(0)
-    conv = ResNeXtCifar(*SMALL).stages.stage3[0].residual.conv2  # 1024 outputs in 4 groups of 256 inputs, 3x3
+    conv = ResNeXtCifar(*SMALL).stages.stage3[0].conv2  # 1024 outputs in 4 groups of 256 inputs, 3x3
     assert conv.weight.std().item() == pytest.approx((2 / (conv.out_channels * 9)) ** 0.5, rel=0.02)
 
 
