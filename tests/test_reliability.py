@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -175,6 +176,73 @@ def test_the_trainer_config_writes_checkpoints_through_the_atomic_io(train_confi
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
+def held_writes(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Hold every checkpoint write of the background thread until the returned event is set."""
+    release, write = threading.Event(), checkpoint_io._atomic_write
+
+    def held(path: Path, contents: object) -> None:
+        assert release.wait(timeout=60), "the writes were never released"
+        write(path, contents)
+
+    monkeypatch.setattr(checkpoint_io, "_atomic_write", held)
+    return release
+
+
+def test_the_trainer_s_saves_are_written_in_the_background_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = AtomicCheckpointIO()
+    release = held_writes(monkeypatch)
+    old, best, last = tmp_path / "best-epoch000.ckpt", tmp_path / "best-epoch001.ckpt", tmp_path / "last.ckpt"
+    old.write_bytes(b"the earlier best")
+    state = checkpoint_of(2)
+    writer.save_checkpoint(state, best)
+    state["state_dict"]["w"].zero_()  # training goes on: the save holds the state as it was asked for
+    writer.link_checkpoint(best, last)
+    writer.remove_checkpoint(old)
+    assert not best.exists() and not last.exists() and old.exists()  # nothing done yet, and in this order:
+    release.set()
+    writer.teardown()  # waits for the saves, the link and the removal
+    assert torch.load(best, weights_only=True)["state_dict"]["w"].eq(2).all()
+    assert best.stat().st_ino == last.stat().st_ino and not old.exists() and leftovers(tmp_path) == []
+
+
+def test_a_background_write_that_fails_is_raised_by_the_next_save_and_at_teardown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.ckpt"
+    atomic_save(checkpoint_of(1), path)
+    for next_call in ("save", "teardown", "load"):
+        writer = AtomicCheckpointIO()
+        fill_disk(monkeypatch, room=1000)
+        writer.save_checkpoint(checkpoint_of(2), path)  # returns; the write fails in the background
+        with pytest.raises(CheckpointWriteError, match=r"No space left on device; the previous checkpoint is kept$"):
+            if next_call == "save":
+                writer.save_checkpoint(checkpoint_of(3), path)
+            elif next_call == "teardown":
+                writer.teardown()
+            else:
+                writer.load_checkpoint(path)
+        monkeypatch.undo()
+        writer.teardown()
+        assert torch.load(path, weights_only=True)["global_step"] == 1 and leftovers(tmp_path) == []
+
+
+def test_last_ckpt_is_a_copy_where_the_file_system_has_no_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", refuse)
+    writer = AtomicCheckpointIO()
+    best, last = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
+    writer.save_checkpoint(checkpoint_of(4), best)
+    writer.link_checkpoint(best, last)
+    writer.teardown()
+    assert last.read_bytes() == best.read_bytes() and best.stat().st_ino != last.stat().st_ino
+
+
 def record_saves(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Every checkpoint the trainer writes from now on, as (file name, global step)."""
     saves: list[tuple[str, int]] = []
@@ -262,8 +330,9 @@ def test_a_full_disk_during_training_ends_in_one_line_and_keeps_the_last_good_ch
         str(error.value)
         == f"could not write checkpoint {last}: No space left on device; the previous checkpoint is kept"
     )
-    # epoch 0's last.ckpt a link to its best checkpoint; the save of epoch 1's failed
-    assert saves == [("best-epoch000.ckpt", 5), ("last.ckpt", 10)]
+    # epoch 0's last.ckpt a link to its best checkpoint; the save of epoch 1's failed in the background, and the
+    # next save, epoch 2's, raises its error before it writes anything
+    assert saves == [("best-epoch000.ckpt", 5), ("last.ckpt", 10), ("last.ckpt", 15)]
     assert load_checkpoint(last)["global_step"] == 5
     assert leftovers(last.parent) == []
 

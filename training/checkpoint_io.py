@@ -7,7 +7,8 @@ never syncs. Here a checkpoint is written straight into a hidden temporary file 
 ``fsync``-ed, and ``os.replace``-d over the old file, whose directory is synced too: a run killed, or a machine
 that loses power, in the middle of a save leaves the previous file whole (and at worst a stray ``.*.tmp`` file).
 A save that fails (a full disk, a quota, a read-only or unwritable directory) removes its temporary file, keeps
-the previous checkpoint and ends the run in one line. The records of a run (``metrics.json``, ``config.yaml``,
+the previous checkpoint and ends the run in one line. The trainer's saves (``AtomicCheckpointIO``) are written by a
+background thread while training goes on. The records of a run (``metrics.json``, ``config.yaml``,
 ``predictions.json``, reports) are written the same way (``write_record``).
 
 ``read_net_weights`` reads the network's weights back out of a checkpoint, for ``model.pretrained``: ``models``
@@ -17,9 +18,12 @@ takes state dicts and knows nothing of how a run stores its LightningModule.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -111,12 +115,23 @@ def atomic_save(checkpoint: Any, path: str | Path) -> None:
     Raises ``CheckpointWriteError`` (one line naming the file and the reason) when the file system refuses the
     write; any other failure, an interruption included, is re-raised after the temporary file is removed.
     """
-    path = Path(path)
+    _write_checkpoint(Path(path), lambda file: torch.save(checkpoint, file))
+
+
+def _write_checkpoint(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``_atomic_write`` of a checkpoint, a refusal of the file system raised as ``CheckpointWriteError``."""
     kept = "the previous checkpoint is kept" if path.is_file() else "earlier checkpoints are untouched"
     try:
-        _atomic_write(path, lambda file: torch.save(checkpoint, file))
+        _atomic_write(path, write)
     except OSError as error:
         raise CheckpointWriteError(f"could not write checkpoint {path}: {_reason(error)}; {kept}") from error
+
+
+def _link_or_copy(source: Path, path: Path) -> None:
+    """``path`` the same checkpoint as ``source``: a hard link (``atomic_link``), else a crash-safe copy."""
+    if not atomic_link(source, path):
+        with open(source, "rb") as original:
+            _write_checkpoint(path, lambda file: shutil.copyfileobj(original, file))
 
 
 def atomic_link(source: str | Path, path: str | Path) -> bool:
@@ -151,15 +166,68 @@ def write_record(path: str | Path, text: str, kept: str) -> Path:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``TorchCheckpointIO`` with crash-safe local saves (``atomic_save``); remote paths go through
-    Lightning's own code. Set in ``configs/trainer/default.yaml`` as ``trainer.plugins``."""
+    """Lightning's ``TorchCheckpointIO`` with crash-safe local saves, written in the background; remote paths go
+    through Lightning's own code. Set in ``configs/trainer/default.yaml`` as ``trainer.plugins``.
+
+    A local save serialises the checkpoint at once (the state as it is when it is asked for) and a background thread
+    writes, syncs and renames the file (``atomic_save``'s steps) while training goes on: on a small network the
+    ``fsync`` alone costs as much as a training step. Saves, removals and links are carried out one at a time in the
+    order they were asked for, so a top-k checkpoint is removed only after its successor is on disk. A save waits for
+    the one before it (one checkpoint in memory at most), and so do a load and ``teardown``, at the end of every fit
+    or test: each of them raises the error of a write that failed (``CheckpointWriteError``), which ends a run at its
+    next checkpoint at the latest, the files written before it kept.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._worker: ThreadPoolExecutor | None = None
+        self._queued: list[Future[None]] = []
+
+    def _submit(self, job: Callable[..., None], *args: Any) -> None:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._queued.append(self._worker.submit(job, *args))
+
+    def wait(self) -> None:
+        """Wait until the saves, removals and links asked for so far are done; raise the first of their errors."""
+        queued, self._queued = self._queued, []
+        errors = [future.exception() for future in queued]
+        first = next((error for error in errors if error is not None), None)
+        if first is not None:
+            raise first
 
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        self.wait()
         if storage_options is not None or get_protocol(str(path)) != "file":
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        atomic_save(checkpoint, path)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        self._submit(_write_checkpoint, Path(path), lambda file: file.write(buffer.getbuffer()))
+
+    def link_checkpoint(self, source: str | Path, path: str | Path) -> None:
+        """Make the local file ``path`` the checkpoint just saved as ``source``, once that is written: a hard link
+        (the bytes written once), or a copy where the file system has no hard links."""
+        self._submit(_link_or_copy, Path(source), Path(path))
+
+    @override
+    def remove_checkpoint(self, path: Any) -> None:
+        self._submit(super().remove_checkpoint, path)
+
+    @override
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.wait()
+        return super().load_checkpoint(path, *args, **kwargs)
+
+    @override
+    def teardown(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown()
+                self._worker = None
 
 
 def _trained_as(checkpoint: Mapping) -> str | None:

@@ -12,7 +12,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from training.checkpoint_io import atomic_link
+from training.checkpoint_io import AtomicCheckpointIO, atomic_link
 
 
 class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
@@ -53,7 +53,10 @@ class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
         checkpoint written once, not twice (the link keeps the bytes when the top-k file is later removed)."""
         path = os.path.join(self.dirpath or "", f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
         local = same_as and trainer.world_size == 1 and get_protocol(path) == "file"
-        if not (local and atomic_link(same_as, path)):
+        writer = trainer.strategy.checkpoint_io
+        if local and isinstance(writer, AtomicCheckpointIO):  # linked after the file is written, in the background
+            writer.link_checkpoint(same_as, path)
+        elif not (local and atomic_link(same_as, path)):
             trainer.save_checkpoint(path, self.save_weights_only)
         self.last_model_path, self._last_saved_step = path, trainer.global_step
         for logger in trainer.loggers:
