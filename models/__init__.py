@@ -4,8 +4,9 @@ recurrent networks (``models.rnn``, ``models.sequence``).
 The public API is what this module exports (as ``torchvision.models`` and ``timm``'s): building by name
 (``create_model``, ``list_models``, ...), loading state dicts and reading weights files as untrusted data
 (``load_pretrained``, ``read_state_dict``, ``load_file``, ...), and the layers and schemes the families share
-(``make_activation``, ``make_norm``, ``init_weights``, ...). The modules whose names start with ``_`` are
-internal. Nothing here knows how the training code stores its checkpoints: it takes state dicts.
+(``make_activation``, ``make_norm``, ``init_weights``, stochastic depth's ``ResidualBlock`` and
+``add_stochastic_depth``, ...). The modules whose names start with ``_`` are internal. Nothing here knows how the
+training code stores its checkpoints: it takes state dicts.
 """
 
 from models import (
@@ -41,6 +42,7 @@ from models._pretrained import (
     read_state_dict,
 )
 from models._registry import close_matches, create_model, get_model_builder, list_models, register_model
+from models._stochastic_depth import ResidualBlock, add_stochastic_depth, drop_path_rates
 from models.lenet import LeNet5
 
 __all__ = [
@@ -54,7 +56,9 @@ __all__ = [
     "DropConnectLinear",
     "LeNet5",
     "Maxout",
+    "ResidualBlock",
     "ScaledTanh",
+    "add_stochastic_depth",
     "alexnet",
     "as_state_dict",
     "char_rnn",
@@ -62,6 +66,7 @@ __all__ = [
     "close_matches",
     "create_model",
     "densenet",
+    "drop_path_rates",
     "get_model_builder",
     "googlenet",
     "init_weights",

@@ -66,6 +66,11 @@ takes an initialisation made for it (Fixup, Zhang et al. 2019) to train.
 Initialisation (``init="paper"``): convs as in He et al. 2015 (Sec. 3.4: normal with variance 2/fan_out), batch-norm
 scales one and shifts zero; the fc layer keeps PyTorch's default, as in torchvision. ``zero_init_residual`` starts
 the last batch norm of each residual branch at zero, so that each block begins as the identity (torchvision's option).
+
+Stochastic depth (Huang et al. 2016, ``models._stochastic_depth``): ``drop_path`` (p_L of the paper is 1 -
+``drop_path``) drops, in training, the residual branch of block l of the network's L blocks (all stages counted,
+54 for ResNet-110) with probability l / L * ``drop_path`` (Eq. 4), for the whole mini-batch; the paper's CIFAR runs
+use 0.5. At evaluation, and with the default 0, every block is the plain residual sum.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ from models._base import ClassifierNet
 from models._init import DEFAULT_STD
 from models._norms import make_norm
 from models._registry import register_model
+from models._stochastic_depth import ResidualBlock, add_stochastic_depth
 
 SHORTCUTS = ("A", "B")
 
@@ -110,7 +116,7 @@ def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, n
     )
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(ResidualBlock):
     """Two 3x3 convs with a shortcut around them (Fig. 5 left): relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
 
     expansion = 1
@@ -136,11 +142,11 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.act1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.drop_residual(self.bn2(self.conv2(out)))
         return self.act2(out + shortcut)  # Eq. 1: y = F(x) + x, then the ReLU
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 (reduce), 3x3, 1x1 (expand to 4 x ``width``) with a shortcut around them (Fig. 5 right). The inner width
     is ``width * width_per_group / 64 * groups`` and the 3x3 conv has ``groups`` groups (Xie et al., Fig. 3c):
     ``width`` itself for ResNet's default ``groups=1, width_per_group=64``."""
@@ -179,7 +185,7 @@ class Bottleneck(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.act2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.drop_residual(self.bn3(self.conv3(out)))
         return self.act3(out + shortcut)
 
 
@@ -238,6 +244,7 @@ class ResNet(ClassifierNet):
         stride_on_1x1: bool = False,
         groups: int = 1,
         width_per_group: int = 64,
+        drop_path: float = 0.0,
         norm: str = "batch",
         **kwargs: Any,
     ) -> None:
@@ -267,6 +274,7 @@ class ResNet(ClassifierNet):
         # Table 1, last row: global average pool, fc
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512 * block.expansion, self.num_classes)
+        add_stochastic_depth(self, drop_path)  # Huang et al. 2016: block l of L dropped with l / L * drop_path
         self.init_weights(self.init, self.init_std)
 
     def init_weights(self, scheme: str = "paper", std: float = DEFAULT_STD) -> None:
@@ -295,7 +303,14 @@ class CifarResNet(ClassifierNet):
     norms = ResNet.norms
 
     def __init__(
-        self, num_blocks: int, num_classes: int = 10, *, shortcut: str = "A", norm: str = "batch", **kwargs: Any
+        self,
+        num_blocks: int,
+        num_classes: int = 10,
+        *,
+        shortcut: str = "A",
+        drop_path: float = 0.0,
+        norm: str = "batch",
+        **kwargs: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, norm=norm, **kwargs)
         if shortcut not in SHORTCUTS:
@@ -312,6 +327,7 @@ class CifarResNet(ClassifierNet):
         # Sec. 4.2: "global average pooling, a 10-way fully-connected layer"
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
+        add_stochastic_depth(self, drop_path)  # Huang et al. 2016: block l of L dropped with l / L * drop_path
         self.init_weights(self.init, self.init_std)
 
     def _init_paper(self) -> None:

@@ -35,7 +35,9 @@ have no bias.
 ``activation`` replaces every ReLU (``models._activations``), ``norm`` every batch norm, the projections' included:
 ``batch`` (the paper's), ``group`` or ``layer``; ``none`` is refused, as for ResNet. Initialisation (``init="paper"``):
 ResNet's (He et al. 2015, normal with variance 2/fan_out for the convs; batch norm scale one, shift zero; the fc
-layer keeps PyTorch's default).
+layer keeps PyTorch's default). ``drop_path`` is stochastic depth (Huang et al. 2016, as in ``models.resnet``):
+block l of the 3n drops its residual branch with probability l / 3n * ``drop_path`` in training, for the whole
+mini-batch.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from models._activations import make_activation
 from models._base import ClassifierNet
 from models._norms import make_norm
 from models._registry import register_model
+from models._stochastic_depth import add_stochastic_depth
 from models.resnet import Bottleneck, ResNet, init_resnet, make_stage
 
 STAGE_WIDTHS = (256, 512, 1024)  # Sec. 5.3: the output widths of the three stages
@@ -72,6 +75,7 @@ class ResNeXtCifar(ClassifierNet):
         bottleneck_width: int,
         num_classes: int = 10,
         *,
+        drop_path: float = 0.0,
         norm: str = "batch",
         **kwargs: Any,
     ) -> None:
@@ -108,6 +112,7 @@ class ResNeXtCifar(ClassifierNet):
         # Sec. 5.3: global average pooling and a fully-connected classifier
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(STAGE_WIDTHS[-1], self.num_classes)
+        add_stochastic_depth(self, drop_path)  # Huang et al. 2016: block l of L dropped with l / L * drop_path
         self.init_weights(self.init, self.init_std)
 
     def _init_paper(self) -> None:

@@ -26,7 +26,9 @@ average pool and the fully-connected layer. Convolutions have no bias (each feed
 
 Dropout (Section 2.4, Table 6: 0.3 on CIFAR): "between convolutions ... and after ReLU", so it drops the
 activations that the second convolution of each block reads; ``dropout=0`` (the default, the paper's results
-without it) keeps the layers and drops nothing. Dropout acts in training mode only.
+without it) keeps the layers and drops nothing. Dropout acts in training mode only. ``drop_path`` is stochastic
+depth (Huang et al. 2016, as in ``models.resnet``): block l of the 3N drops its residual branch with probability
+l / 3N * ``drop_path`` in training, for the whole mini-batch.
 
 ``activation`` replaces every ReLU (``act1``, ``act2`` in a block, ``act`` after the last group), ``norm`` every
 batch norm: ``batch`` (the paper's), ``group`` or ``layer``; ``none`` is refused, as for ResNet (bias-free
@@ -47,6 +49,7 @@ from models._activations import make_activation
 from models._base import ClassifierNet, check_rate
 from models._norms import make_norm
 from models._registry import register_model
+from models._stochastic_depth import ResidualBlock, add_stochastic_depth
 from models.resnet import ResNet, init_resnet
 
 
@@ -62,7 +65,7 @@ def blocks_per_group(depth: int) -> int:
     return (depth - 4) // 6
 
 
-class WideBasicBlock(nn.Module):
+class WideBasicBlock(ResidualBlock):
     """B(3,3) with pre-activation: conv2(drop(act2(bn2(conv1(act1(bn1(x))))))) + shortcut."""
 
     def __init__(
@@ -82,7 +85,7 @@ class WideBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = self.act1(self.bn1(x))
-        out = self.conv2(self.drop(self.act2(self.bn2(self.conv1(activated)))))
+        out = self.drop_residual(self.conv2(self.drop(self.act2(self.bn2(self.conv1(activated))))))
         return out + (x if self.shortcut is None else self.shortcut(activated))
 
 
@@ -100,6 +103,7 @@ class WideResNet(ClassifierNet):
         widen_factor: int,
         *,
         dropout: float = 0.0,
+        drop_path: float = 0.0,
         num_classes: int = 10,
         norm: str = "batch",
         **kwargs: Any,
@@ -128,6 +132,7 @@ class WideResNet(ClassifierNet):
         # Table 1, avg-pool, then the fully-connected classifier
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, self.num_classes)
+        add_stochastic_depth(self, drop_path)  # Huang et al. 2016: block l of L dropped with l / L * drop_path
         self.init_weights(self.init, self.init_std)
 
     def _init_paper(self) -> None:

@@ -67,7 +67,8 @@ def test_a_kwargs_builder_takes_what_its_class_takes_less_what_it_gives() -> Non
     resnet18, resnet50 = models.get_model_builder("resnet18"), models.get_model_builder("resnet50")
     parameters = inspect.signature(resnet50).parameters
     assert list(parameters) == [
-        "num_classes", "in_channels", "zero_init_residual", "stride_on_1x1", "activation", "norm", "init", "init_std"
+        "num_classes", "in_channels", "zero_init_residual", "stride_on_1x1", "drop_path", "activation", "norm", "init",
+        "init_std",
     ]  # fmt: skip
     assert "stride_on_1x1" not in inspect.signature(resnet18).parameters  # excluded: basic blocks
     assert typing.get_type_hints(resnet50)["stride_on_1x1"] is bool
