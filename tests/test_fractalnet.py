@@ -234,6 +234,21 @@ def test_paper_init_is_caffes_xavier() -> None:
     assert all(m.bias is not None for m in without_norm.modules() if isinstance(m, nn.Conv2d))  # no norm: biases
 
 
+@pytest.mark.parametrize(("norm", "groups"), [("batch", None), ("group", [2, 2, 2, 4, 4, 4]), ("layer", [1] * 6)])
+def test_switches_replace_every_relu_and_batch_norm(norm: str, groups: list[int] | None) -> None:
+    with torch.device("meta"):
+        model = FractalNet((4, 8), 2, dropout=(0.0, 0.0), norm=norm, activation="elu")
+        paper = FractalNet((4, 8), 2, dropout=(0.0, 0.0))
+    units = [unit for block in model.blocks for column in block.columns for unit in column]
+    assert len(units) == 2 * 3 and all(isinstance(unit.act, nn.ELU) for unit in units)
+    assert not any(isinstance(module, nn.ReLU) for module in model.modules())
+    if groups is None:
+        assert all(type(unit.norm) is nn.BatchNorm2d for unit in units)
+    else:  # 4 and 8 channels: groups of 2 channels (models._norms), or one group (layer norm)
+        assert [unit.norm.num_groups for unit in units if isinstance(unit.norm, nn.GroupNorm)] == groups
+    assert count_parameters(model) == count_parameters(paper)  # a scale and a shift a channel, as batch norm
+
+
 def test_classifier_interface_and_least_input() -> None:
     model = tiny(in_channels=1, num_classes=3)
     assert model.get_classifier() is model.fc
