@@ -136,6 +136,13 @@ LAYER_SIZES = [
     ("nin section 4.1", "pool2", (192, 8, 8)),
     ("nin section 4.1", "classifier.conv3", (10, 8, 8)),
     ("nin section 4.1", "avgpool", (10, 1, 1)),
+    # FractalNet, Section 4: each block keeps the size of its input (padded convs) and the pool after it halves it
+    ("fractalnet section 4", "blocks.0", (64, 32, 32)),
+    ("fractalnet section 4", "blocks.1", (128, 16, 16)),
+    ("fractalnet section 4", "blocks.2", (256, 8, 8)),
+    ("fractalnet section 4", "blocks.3", (512, 4, 4)),
+    ("fractalnet section 4", "blocks.4", (512, 2, 2)),
+    ("fractalnet section 4", "avgpool", (512, 1, 1)),
     # GoogLeNet, Table 1's "output size" column, and the aux heads' pools (Section 5: 4x4x512 for 4a, 4x4x528 for 4d)
     ("googlenet table 1", "conv1", (64, 112, 112)),
     ("googlenet table 1", "pool1", (64, 56, 56)),
@@ -187,6 +194,7 @@ MODELS = [
     ("wrn k=8 table 1", "wrn_16_8", {}, (3, 32), 10),
     ("wrn k=4 table 1", "wrn_40_4", {}, (3, 32), 10),
     ("nin section 4.1", "nin_cifar10", {}, (3, 32), 10),
+    ("fractalnet section 4", "fractalnet20", {}, (3, 32), 10),
     ("googlenet table 1", "googlenet", {}, (3, 224), 1000),
     ("googlenet table 1", "googlenet_tv", {}, (3, 224), 1000),
 ]
@@ -233,7 +241,14 @@ def test_classifier_interface(name: str, image: tuple[int, int], features: tuple
 
 @pytest.mark.parametrize(
     ("name", "size"),
-    [("densenet121", 29), ("densenet_bc_100", 4), ("squeezenet1_0", 21), ("squeezenet1_1", 17), ("nin_cifar10", 4)],
+    [
+        ("densenet121", 29),
+        ("densenet_bc_100", 4),
+        ("squeezenet1_0", 21),
+        ("squeezenet1_1", 17),
+        ("nin_cifar10", 4),
+        ("fractalnet20", 32),
+    ],
 )
 def test_min_input_size(name: str, size: int) -> None:
     model = create_model(name).eval()

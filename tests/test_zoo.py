@@ -22,6 +22,7 @@ ISSUE_NAMES = {
     "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
     "wrn_28_10", "wrn_16_8", "wrn_40_4",
     "nin_cifar10",
+    "fractalnet20",
     "resnext29_8x64d", "resnext29_16x64d",
 }  # fmt: skip
 CONFIGURED = sorted(
