@@ -207,6 +207,10 @@ def test_networks_it_cannot_invert_are_refused_by_name() -> None:
         deconvnet(create_model("lenet5_paper"), torch.randn(1, 1, 32, 32), "features.c3")
     with pytest.raises(ValueError, match=r"unit must be a channel of '4', 0 to 2, got 3$"):
         deconvnet(small_net(), torch.randn(1, 1, 6, 6), "4", unit=3)
+    with pytest.raises(ValueError, match=r"units must be a positive number of channels, got 0$"):
+        top_patches(small_net(), [torch.randn(1, 1, 6, 6)], "4", units=0)
+    with pytest.raises(ValueError, match=r"top_patches needs at least one batch of images$"):
+        top_patches(small_net(), [], "4")
     with pytest.raises(ValueError, match=r"no layer 'conv9'"):
         deconvnet(small_net(), torch.randn(1, 1, 6, 6), "conv9")
 
