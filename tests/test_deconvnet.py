@@ -1,9 +1,12 @@
 """training/deconvnet.py: Zeiler & Fergus's tools."""
 
 import pytest
+import torch
 from torch import nn
+from torch.nn import functional as F
 
-from training.deconvnet import find_layer
+from models import create_model
+from training.deconvnet import ReceptiveField, deconvnet, find_layer, receptive_field, top_patches
 
 
 def test_find_layer_by_dotted_name_and_refuses_others_listing_them() -> None:
@@ -12,3 +15,220 @@ def test_find_layer_by_dotted_name_and_refuses_others_listing_them() -> None:
     with pytest.raises(ValueError, match=r"no layer '1\.2'; did you mean 1\.1.*accepted: 0, 1, 1\.0, 1\.1$") as error:
         find_layer(model, "1.2")
     assert "\n" not in str(error.value)
+
+
+def small_net() -> nn.Sequential:
+    """conv (pad 1), ReLU, 2x2 max pool, conv, ReLU: 1x6x6 -> 2x6x6 -> 2x3x3 -> 3x2x2 (a seed that leaves every
+    channel alive on the tests' data)."""
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(2, 3, 2), nn.ReLU())
+
+
+def transposed_filtering_by_hand(maps: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+    """Section 2.1's filtering with the transposed filters, one product at a time: each value of output map o at
+    (y, x) adds value * weight[o, i, a, b] to input map i at (y + a, x + b) of the padded input."""
+    outputs, inputs, height, width = weight.shape
+    rows, cols = maps.shape[1] + height - 1, maps.shape[2] + width - 1
+    padded = torch.zeros(inputs, rows, cols, dtype=maps.dtype)
+    for o in range(outputs):
+        for y in range(maps.shape[1]):
+            for x in range(maps.shape[2]):
+                for i in range(inputs):
+                    for a in range(height):
+                        for b in range(width):
+                            padded[i, y + a, x + b] += maps[o, y, x] * weight[o, i, a, b]
+    return padded[:, padding : rows - padding, padding : cols - padding]
+
+
+def project_by_hand(net: nn.Sequential, image: torch.Tensor, unit: int) -> torch.Tensor:
+    """Zeiler & Fergus's rule on small_net, written out: the forward pass with the 2x2 pool's switches found by
+    hand, the strongest activation of ``unit`` alone, then rectify, filter with conv2's transposed filters,
+    rectify, unpool to the switches, rectify, filter with conv1's transposed filters."""
+    conv1, conv2 = net[0], net[3]
+    with torch.no_grad():
+        rectified = F.relu(F.conv2d(image[None], conv1.weight, conv1.bias, padding=1))[0]  # 2x6x6
+        pooled, switches = torch.zeros(2, 3, 3), {}
+        for c in range(2):
+            for y in range(3):
+                for x in range(3):
+                    window = [
+                        (rectified[c, 2 * y + a, 2 * x + b], (2 * y + a, 2 * x + b)) for a in (0, 1) for b in (0, 1)
+                    ]
+                    value, where = max(window, key=lambda pair: float(pair[0]))
+                    pooled[c, y, x], switches[c, y, x] = value, where
+        top = F.relu(F.conv2d(pooled[None], conv2.weight, conv2.bias))[0]  # 3x2x2
+        signal = torch.zeros_like(top)
+        y, x = divmod(int(top[unit].argmax()), top.shape[2])
+        signal[unit, y, x] = top[unit, y, x]
+        signal = transposed_filtering_by_hand(F.relu(signal), conv2.weight, padding=0)  # 2x3x3
+        signal = F.relu(signal)
+        unpooled = torch.zeros(2, 6, 6)
+        for (c, y, x), (row, col) in switches.items():
+            unpooled[c, row, col] = signal[c, y, x]
+        return transposed_filtering_by_hand(F.relu(unpooled), conv1.weight, padding=1)  # 1x6x6
+
+
+def test_projection_equals_the_rule_computed_by_hand() -> None:
+    net, images = small_net(), torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    for unit in range(3):
+        expected = torch.stack([project_by_hand(net, image, unit) for image in images])
+        projected = deconvnet(net, images, "4", unit=unit)
+        torch.testing.assert_close(projected, expected)
+        assert projected.abs().sum() > 0
+    # unit=None: each image's strongest channel
+    with torch.no_grad():
+        strongest = net(images).flatten(2).amax(dim=2).argmax(dim=1)
+    expected = torch.stack(
+        [project_by_hand(net, image, int(unit)) for image, unit in zip(images, strongest, strict=True)]
+    )
+    torch.testing.assert_close(deconvnet(net, images, "4"), expected)
+
+
+def test_the_model_is_left_as_it_was() -> None:
+    net, images = small_net().train(), torch.randn(2, 1, 6, 6)
+    net[1].eval()
+    before = {name: value.clone() for name, value in net.state_dict().items()}
+    with torch.no_grad():
+        outputs = net(images)
+    deconvnet(net, images, "2")
+    assert [module.training for module in net] == [True, False, True, True, True]
+    assert all(torch.equal(before[name], value) for name, value in net.state_dict().items())
+    with torch.no_grad():  # no hook is left: a left one would stop this pass at layer 2
+        torch.testing.assert_close(net(images), outputs)
+
+
+def test_zfnet_receptive_fields_of_layers_1_to_3() -> None:
+    zfnet = create_model("zfnet", num_classes=10)
+    field = {name: receptive_field(zfnet, f"features.{name}", (207, 207)) for name in ("conv1", "pool1", "conv2")}
+    field |= {name: receptive_field(zfnet, f"features.{name}", (207, 207)) for name in ("norm2", "conv3", "act3")}
+    # per axis, size' = size + (kernel - 1) * jump, start' = start - padding * jump, jump' = jump * stride
+    # conv1 7x7 stride 2 pad 1:  size 1 + 6*1 = 7,    jump 1*2 = 2,    start 0 - 1*1 = -1
+    assert field["conv1"] == ReceptiveField((7, 7), (2, 2), (-1, -1))
+    # pool1 3x3 stride 2:        size 7 + 2*2 = 11,   jump 2*2 = 4,    start -1
+    assert field["pool1"] == ReceptiveField((11, 11), (4, 4), (-1, -1))
+    # conv2 5x5 stride 2 pad 0:  size 11 + 4*4 = 27,  jump 4*2 = 8,    start -1
+    assert field["conv2"] == ReceptiveField((27, 27), (8, 8), (-1, -1))
+    # pool2 3x3 stride 2:        size 27 + 2*8 = 43,  jump 8*2 = 16,   start -1; its normalisation changes nothing
+    assert field["norm2"] == ReceptiveField((43, 43), (16, 16), (-1, -1))
+    # conv3 3x3 stride 1 pad 1:  size 43 + 2*16 = 75, jump 16,         start -1 - 1*16 = -17; so is its ReLU's
+    assert field["conv3"] == field["act3"] == ReceptiveField((75, 75), (16, 16), (-17, -17))
+    assert field["conv3"].corner(2, 5) == (-17 + 2 * 16, -17 + 5 * 16)
+
+
+def test_receptive_field_of_a_dilated_padded_toy() -> None:
+    toy = nn.Sequential(
+        nn.Conv2d(2, 3, (3, 1), dilation=(2, 1), padding=(2, 0)),  # rows: 5 wide (dilated), columns: 1
+        nn.Tanh(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(3, 4, 3, stride=(2, 1), dilation=3),  # 7 wide
+    )
+    # rows:    conv 3 dilation 2 pad 2: size 1 + 2*(3-1)*1 = 5,  jump 1,  start -2
+    #          pool 3 stride 2 pad 1:   size 5 + 2*1 = 7,        jump 2,  start -2 - 1*1 = -3
+    #          conv 3 dilation 3 s 2:   size 7 + 3*2*2 = 19,     jump 4,  start -3
+    # columns: conv 1:                  size 1,                  jump 1,  start 0
+    #          pool:                    size 1 + 2*1 = 3,        jump 2,  start -1
+    #          conv 3 dilation 3 s 1:   size 3 + 3*2*2 = 15,     jump 2,  start -1
+    assert receptive_field(toy, "3", (40, 40)) == ReceptiveField((19, 15), (4, 2), (-3, -1))
+    # after a flatten and a linear layer every unit sees the whole image
+    vector = nn.Sequential(*toy, nn.Flatten(), nn.Linear(4 * 2 * 4, 5))  # 20x20 -> 20x20 -> 10x10 -> 2x4
+    assert receptive_field(vector, "5", (20, 20)) == ReceptiveField((20, 20), (0, 0), (0, 0))
+
+
+def test_top_patches_are_the_strongest_over_the_data_set() -> None:
+    net = small_net()
+    generator = torch.Generator().manual_seed(2)
+    data = [torch.randn(4, 1, 10, 10, generator=generator) for _ in range(3)]
+    top = top_patches(net, data, "4", units=2, k=5)
+    images = torch.cat(data)
+    with torch.no_grad():
+        maps = net(images).flatten(2)  # 12 images x 3 channels x (4x4 positions)
+    # brute force: each image's strongest position, the 5 strongest images per channel
+    strongest, order = maps.amax(dim=2)[:, :2].T.sort(dim=1, descending=True)
+    torch.testing.assert_close(top.activations, strongest[:, :5])
+    # the field of layer 4: conv 3 pad 1 (3, jump 1, start -1), pool 2 (4, jump 2, -1), conv 2 (4 + 1*2 = 6, jump 2)
+    assert top.patches.shape == top.projections.shape == (2, 5, 1, 6, 6)
+    for unit in range(2):
+        for rank in range(5):
+            index = int(order[unit, rank])
+            row, col = divmod(int(maps[index, unit].argmax()), 4)
+            top_row, left = -1 + 2 * row, -1 + 2 * col
+            padded = F.pad(images[index], (1, 1, 1, 1))  # pixel (r, c) of the image is (r + 1, c + 1) here
+            window = padded[:, top_row + 1 : top_row + 7, left + 1 : left + 7]
+            assert window.shape == (1, 6, 6)
+            torch.testing.assert_close(top.patches[unit, rank], window)
+            projected = F.pad(deconvnet(net, images[index : index + 1], "4", unit=unit)[0], (1, 1, 1, 1))
+            torch.testing.assert_close(
+                top.projections[unit, rank], projected[:, top_row + 1 : top_row + 7, left + 1 : left + 7]
+            )
+
+
+def test_top_patches_by_hand_at_the_image_corner() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.5]]))
+    bright = torch.zeros(1, 1, 8, 8)
+    bright[0, 0, 0, 0] = 5.0  # the conv's output is 5 at (0, 0) only, so pool1's strongest unit is (0, 0)
+    data = [(torch.zeros(1, 1, 8, 8), torch.tensor([0])), (bright, torch.tensor([1]))]  # (images, labels) pairs
+    top = top_patches(net, data, "2", units=4, k=3)  # one channel, two images: units 1, k 2
+    torch.testing.assert_close(top.activations, torch.tensor([[5.0, 0.0]]))
+    # the field of pool unit (0, 0): conv 3 pad 1 then pool 2 -> 4 pixels from -1: a row and a column of zeros first
+    patch = torch.zeros(1, 4, 4)
+    patch[0, 1, 1] = 5.0
+    torch.testing.assert_close(top.patches[0, 0], patch)
+    # its projection: 5 unpooled to (0, 0), spread by the transposed filter: 5 * 1 at (0, 0), 5 * 0.5 at (1, 1)
+    projection = torch.zeros(1, 4, 4)
+    projection[0, 1, 1], projection[0, 2, 2] = 5.0, 2.5
+    torch.testing.assert_close(top.projections[0, 0], projection)
+
+
+def residual_net() -> nn.Module:
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.conv(x)
+
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), Residual(), nn.ReLU(), nn.MaxPool2d(2))
+
+
+def test_networks_it_cannot_invert_are_refused_by_name() -> None:
+    net = residual_net()
+    assert deconvnet(net, torch.randn(1, 1, 8, 8), "1").shape == (1, 1, 8, 8)  # below the addition it works
+    with pytest.raises(
+        ValueError, match=r"blocks that add or concatenate tensors: 2 \(Residual\) \(it inverts"
+    ) as error:
+        deconvnet(net, torch.randn(1, 1, 8, 8), "4")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=r"layer1\.0 \(BasicBlock\), layer1\.1 \(BasicBlock\)"):
+        deconvnet(create_model("resnet20"), torch.randn(1, 3, 32, 32), "layer1.1.act2")
+    with pytest.raises(ValueError, match=r"layers of other kinds: features\.s2 \(TrainableSubsampling\)"):
+        deconvnet(create_model("lenet5_paper"), torch.randn(1, 1, 32, 32), "features.c3")
+    with pytest.raises(ValueError, match=r"unit must be a channel of '4', 0 to 2, got 3$"):
+        deconvnet(small_net(), torch.randn(1, 1, 6, 6), "4", unit=3)
+    with pytest.raises(ValueError, match=r"units must be a positive number of channels, got 0$"):
+        top_patches(small_net(), [torch.randn(1, 1, 6, 6)], "4", units=0)
+    with pytest.raises(ValueError, match=r"top_patches needs at least one batch of images$"):
+        top_patches(small_net(), [], "4")
+    with pytest.raises(ValueError, match=r"no layer 'conv9'"):
+        deconvnet(small_net(), torch.randn(1, 1, 6, 6), "conv9")
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "size", "layer"),
+    [
+        ("zfnet", {}, 207, "features.norm2"),  # the smallest input ZFNet takes, through its normalisation
+        ("alexnet", {}, 227, "features.conv3"),
+        pytest.param("vgg11", {}, 32, "features.stage4", marks=pytest.mark.slow),  # a reduced input; 133M weights
+        ("lenet5", {}, 32, "features.f6"),  # tanh and average pooling, through the flatten and F6
+        ("lenet5", {"activation": "relu", "pool": "max"}, 32, "features.act5"),
+    ],
+)
+def test_runs_on_the_zoo_and_returns_maps_of_the_input_size(name: str, options: dict, size: int, layer: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, **options)
+    images = torch.randn(2, model.in_channels, size, size)
+    projected = deconvnet(model, images, layer)
+    assert projected.shape == images.shape
+    assert projected.isfinite().all() and (projected != 0).any()

@@ -1,13 +1,61 @@
-"""Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks": the network's layers by name.
+"""Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks" (ECCV): the deconvnet.
 
-The deconvnet projection, receptive fields and top patches (Section 2.1, Figure 2) build on ``find_layer``.
+Section 2.1 projects one feature activation back to pixel space by running the layers below it backwards: each
+max pool is undone by *unpooling* with the *switches* (the position of each pooling region's maximum, recorded
+in the forward pass), each ReLU by *rectifying* the reconstructed signal, each convolution by *filtering* with the
+same filters transposed (``F.conv_transpose2d``; biases are not used). Figure 2 shows, for the strongest 9
+activations of a feature map over a data set, the input patch of each one's receptive field beside its projection.
+
+``deconvnet`` walks the leaf modules that the forward pass runs up to ``layer`` (recorded with forward hooks: the
+pool switches, the input and output sizes; the model itself is not changed), and inverts them in reverse:
+
+    Conv2d                 the transposed filters (Section 2.1's filtering)
+    Linear                 the transposed weight matrix (the same rule for a fully-connected layer)
+    MaxPool2d, AdaptiveMaxPool2d
+                           unpooling with the switches; where overlapping windows (ZFNet's and AlexNet's 3x3
+                           pools of stride 2) share a maximum, their signals add up
+    AvgPool2d, AdaptiveAvgPool2d
+                           the transpose of the fixed averaging filter (each window's value spread evenly over it)
+    activations            rectified as the paper's ReLU: ReLU and its variants (leaky, PReLU, RReLU, ELU, SELU,
+                           ReLU6, softplus, maxout per channel) and also tanh, sigmoid and LeNet-5's scaled tanh
+    normalisations         passed through unchanged: Figure 1's deconvnet has no step for ZFNet's contrast
+                           normalisation (local response normalisation here), and batch, group and layer norm are
+                           treated the same way
+    dropout, identity, flatten and reshapes
+                           passed through (the model runs in eval mode, where dropout is the identity)
+
+So it works for ZFNet, AlexNet (both forms), VGG (with or without batch norm), LeNet-5 (``lenet5``, in any of its
+activations and pools) and Network in Network, and any network built in one chain of such layers. A network that
+combines tensors outside its layers (ResNet's and ResNeXt's residual additions, DenseNet's, GoogLeNet's and
+SqueezeNet's concatenations) or has a layer of another kind below ``layer`` (``lenet5_paper``'s trainable
+subsampling) is refused with a ``ValueError`` naming those blocks and layers. Operations in a ``forward`` that
+change a tensor in place without a module are not seen.
 """
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from models import close_matches
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from models import ChannelMaxout, ScaledTanh, close_matches
+
+RECTIFIED = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Softplus, nn.Hardswish, nn.Hardtanh, nn.Tanh, nn.Sigmoid, ScaledTanh, ChannelMaxout,
+)  # fmt: skip
+PASSED = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.Identity, nn.Flatten,
+    nn.Unflatten,
+)  # fmt: skip
+WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+ADAPTIVE = (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
+INVERTED = (*RECTIFIED, *PASSED, *WINDOWED, *ADAPTIVE, nn.Linear)
+INVERTED_KINDS = "conv, linear, max and average pooling, activations, normalisation, dropout and reshapes"
 
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:
@@ -19,3 +67,315 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
     close = close_matches(name, list(layers))
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ValueError(f"{type(model).__name__} has no layer {name!r}; {hint}accepted: {', '.join(layers)}")
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """The input pixels one unit of a layer sees, per axis (rows, columns): unit ``i`` covers pixels ``start + i *
+    stride`` up to ``start + i * stride + size - 1`` (``start`` is negative where the layers below pad). A unit
+    that sees the whole image (after a flatten or a linear layer) has stride 0."""
+
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    start: tuple[int, int]
+
+    def corner(self, row: int, col: int) -> tuple[int, int]:
+        """The input pixel at the top left of the field of the unit at (``row``, ``col``) of the layer's map."""
+        return self.start[0] + row * self.stride[0], self.start[1] + col * self.stride[1]
+
+
+@dataclass
+class TopPatches:
+    """Figure 2 for one layer: its first ``units`` feature maps' strongest activations over a data set."""
+
+    activations: Tensor  # (units, k) the k strongest activations of each of the first `units` channels
+    patches: Tensor  # (units, k, C, h, w) the input patches of their receptive fields (clipped, zero-padded)
+    projections: Tensor  # (units, k, C, h, w) the deconvnet projections cropped to the same patches
+
+
+@dataclass
+class _Step:
+    """One leaf module the forward pass ran below the layer, as the hooks saw it."""
+
+    name: str
+    module: nn.Module
+    input_shape: torch.Size
+    output_shape: torch.Size
+    switches: Tensor | None  # a max pool's positions of the maxima, flat in each input map
+
+
+class _Reached(Exception):
+    """Raised by the hook of the chosen layer: the rest of the forward pass is not needed."""
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def _same_data(before: Tensor, after: Tensor) -> bool:
+    """``after`` is ``before`` or a reshaped view of all of it (``torch.flatten``, ``x.view``)."""
+    if after is before:
+        return True
+    return (
+        isinstance(after, Tensor)
+        and after.data_ptr() == before.data_ptr()
+        and after.numel() == before.numel()
+        and after.is_contiguous()
+        and before.is_contiguous()
+    )
+
+
+def _block(first: str, second: str) -> str:
+    """The innermost module holding both layers: where the tensors between them were combined."""
+    common = []
+    for a, b in zip(first.split("."), second.split("."), strict=False):
+        if a != b:
+            break
+        common.append(a)
+    return ".".join(common)
+
+
+def _invertible(module: nn.Module) -> bool:
+    if isinstance(module, nn.Conv2d):  # padding given as a number on each side, with zeros
+        return not isinstance(module.padding, str) and module.padding_mode == "zeros"
+    return isinstance(module, INVERTED)
+
+
+def _switches(module: nn.Module, x: Tensor) -> Tensor | None:
+    """Section 2.1's switches: where each pooling region's maximum came from (flat in each of ``x``'s maps)."""
+    if isinstance(module, nn.MaxPool2d):
+        k, s, p, d = module.kernel_size, module.stride, module.padding, module.dilation
+        return F.max_pool2d(x, k, s, p, d, ceil_mode=module.ceil_mode, return_indices=True)[1]
+    if isinstance(module, nn.AdaptiveMaxPool2d):
+        return F.adaptive_max_pool2d(x, module.output_size, return_indices=True)[1]
+    return None
+
+
+def _record(model: nn.Module, images: Tensor, layer: str, switches: bool = True) -> tuple[list[_Step], Tensor]:
+    """Run ``model`` on ``images`` (no gradients, eval mode, restored after) up to the output of ``layer``: the
+    leaf modules below it in the order they ran, and that output. ``ValueError`` in one line where they do not
+    form one chain of layers the deconvnet inverts."""
+    target = find_layer(model, layer)
+    names = {module: name for name, module in model.named_modules()}
+    steps: list[_Step] = []
+    combining: list[str] = []  # blocks that combine tensors outside their layers
+    foreign: list[str] = []  # layers of a kind it does not invert
+    last: list[Tensor] = [images]  # the output of the last step, which the next one must take
+    reached: list[Tensor] = []
+
+    def combined(block: str) -> None:
+        combining.append(f"{block} ({type(model.get_submodule(block)).__name__})" if block else type(model).__name__)
+
+    def on_leaf(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        name = names[module]
+        if not _same_data(last[0], inputs[0]):  # a branch: it was combined in the block holding both layers
+            combined(_block(steps[-1].name if steps else "", name))
+        if not _invertible(module) or len(inputs) != 1 or not isinstance(output, Tensor):
+            foreign.append(f"{name} ({type(module).__name__})")
+        recorded = _switches(module, inputs[0]) if switches else None
+        steps.append(_Step(name, module, inputs[0].shape, output.shape, recorded))
+        last[0] = output
+
+    def on_block(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        if not _same_data(last[0], output):  # it combined its layers' outputs (a concatenation, an addition)
+            combined(names[module])
+            last[0] = output
+
+    def on_target(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        reached.append(output)
+        raise _Reached
+
+    handles = [
+        module.register_forward_hook(on_block if list(module.children()) else on_leaf)
+        for module in model.modules()
+        if module is not model
+    ]
+    handles.append(target.register_forward_hook(on_target))
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(images)
+    except _Reached:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes.items():
+            module.training = mode
+    if not reached:
+        raise ValueError(f"layer {layer!r} is not used in {type(model).__name__}'s forward pass")
+    if combining or foreign:
+        listed = [f"blocks that add or concatenate tensors: {', '.join(dict.fromkeys(combining))}"] if combining else []
+        listed += [f"layers of other kinds: {', '.join(foreign)}"] if foreign else []
+        raise ValueError(
+            f"the deconvnet cannot invert {type(model).__name__} below {layer!r}, which has {'; '.join(listed)} "
+            f"(it inverts {INVERTED_KINDS} in one chain)"
+        )
+    return steps, reached[0]
+
+
+def _transpose(step: _Step, signal: Tensor) -> Tensor:
+    """Section 2.1's reverse of one step: from a signal of its output's shape to one of its input's."""
+    module, shape = step.module, step.input_shape
+    signal = signal.reshape(step.output_shape)
+    if isinstance(module, nn.Conv2d):
+        stride, padding, dilation = _pair(module.stride), _pair(module.padding), _pair(module.dilation)
+        kernel, (height, width) = module.kernel_size, step.output_shape[2:]
+        # the rows (columns) a strided conv left unused at the end of its input, given back as output padding
+        unused = tuple(
+            size - ((outputs - 1) * stride[axis] - 2 * padding[axis] + dilation[axis] * (kernel[axis] - 1) + 1)
+            for axis, (size, outputs) in enumerate(zip(shape[2:], (height, width), strict=True))
+        )
+        return F.conv_transpose2d(signal, module.weight, None, stride, padding, unused, module.groups, dilation)
+    if isinstance(module, nn.Linear):
+        return signal @ module.weight
+    if step.switches is not None:  # unpooling: each value back where its maximum came from
+        maps = signal.new_zeros(*shape[:2], shape[2] * shape[3])
+        return maps.scatter_add_(2, step.switches.flatten(2), signal.flatten(2)).view(shape)
+    if isinstance(module, nn.AvgPool2d | nn.AdaptiveAvgPool2d):
+        with torch.enable_grad():  # the transpose of a linear map is its gradient
+            x = signal.new_zeros(shape, requires_grad=True)
+            return torch.autograd.grad(module(x), x, signal)[0]
+    if isinstance(module, RECTIFIED):
+        return F.relu(signal)
+    return signal.reshape(shape)
+
+
+def _project(steps: list[_Step], output: Tensor, channels: Tensor, positions: Tensor) -> Tensor:
+    """For each image ``n`` of a recorded pass, the activation of channel ``channels[n]`` at flat position
+    ``positions[n]`` of the layer's ``output``, alone, projected back to pixel space (N, C, H, W)."""
+    maps = _channel_maps(output)
+    rows = torch.arange(len(maps), device=maps.device)
+    signal = torch.zeros_like(maps)
+    signal[rows, channels, positions] = maps[rows, channels, positions]
+    with torch.no_grad():
+        for step in reversed(steps):
+            signal = _transpose(step, signal)
+    return signal.reshape(steps[0].input_shape)
+
+
+def _channel_maps(output: Tensor) -> Tensor:
+    """A layer's output as (N, channels, positions): a vector's features are channels of one position."""
+    return output.reshape(output.shape[0], output.shape[1], -1)
+
+
+def _check_images(images: Tensor) -> None:
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"the deconvnet takes a batch of images (N, C, H, W), got {shape}")
+
+
+def deconvnet(model: nn.Module, images: Tensor, layer: str, unit: int | None = None) -> Tensor:
+    """Zeiler & Fergus 2014 Sec. 2.1: for each image (N, C, H, W), the strongest activation of channel ``unit`` of
+    ``layer`` (of the strongest channel if None), alone, projected back to pixel space through the layers below
+    (max-unpooling with the forward pass's switches, ReLU, transposed convolution with the same filters).
+    Returns (N, C, H, W). ValueError (one line) for a network with layers it cannot invert, naming them."""
+    _check_images(images)
+    steps, output = _record(model, images, layer)
+    maps = _channel_maps(output)
+    if unit is not None and (isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < maps.shape[1]):
+        raise ValueError(f"unit must be a channel of {layer!r}, 0 to {maps.shape[1] - 1}, got {unit!r}")
+    strongest = maps.amax(dim=2).argmax(dim=1)  # the strongest channel of each image
+    channels = strongest if unit is None else torch.full_like(strongest, unit)
+    positions = maps[torch.arange(len(images), device=maps.device), channels].argmax(dim=1)
+    return _project(steps, output, channels, positions)
+
+
+def _input_channels(model: nn.Module) -> int:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    raise ValueError(f"{type(model).__name__} has no convolution: its units have no receptive field in an image")
+
+
+def _field(steps: list[_Step], input_size: tuple[int, int]) -> ReceptiveField:
+    """The receptive field of the last step's units, layer by layer: a window of ``kernel`` units spaced
+    ``dilation`` apart, moved by ``stride`` over an input padded by ``padding``, widens the field by ``(dilation *
+    (kernel - 1)) * jump`` and moves its start by ``-padding * jump``; the jump (the stride in pixels) multiplies."""
+    size, jump, start = [1, 1], [1, 1], [0, 0]
+    uneven = None  # an adaptive pool of unequal windows: no single field, unless a layer above sees everything
+    for step in steps:
+        module = step.module
+        if len(step.input_shape) != 4 or len(step.output_shape) != 4 or isinstance(module, nn.Linear):
+            return ReceptiveField(input_size, (0, 0), (0, 0))  # a vector: each of its units sees the whole image
+        if isinstance(module, WINDOWED):
+            kernel, stride, padding = _pair(module.kernel_size), _pair(module.stride), _pair(module.padding)
+            dilation = _pair(getattr(module, "dilation", 1))  # average pools have none
+        elif isinstance(module, ADAPTIVE):
+            inputs, outputs = step.input_shape[2:], step.output_shape[2:]
+            if any(i % o for i, o in zip(inputs, outputs, strict=True)):
+                uneven = f"{step.name} ({type(module).__name__}) pools {tuple(inputs)} maps into {tuple(outputs)}"
+            kernel = stride = (inputs[0] // outputs[0], inputs[1] // outputs[1])
+            padding, dilation = (0, 0), (1, 1)
+        else:  # pointwise: activations, normalisations, dropout
+            continue
+        for axis in (0, 1):
+            size[axis] += dilation[axis] * (kernel[axis] - 1) * jump[axis]
+            start[axis] -= padding[axis] * jump[axis]
+            jump[axis] *= stride[axis]
+    if uneven:
+        raise ValueError(f"{uneven} with windows of unequal sizes: its units have no single receptive field")
+    return ReceptiveField((size[0], size[1]), (jump[0], jump[1]), (start[0], start[1]))
+
+
+def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int]) -> ReceptiveField:
+    """size, stride (jump) and start offset per axis of one unit of ``layer``, from the kernels, strides, paddings
+    and dilations of the layers below (computed, not guessed)."""
+    parameter = next(model.parameters())
+    x = torch.zeros(1, _input_channels(model), *input_size, dtype=parameter.dtype, device=parameter.device)
+    return _field(_record(model, x, layer, switches=False)[0], input_size)
+
+
+def _crop(image: Tensor, corner: tuple[int, int], size: tuple[int, int]) -> Tensor:
+    """The ``size`` window of ``image`` (C, H, W) whose top left is ``corner``, zero where it leaves the image."""
+    patch = image.new_zeros(image.shape[0], *size)
+    (top, left), (height, width) = corner, image.shape[1:]
+    rows = slice(max(top, 0), min(top + size[0], height))
+    cols = slice(max(left, 0), min(left + size[1], width))
+    if rows.start < rows.stop and cols.start < cols.stop:
+        patch[:, rows.start - top : rows.stop - top, cols.start - left : cols.stop - left] = image[:, rows, cols]
+    return patch
+
+
+def top_patches(model: nn.Module, batches: Iterable[Tensor], layer: str, units: int = 16, k: int = 9) -> TopPatches:
+    """Figure 2's procedure over a data set (an iterable of image batches, or of ``(images, labels)`` pairs):
+    for each of the first ``units`` channels of ``layer`` (all of them where it has fewer), the ``k`` strongest
+    activations over the data set, at most one per image (its strongest position: the figure's 9 patches come from
+    9 images), the input patches of their receptive fields and their deconvnet projections cropped alike.
+    ``k`` is the number of images where the data set has fewer."""
+    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+        raise ValueError(f"units must be a positive number of channels, got {units!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive number of activations, got {k!r}")
+    device = next(model.parameters()).device
+    values = images = positions = None  # the best so far: (units, k'), (units, k', C, H, W), (units, k')
+    for batch in batches:
+        batch = batch[0] if isinstance(batch, tuple | list) else batch
+        _check_images(batch)
+        batch = batch.to(device)
+        steps, output = _record(model, batch, layer, switches=False)
+        maps = _channel_maps(output)[:, :units]  # (N, units, positions)
+        strongest, where = maps.amax(dim=2).T, maps.argmax(dim=2).T  # (units, N): one per image
+        kept = 0 if values is None else values.shape[1]
+        if values is not None:
+            strongest, where = torch.cat([values, strongest], dim=1), torch.cat([positions, where], dim=1)
+        values, best = strongest.topk(min(k, strongest.shape[1]), dim=1)
+        positions = where.gather(1, best)
+        images = torch.stack(
+            [
+                torch.stack([images[u, i] if i < kept else batch[i - kept] for i in row])
+                for u, row in enumerate(best.tolist())
+            ]
+        )
+    if values is None:
+        raise ValueError("top_patches needs at least one batch of images")
+    field = _field(steps, (images.shape[-2], images.shape[-1]))
+    width = output.shape[-1] if output.dim() == 4 else 1
+    patches, projections = [], []
+    for unit, (chosen, where) in enumerate(zip(images, positions, strict=True)):
+        projected = _project(*_record(model, chosen, layer), torch.full_like(where, unit), where)
+        corners = [field.corner(*divmod(int(position), width)) for position in where]
+        patches.append(torch.stack([_crop(x, c, field.size) for x, c in zip(chosen, corners, strict=True)]))
+        projections.append(torch.stack([_crop(x, c, field.size) for x, c in zip(projected, corners, strict=True)]))
+    return TopPatches(values, torch.stack(patches), torch.stack(projections))
