@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -19,6 +18,7 @@ from training.config import UserError
 from training.monitoring import (
     ConfusionMatrix,
     MisclassifiedImages,
+    TensorBoardLogger,
     dead_fraction,
     display_images,
     filter_grid,
@@ -56,6 +56,22 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> EventAccumulator:
         ],
     )
     return read_events(train(cfg)["tensorboard_dir"])
+
+
+def test_the_event_file_is_flushed_at_most_every_flush_secs_and_whole_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger = TensorBoardLogger(tmp_path, name="tb", version="", flush_secs=3600)
+    flushes = []
+    monkeypatch.setattr(logger.experiment, "flush", lambda: flushes.append(1))
+    for step in range(5):  # as Lightning logs: log_metrics, then save
+        logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step)
+        logger.save()
+    assert len(flushes) == 1  # the first save (which writes hparams.yaml too), then none within the hour
+    assert (Path(logger.log_dir) / "hparams.yaml").is_file()
+    monkeypatch.undo()
+    logger.finalize("success")
+    assert [event.step for event in read_events(logger.log_dir).Scalars("train/loss")] == [0, 1, 2, 3, 4]
 
 
 def values(events: EventAccumulator, tag: str) -> list[float]:

@@ -30,9 +30,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import grad_norm
+from pytorch_lightning.utilities import grad_norm, rank_zero_only
 from pytorch_lightning.utilities.data import extract_batch_size
 from torch import nn
 from torch.optim import Optimizer
@@ -40,6 +40,7 @@ from torch.utils.hooks import RemovableHandle
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
+from typing_extensions import override
 
 from models import ChannelMaxout, ScaledTanh
 from models.rnn import RecurrentNet
@@ -58,6 +59,29 @@ HISTOGRAM_BINS = 30
 ANNOTATED_CLASSES = 20  # confusion matrices up to this many classes show their counts and class names
 # the one thread that draws the figures (a matplotlib figure belongs to the thread that makes it)
 FIGURES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's ``TensorBoardLogger`` whose event file is flushed at most every ``flush_secs`` seconds.
+
+    Lightning calls the logger's ``save`` after every ``log_metrics``, and the upstream ``save`` flushes the event
+    file each time (about a millisecond, several times an epoch: a few per cent of a small network's epoch). Here it
+    does so at most every ``flush_secs`` seconds; the writer's own thread flushes at that interval too, and the end
+    of the run (``finalize``) flushes and closes the file. TensorBoard reads the file every few seconds anyway.
+    ``flush_secs`` and the other arguments are Lightning's (the rest go to ``SummaryWriter``)."""
+
+    def __init__(self, *args: Any, flush_secs: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(*args, flush_secs=flush_secs, **kwargs)
+        self.flush_secs = flush_secs
+        self._next_save = 0.0  # time.monotonic() from which save() writes again
+
+    @override
+    @rank_zero_only
+    def save(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_save:
+            self._next_save = now + self.flush_secs
+            super().save()
 
 
 def logs_to_tensorboard(trainer: pl.Trainer) -> bool:
