@@ -253,14 +253,16 @@ def test_small_network_trains_every_parameter_and_keeps_the_interface() -> None:
         PreActResNet("basic", (1, 1, 1, 1), norm="none")
 
 
-def test_paper_init_is_he_normal_with_fan_out() -> None:
+def test_paper_init_is_he_normal_with_fan_out_and_identity_batch_norms() -> None:
     torch.manual_seed(0)
     model = create_model("preact_resnet164")
-    conv = model.layer3[1].conv2  # 64 x 64 x 3 x 3 weights
-    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (conv.out_channels * 9)), rel=0.05)
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert len(norms) == 3 * 54 + 1 and all((bn.weight == 1).all() and (bn.bias == 0).all() for bn in norms)
-    assert (model.fc.bias == 0).all()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.weight.numel() >= 16_384:  # enough weights for a close estimate
+            fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1]
+            assert module.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05), name
+        elif isinstance(module, nn.BatchNorm2d):
+            assert (module.weight == 1).all() and (module.bias == 0).all(), name
+    assert (model.fc.bias == 0).all()  # the authors' code zeroes the classifier's bias
 
 
 @pytest.mark.parametrize("name", [*CIFAR, *IMAGENET])
