@@ -129,6 +129,23 @@ LAYER_SIZES = [
             ("avgpool", (64 * k, 1, 1)),
         ]
     ],
+    # Pre-activation ResNet for CIFAR, He et al. 2016 ("Identity Mappings") Section 4: bottleneck units of outputs
+    # 64, 128, 256 (ResNet-164, ResNet-1001) or basic units of 16, 32, 64 (ResNet-110), the final BN-ReLU
+    *[
+        (f"preact {block} section 4", layer, (width * scale, size, size))
+        for block, scale in (("bottleneck", 4), ("basic", 1))
+        for layer, width, size in [("layer1", 16, 32), ("layer2", 32, 16), ("layer3", 64, 8), ("act", 64, 8)]
+    ],
+    ("preact bottleneck section 4", "conv1", (16, 32, 32)),
+    ("preact bottleneck section 4", "avgpool", (256, 1, 1)),
+    # Pre-activation ResNet-18 on ImageNet (Section 5): Table 1's stages of ResNet-18, the final BN-ReLU
+    ("preact basic table 1", "conv1", (64, 112, 112)),
+    ("preact basic table 1", "maxpool", (64, 56, 56)),
+    ("preact basic table 1", "layer1", (64, 56, 56)),
+    ("preact basic table 1", "layer2", (128, 28, 28)),
+    ("preact basic table 1", "layer3", (256, 14, 14)),
+    ("preact basic table 1", "layer4", (512, 7, 7)),
+    ("preact basic table 1", "act", (512, 7, 7)),
     # Network in Network, CIFAR-10 (Section 4.1; models/nin.py's table)
     ("nin section 4.1", "mlpconv1", (96, 32, 32)),
     ("nin section 4.1", "pool1", (96, 16, 16)),
@@ -195,6 +212,11 @@ MODELS = [
     ("wrn k=4 table 1", "wrn_40_4", {}, (3, 32), 10),
     ("nin section 4.1", "nin_cifar10", {}, (3, 32), 10),
     ("fractalnet section 4", "fractalnet20", {}, (3, 32), 10),
+    ("preact bottleneck section 4", "preact_resnet164", {}, (3, 32), 10),
+    ("preact basic section 4", "preact_resnet110", {}, (3, 32), 10),
+    ("preact basic table 1", "preact_resnet18", {}, (3, 224), 1000),
+    ("preact basic table 1", "preact_resnet34", {}, (3, 224), 1000),
+    *[("bottleneck resnet table 1", name, {}, (3, 224), 1000) for name in ("preact_resnet50", "preact_resnet200")],
     ("googlenet table 1", "googlenet", {}, (3, 224), 1000),
     ("googlenet table 1", "googlenet_tv", {}, (3, 224), 1000),
 ]
