@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from models._activations import make_activation
-from models._base import ClassifierNet
+from models._base import ClassifierNet, check_flag
 from models._norms import make_norm
 from models._registry import register_model
 
@@ -108,8 +108,7 @@ class ImageNetToHalfScale(nn.Module):
 
 def input_transform(transform_input: bool, in_channels: int) -> ImageNetToHalfScale | None:
     """The layer of the ``transform_input`` option (None when off); ``ValueError`` for a non-bool or non-RGB input."""
-    if not isinstance(transform_input, bool):
-        raise ValueError(f"transform_input must be True or False, got {transform_input!r}")
+    check_flag("transform_input", transform_input)
     if transform_input and in_channels != 3:
         raise ValueError(f"transform_input re-standardises RGB images and needs in_channels=3, got {in_channels}")
     return ImageNetToHalfScale() if transform_input else None
@@ -215,8 +214,7 @@ class GoogLeNet(ClassifierNet):
         **kwargs: Any,
     ) -> None:
         super().__init__(norm=norm, **kwargs)
-        if not isinstance(aux_logits, bool):
-            raise ValueError(f"aux_logits must be True or False, got {aux_logits!r}")
+        check_flag("aux_logits", aux_logits)
         in_channels, num_classes, activation = self.in_channels, self.num_classes, self.activation
         self.aux_logits = aux_logits
         if not aux_logits:

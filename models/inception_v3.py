@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models._base import ClassifierNet
+from models._base import ClassifierNet, check_flag
 from models._registry import register_model
 from models.googlenet import ConvBlock, basic_conv, input_transform
 
@@ -228,8 +228,7 @@ class InceptionV3(ClassifierNet):
         **kwargs: Any,
     ) -> None:
         super().__init__(norm=norm, **kwargs)
-        if not isinstance(aux_logits, bool):
-            raise ValueError(f"aux_logits must be True or False, got {aux_logits!r}")
+        check_flag("aux_logits", aux_logits)
         self.aux_logits = aux_logits
         self.transform_input = transform_input
         self.input_transform = input_transform(transform_input, self.in_channels)
