@@ -34,8 +34,9 @@ The auxiliary classifier (Section 4, Figure 8) sits on the last 17x17 map (``Mix
 fully-connected layer of 1024); its convs are batch-normalised, the "BN-auxiliary" of Section 7 and Table 3. In
 training mode with ``aux_logits=True``, ``forward`` returns ``(logits, aux_logits)`` and the training module adds
 the auxiliary loss with its ``aux_loss_weight`` (the paper states no weight; the released model's TF-slim training
-script uses 0.4). The head's 5x5 conv needs a 17x17 map on ``Mixed_6e``: 299x299 inputs or more in training; in
-evaluation, or with ``aux_logits=False``, 75x75 and up (torchvision's ``min_size``).
+script uses 0.4). The head's 5x5 conv needs a 17x17 map on ``Mixed_6e``: the model takes 299x299 inputs or more
+(the head runs in training only, but a size that evaluation takes and training does not would fail mid-run); with
+``aux_logits=False`` it takes 75x75 and up (torchvision's ``min_size``).
 
 For 1000 classes ``inception_v3`` has 27,161,264 parameters, 23,834,568 without the auxiliary head, and 5.713 G
 multiply-adds at 299x299 (torchvision's figures). ``init="paper"`` is torchvision's initialisation of this network:
@@ -214,8 +215,11 @@ class InceptionV3(ClassifierNet):
     classifier_path = "fc"
     norms: tuple[str, ...] = ("batch", "group", "layer", "none")
     native_input_size = (3, 299, 299)
-    min_eval_size = 75  # torchvision's min_size: at 74 the 3x3/2 convs of Mixed_7a get a 2x2 map
-    min_aux_size = 299  # the aux head's 5x5 conv needs a 17x17 map on Mixed_6e (5x5 after its 5x5/3 pool)
+    # the aux head's 5x5 conv needs a 17x17 map on Mixed_6e (5x5 after its 5x5/3 pool): 299x299 inputs. The head
+    # runs in training only, but the size is the model's in both modes, as training would meet it
+    min_input_size = 299
+    # torchvision's min_size, without the aux head: at 74 the 3x3/2 convs of Mixed_7a get a 2x2 map
+    min_input_size_without_aux = 75
     bn_eps = 0.001  # the release's (TF's default)
 
     def __init__(
@@ -230,6 +234,8 @@ class InceptionV3(ClassifierNet):
         super().__init__(norm=norm, **kwargs)
         check_flag("aux_logits", aux_logits)
         self.aux_logits = aux_logits
+        if not aux_logits:
+            self.min_input_size = self.min_input_size_without_aux
         self.transform_input = transform_input
         self.input_transform = input_transform(transform_input, self.in_channels)
         conv = partial(basic_conv, activation=self.activation, norm=norm, bn_eps=self.bn_eps)
@@ -258,15 +264,10 @@ class InceptionV3(ClassifierNet):
         self.fc = nn.Linear(2048, self.num_classes)  # linear: logits
         self.init_weights(self.init, self.init_std)
 
-    @property
-    def min_input_size(self) -> int:
-        """75, or 299 in training with the auxiliary head, whose 5x5 conv needs Mixed_6e's 17x17 map."""
-        return self.min_aux_size if self.training and self.aux_logits else self.min_eval_size
-
     def _resize_hint(self, height: int, width: int) -> str:
         hint = super()._resize_hint(height, width)
-        if self.training and self.aux_logits:
-            hint += f"; without the auxiliary head (aux_logits=False) it takes {self.min_eval_size} and up"
+        if self.aux_logits:
+            hint += f"; without the auxiliary head (aux_logits=False) it takes {self.min_input_size_without_aux} and up"
         return hint
 
     def _init_paper(self) -> None:

@@ -13,6 +13,8 @@ from models import create_model, load_torchvision_weights
 from models.inception_v3 import InceptionV3
 from models.summary import summarize
 from training import Classifier
+from training.config import UserError
+from training.tasks import build
 
 META = torchvision.models.Inception_V3_Weights.DEFAULT.meta
 
@@ -62,28 +64,28 @@ def test_paper_init_is_torchvisions() -> None:
     assert all(torch.equal(value, theirs[key]) for key, value in ours.items())
 
 
-def test_torchvision_weights_give_the_same_outputs_at_the_smallest_input() -> None:
+def test_torchvision_weights_give_the_same_outputs() -> None:
     theirs = torchvision_inception(num_classes=10)
     ours = load_torchvision_weights(create_model("inception_v3", num_classes=10), theirs.state_dict())
-    assert_same_outputs(ours, theirs, torch.randn(2, 3, 75, 75))
+    assert_same_outputs(ours.AuxLogits, theirs.AuxLogits, torch.randn(2, 768, 17, 17))  # on Mixed_6e's map
+    # torchvision's pretrained weights carry the aux head; its loader drops it for aux_logits=False, as ours does:
+    # then the whole network runs at the least input, 75x75
+    without_aux = create_model("inception_v3", aux_logits=False, num_classes=10, pretrained=theirs.state_dict())
+    assert without_aux.AuxLogits is None
+    assert_same_outputs(without_aux, theirs, torch.randn(2, 3, 75, 75))
 
 
-def test_torchvision_transform_input_without_the_aux_head() -> None:
+def test_torchvision_transform_input() -> None:
     theirs = torchvision_inception(aux_logits=False, transform_input=True)
     ours = create_model("inception_v3", aux_logits=False, transform_input=True)
     assert_same_outputs(load_torchvision_weights(ours, theirs.state_dict()), theirs, torch.randn(1, 3, 75, 75))
 
 
-def test_torchvision_aux_weights_are_dropped_without_the_aux_head() -> None:
-    # torchvision's pretrained weights carry the aux head; its loader drops it for aux_logits=False, as we do
-    theirs = torchvision_inception(num_classes=4)
-    ours = create_model("inception_v3", aux_logits=False, num_classes=4, pretrained=theirs.state_dict())
-    assert ours.AuxLogits is None
-    torch.testing.assert_close(ours.Mixed_7c.branch3x3dbl_3b.conv.weight, theirs.Mixed_7c.branch3x3dbl_3b.conv.weight)
+def test_weights_without_the_aux_head_do_not_fit_a_model_with_it() -> None:
     with torch.device("meta"):
-        without_aux = torchvision.models.inception_v3(weights=None, init_weights=False, aux_logits=False)
+        theirs = torchvision.models.inception_v3(weights=None, init_weights=False, aux_logits=False)
     with pytest.raises(ValueError, match=r"nothing was loaded. missing \(14\): AuxLogits.conv0.conv.weight"):
-        load_torchvision_weights(build_on_meta("inception_v3"), without_aux.state_dict())
+        load_torchvision_weights(build_on_meta("inception_v3"), theirs.state_dict())
 
 
 @pytest.mark.slow
@@ -107,29 +109,25 @@ def test_training_returns_the_aux_logits_like_torchvision_and_the_loss_adds_them
     assert all(p.grad is not None for p in ours.parameters())
 
 
-def test_min_input_size_is_299_in_training_with_the_aux_head_else_75() -> None:
-    model = create_model("inception_v3", num_classes=3)
-    assert model.min_input_size == 299
+def test_min_input_size_is_299_with_the_aux_head_else_75(train_config) -> None:
+    model = create_model("inception_v3", num_classes=3).eval()  # the aux head runs in training only, but ...
+    assert model.min_input_size == 299  # ... a run that evaluates at a size must train at it too
     with pytest.raises(ValueError, match=r"at least 299x299 .* got 298x298; .*aux_logits=False\) it takes 75 and up"):
         model(torch.randn(2, 3, 298, 298))
-    model.eval()
-    assert model.min_input_size == 75
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 75, 75)).shape == (1, 3)
-        with pytest.raises(ValueError, match="needs images of at least 75x75 pixels"):
-            model(torch.randn(1, 3, 74, 74))
-        with pytest.raises(
-            RuntimeError, match="Kernel size can't be greater than actual input size"
-        ):  # the check is not stricter than needed
-            model.forward_features(torch.randn(1, 3, 74, 74))
-    without_aux = create_model("inception_v3", num_classes=3, aux_logits=False).train()
+    with pytest.raises(UserError, match=r"cannot take the data's 3x224x224 images: InceptionV3 needs .* 299x299"):
+        build(train_config("model=inception_v3", "data=fake", "data.image_size=224"))
+    without_aux = create_model("inception_v3", num_classes=3, aux_logits=False)
     assert without_aux.min_input_size == 75
     assert without_aux(torch.randn(2, 3, 75, 75)).shape == (2, 3)
+    with pytest.raises(ValueError, match="needs images of at least 75x75 pixels"):
+        without_aux(torch.randn(2, 3, 74, 74))
+    with pytest.raises(RuntimeError, match="Kernel size can't be greater than actual input size"):
+        without_aux.forward_features(torch.randn(2, 3, 74, 74))  # the check is not stricter than needed
 
 
 def test_classifier_interface() -> None:
     model = build_on_meta("inception_v3").eval()
-    assert model.forward_features(torch.empty(1, 3, 75, 75, device="meta")).shape == (1, 2048, 1, 1)
+    assert model.forward_features(torch.empty(1, 3, 299, 299, device="meta")).shape == (1, 2048, 8, 8)
     assert model.get_classifier() is model.fc
     assert model.get_classifiers() == [model.fc, model.AuxLogits.fc]
     model.reset_classifier(5)
