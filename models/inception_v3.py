@@ -31,7 +31,8 @@ and a ReLU, and has no bias.
 
 The auxiliary classifier (Section 4, Figure 8) sits on the last 17x17 map (``Mixed_6e``): a 5x5/3 average pool to
 5x5, a 1x1 conv to 128 maps, then, in the release, a 5x5 conv to 768 and a linear layer (Figure 8 draws a
-fully-connected layer of 1024); its convs are batch-normalised, the "BN-auxiliary" of Section 7 and Table 3. In
+fully-connected layer of 1024); its convs are batch-normalised as every conv of the release (Table 3's last row,
+"BN-auxiliary", the model the paper calls Inception-v3, normalises the head's fully-connected layer too). In
 training mode with ``aux_logits=True``, ``forward`` returns ``(logits, aux_logits)`` and the training module adds
 the auxiliary loss with its ``aux_loss_weight`` (the paper states no weight; the released model's TF-slim training
 script uses 0.4). The head's 5x5 conv needs a 17x17 map on ``Mixed_6e``: the model takes 299x299 inputs or more
@@ -260,7 +261,7 @@ class InceptionV3(ClassifierNet):
         self.Mixed_7b = InceptionFig7(1280, conv)  # 2 x Figure 7: 8x8x2048
         self.Mixed_7c = InceptionFig7(2048, conv)  # 8x8x2048
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # pool 8x8: 1x1x2048
-        self.dropout = nn.Dropout(p=dropout)  # the release's, before the logits
+        self.dropout = nn.Dropout(p=dropout)  # torchvision's 0.5 before the logits (TF-slim's release drops 20%)
         self.fc = nn.Linear(2048, self.num_classes)  # linear: logits
         self.init_weights(self.init, self.init_std)
 
