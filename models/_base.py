@@ -23,6 +23,12 @@ def check_rate(name: str, rate: float) -> None:
         raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
 
 
+def check_flag(name: str, value: object) -> None:
+    """Raise ``ValueError`` in one line when the option called ``name`` is not a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def rename_layers(state_dict: Mapping[str, torch.Tensor], names: Mapping[str, str]) -> dict[str, torch.Tensor]:
     """``state_dict`` with the layers of ``names`` renamed (``features.3.weight`` -> ``features.conv2.weight`` for
     ``{"features.3": "features.conv2"}``), as loading torchvision's weights into a family that names its layers

@@ -33,6 +33,7 @@ from models._base import ClassifierNet
 TORCHVISION_NAMES = {
     "alexnet_tv": "alexnet",
     "googlenet_tv": "googlenet",
+    "inception_v3": "inception_v3",
     **{name: name for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")},
     **{name: name for name in ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d")},
     **{name: name for name in ("wide_resnet50_2", "wide_resnet101_2")},
@@ -261,7 +262,11 @@ def _in_our_names(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict
     if set(state_dict) == keys or convert is None:
         return state_dict
     converted = convert(state_dict)
-    return converted if len(keys & set(converted)) > len(keys & set(state_dict)) else state_dict
+
+    def fit(candidate: dict[str, torch.Tensor]) -> tuple[int, int]:  # more keys of the model, then fewer others
+        return len(keys & set(candidate)), -len(set(candidate) - keys)
+
+    return converted if fit(converted) > fit(state_dict) else state_dict
 
 
 def _classifier_keys(model: ClassifierNet, state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], int | None]:

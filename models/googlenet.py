@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from models._activations import make_activation
-from models._base import ClassifierNet
+from models._base import ClassifierNet, check_flag
 from models._norms import make_norm
 from models._registry import register_model
 
@@ -65,25 +65,53 @@ ConvBlock = Callable[..., nn.Module]
 def basic_conv(
     in_channels: int,
     out_channels: int,
-    kernel_size: int,
+    kernel_size: int | tuple[int, int],
     stride: int = 1,
-    padding: int = 0,
+    padding: int | tuple[int, int] = 0,
     *,
     activation: str = "relu",
-    batch_norm: bool = False,
+    norm: str = "none",
     bn_eps: float = 1e-5,
 ) -> nn.Module:
     """A convolution and its activation, as in the paper ("All the convolutions ... use rectified linear").
 
-    With ``batch_norm`` a batch norm comes between them and the conv has no bias: torchvision's BasicConv2d (which
-    uses eps 0.001).
+    With a ``norm`` (a kind of ``make_norm``) it comes between them, named ``bn``, and the conv has no bias:
+    torchvision's BasicConv2d for ``norm="batch"`` (which uses eps 0.001).
     """
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=not batch_norm)
-    if batch_norm:
-        layers["bn"] = make_norm("batch", out_channels, eps=bn_eps)
+    layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=norm == "none")
+    if norm != "none":
+        layers["bn"] = make_norm(norm, out_channels, eps=bn_eps)
     layers["act"] = make_activation(activation, out_channels, inplace=True)
     return nn.Sequential(layers)
+
+
+# transform_input: from the ImageNet mean/std standardisation to the (x - 0.5) / 0.5 one of the ported weights
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageNetToHalfScale(nn.Module):
+    """torchvision's ``transform_input`` for the weights Google released (GoogLeNet, Inception-v3): images
+    standardised with ImageNet's mean and std become ``(x - 0.5) / 0.5`` of the same pixels, in [-1, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        scale = torch.tensor([std / 0.5 for std in IMAGENET_STD]).view(1, 3, 1, 1)
+        shift = torch.tensor([(mean - 0.5) / 0.5 for mean in IMAGENET_MEAN]).view(1, 3, 1, 1)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def input_transform(transform_input: bool, in_channels: int) -> ImageNetToHalfScale | None:
+    """The layer of the ``transform_input`` option (None when off); ``ValueError`` for a non-bool or non-RGB input."""
+    check_flag("transform_input", transform_input)
+    if transform_input and in_channels != 3:
+        raise ValueError(f"transform_input re-standardises RGB images and needs in_channels=3, got {in_channels}")
+    return ImageNetToHalfScale() if transform_input else None
 
 
 class Inception(nn.Module):
@@ -186,13 +214,13 @@ class GoogLeNet(ClassifierNet):
         **kwargs: Any,
     ) -> None:
         super().__init__(norm=norm, **kwargs)
-        if not isinstance(aux_logits, bool):
-            raise ValueError(f"aux_logits must be True or False, got {aux_logits!r}")
+        check_flag("aux_logits", aux_logits)
         in_channels, num_classes, activation = self.in_channels, self.num_classes, self.activation
         self.aux_logits = aux_logits
         if not aux_logits:
             self.min_input_size = self.min_input_size_without_aux
-        conv_block = partial(basic_conv, activation=activation, batch_norm=norm == "batch", bn_eps=self.bn_eps)
+        conv_norm = "batch" if norm == "batch" else "none"  # local_response has places of its own
+        conv_block = partial(basic_conv, activation=activation, norm=conv_norm, bn_eps=self.bn_eps)
         inception = partial(Inception, conv_block=conv_block, kernel_5x5=self.kernel_5x5)
 
         def local_response_norm() -> nn.Module:
@@ -300,10 +328,6 @@ TORCHVISION_INCEPTION_NAMES = {
 }
 TORCHVISION_AUX_NAMES = {"fc1": "fc", "fc2": "classifier"}
 
-# transform_input: from the ImageNet mean/std standardisation to the (x - 0.5) / 0.5 one of the ported weights
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def rename_torchvision_key(key: str) -> str:
     """Our name of torchvision's GoogLeNet parameter ``key`` (``inception3a.branch2.1.conv.weight`` ->
@@ -335,17 +359,8 @@ class GoogLeNetTV(GoogLeNet):
 
     def __init__(self, *, transform_input: bool = False, dropout: float = 0.2, **kwargs: Any) -> None:
         super().__init__(dropout=dropout, norm="batch", **kwargs)  # batch norm only: googlenet_tv takes no norm
-        if not isinstance(transform_input, bool):
-            raise ValueError(f"transform_input must be True or False, got {transform_input!r}")
-        if transform_input and self.in_channels != 3:
-            raise ValueError(
-                f"transform_input re-standardises RGB images and needs in_channels=3, got {self.in_channels}"
-            )
         self.transform_input = transform_input
-        scale = torch.tensor([std / 0.5 for std in IMAGENET_STD]).view(1, 3, 1, 1)
-        shift = torch.tensor([(mean - 0.5) / 0.5 for mean in IMAGENET_MEAN]).view(1, 3, 1, 1)
-        self.register_buffer("input_scale", scale, persistent=False)
-        self.register_buffer("input_shift", shift, persistent=False)
+        self.input_transform = input_transform(transform_input, self.in_channels)
 
     def _init_torchvision(self) -> None:
         # torchvision's init_weights=True: truncated normal (std 0.01, cut at +-2) for conv and linear weights,
@@ -362,8 +377,8 @@ class GoogLeNetTV(GoogLeNet):
     def _forward_stages(
         self, x: torch.Tensor, with_aux: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        if self.transform_input:
-            x = x * self.input_scale + self.input_shift
+        if self.input_transform is not None:
+            x = self.input_transform(x)
         return super()._forward_stages(x, with_aux)
 
     def convert_torchvision_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

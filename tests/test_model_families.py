@@ -179,6 +179,16 @@ LAYER_SIZES = [
     ("googlenet table 1", "avgpool", (1024, 1, 1)),
     ("googlenet table 1", "aux1.pool", (512, 4, 4)),
     ("googlenet table 1", "aux2.pool", (528, 4, 4)),
+    # Inception-v3, Table 1's "input size" column at 299x299 (the release's stem; tests/test_inception_v3.py)
+    ("inception_v3 table 1", "Conv2d_1a_3x3", (32, 149, 149)),
+    ("inception_v3 table 1", "Conv2d_2a_3x3", (32, 147, 147)),
+    ("inception_v3 table 1", "Conv2d_2b_3x3", (64, 147, 147)),
+    ("inception_v3 table 1", "maxpool1", (64, 73, 73)),
+    ("inception_v3 table 1", "Mixed_5d", (288, 35, 35)),
+    ("inception_v3 table 1", "Mixed_6e", (768, 17, 17)),
+    ("inception_v3 table 1", "Mixed_7a", (1280, 8, 8)),
+    ("inception_v3 table 1", "Mixed_7c", (2048, 8, 8)),
+    ("inception_v3 table 1", "avgpool", (2048, 1, 1)),
 ]
 
 # The models of those figures: (figure, name, options, input (channels, size), classes); built on the meta device
@@ -219,6 +229,8 @@ MODELS = [
     *[("bottleneck resnet table 1", name, {}, (3, 224), 1000) for name in ("preact_resnet50", "preact_resnet200")],
     ("googlenet table 1", "googlenet", {}, (3, 224), 1000),
     ("googlenet table 1", "googlenet_tv", {}, (3, 224), 1000),
+    # without its aux head: batch norm in training takes no batch of one 1x1 map (the head's 5x5 conv output)
+    ("inception_v3 table 1", "inception_v3", {"aux_logits": False}, (3, 299), 1000),
 ]
 
 

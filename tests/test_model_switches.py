@@ -45,6 +45,7 @@ ACCEPTED_NORMS = {
     "squeezenet1_1": ("none", "batch"),
     "wrn_16_8": ("batch", "group", "layer"),
     "nin_cifar10": ("none", "batch"),
+    "inception_v3": ("batch", "group", "layer", "none"),
 }
 FAMILIES = [*ACCEPTED_NORMS, "googlenet_tv"]  # the ones that take every activation
 # the networks whose layers are their reference's, with the switches they do not take
@@ -68,6 +69,7 @@ INPUTS = {
     "squeezenet1_1": (3, 17, True),
     "wrn_16_8": (3, 8, True),
     "nin_cifar10": (3, 4, True),
+    "inception_v3": (3, 299, False),  # 299 in training with its aux head
 }
 
 

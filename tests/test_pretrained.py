@@ -19,14 +19,14 @@ from training.checkpoint_io import read_net_weights
 from training.config import UserError
 from training.tasks import build
 
-# VGG's fully-connected layers make each file half a gigabyte to write and read
-SLOW = {name for name in TORCHVISION_NAMES if name.startswith("vgg") and name != "vgg11_bn"}
+# VGG's fully-connected layers make each file half a gigabyte to write and read; Inception-v3 takes seconds to build
+SLOW = {name for name in TORCHVISION_NAMES if name.startswith("vgg") and name != "vgg11_bn"} | {"inception_v3"}
 
 
 def torchvision_model(name: str, **kwargs: object) -> torch.nn.Module:
     """torchvision's network that ours called ``name`` copies, randomly initialised, in eval mode."""
     torch.manual_seed(0)
-    kwargs = {"init_weights": True, **kwargs} if name == "googlenet_tv" else kwargs
+    kwargs = {"init_weights": True, **kwargs} if name in ("googlenet_tv", "inception_v3") else kwargs
     return torchvision.models.get_model(TORCHVISION_NAMES[name], weights=None, **kwargs).eval()
 
 
@@ -63,7 +63,8 @@ def test_a_torchvision_file_gives_torchvision_outputs(name: str, form: str, tmp_
     theirs = torchvision_model(name, num_classes=10)
     path = save(theirs.state_dict(), tmp_path / "weights.bin", form)  # the content, not the suffix, says what it is
     ours = create_model(name, num_classes=10, pretrained=path).eval()
-    x = torch.randn(2, 3, 64, 64)
+    size = max(64, ours.min_input_size)  # inception_v3 takes 75 and up
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
 

@@ -91,8 +91,9 @@ class ScoringModule(TrainingModule):
         inputs, targets = batch
         outputs = self._scores(inputs)
         if isinstance(outputs, tuple):
-            # Auxiliary classifiers (GoogLeNet in training mode return (logits, aux1, aux2)): Szegedy et al.
-            # 2015, Section 5, add their losses to the total with a discount weight of 0.3.
+            # Auxiliary classifiers (in training mode GoogLeNet returns (logits, aux1, aux2), Inception-v3
+            # (logits, aux)): Szegedy et al. 2015, Section 5, add their losses to the total with a discount weight
+            # of 0.3 (Inception-v3's TF-slim training script 0.4).
             logits, *aux_logits = outputs
             aux_loss = sum(self.criterion(aux, targets) for aux in aux_logits)
             return self.criterion(logits, targets) + self.hparams.aux_loss_weight * aux_loss, logits
@@ -151,9 +152,9 @@ class Classifier(ScoringModule):
     ``{train,val,test}/{loss,acc,acc_top5}``.
 
     ``label_smoothing`` mixes the one-hot target with the uniform distribution (Szegedy et al. 2016,
-    Section 7), cross-entropy only. A network that returns a tuple in training mode (GoogLeNet's auxiliary
-    heads) has the losses of the extra outputs added with ``aux_loss_weight``. The other arguments are
-    ``TrainingModule``'s.
+    Section 7), cross-entropy only. A network that returns a tuple in training mode (GoogLeNet's and
+    Inception-v3's auxiliary heads) has the losses of the extra outputs added with ``aux_loss_weight``. The other
+    arguments are ``TrainingModule``'s.
     """
 
     targets = "classes"  # the labels it trains on: class indices (see ClassificationDataModule.targets)
