@@ -64,6 +64,7 @@ from models._activations import make_activation
 from models._base import ClassifierNet
 from models._norms import make_norm
 from models._registry import register_model
+from models._stochastic_depth import ResidualBlock, add_stochastic_depth
 from models.resnet import ResNet, init_resnet
 from models.wide_resnet import WideBasicBlock
 
@@ -71,7 +72,7 @@ BLOCKS = ("basic", "bottleneck")
 EXPANSION = {"basic": 1, "bottleneck": 4}  # a unit's output width over its bottleneck (inner) width
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(ResidualBlock):
     """Fig. 4(e) on a bottleneck: conv3(act3(bn3(conv2(act2(bn2(conv1(act1(bn1(x))))))))) + shortcut, the projection
     (where the shape changes) reading act1(bn1(x))."""
 
@@ -104,7 +105,8 @@ class PreActBottleneck(nn.Module):
         activated = self.act1(self.bn1(x))
         out = self.conv2(self.act2(self.bn2(self.conv1(activated))))
         out = self.conv3(self.act3(self.bn3(out)))
-        return out + (x if self.shortcut is None else self.shortcut(activated))  # Eq. 4: no activation after the sum
+        shortcut = x if self.shortcut is None else self.shortcut(activated)
+        return self.drop_residual(out) + shortcut  # Eq. 4: no activation after the sum
 
 
 def make_preact_stage(
@@ -171,6 +173,7 @@ class PreActResNet(PreActNet):
         layers: tuple[int, int, int, int],
         *,
         stride_on_1x1: bool = False,
+        drop_path: float = 0.0,
         norm: str = "batch",
         **kwargs: Any,
     ) -> None:
@@ -191,6 +194,7 @@ class PreActResNet(PreActNet):
             self.add_module(f"layer{i + 1}", stage)
             channels = width * expansion
         self.build_head(channels)
+        add_stochastic_depth(self, drop_path)  # Huang et al. 2016: block l of L dropped with l / L * drop_path
         self.init_weights(self.init, self.init_std)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,6 +226,7 @@ class CifarPreActResNet(PreActNet):
         depth: int,
         *,
         stride_on_1x1: bool = False,
+        drop_path: float = 0.0,
         num_classes: int = 10,
         norm: str = "batch",
         **kwargs: Any,
@@ -242,6 +247,7 @@ class CifarPreActResNet(PreActNet):
             self.add_module(f"layer{i + 1}", stage)
             channels = width * expansion
         self.build_head(channels)
+        add_stochastic_depth(self, drop_path)  # Huang et al. 2016: block l of L dropped with l / L * drop_path
         self.init_weights(self.init, self.init_std)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

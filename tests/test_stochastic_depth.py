@@ -9,6 +9,7 @@ from torchvision.ops import StochasticDepth
 
 from conftest import FAST_DATA, build_on_meta
 from models import ResidualBlock, create_model, drop_path_rates
+from models.preact_resnet import CifarPreActResNet, PreActResNet
 from models.resnet import BasicBlock, Bottleneck, CifarResNet, ResNet
 from models.resnext import ResNeXtCifar
 from models.wide_resnet import WideResNet
@@ -22,6 +23,8 @@ FAMILIES = {
     "resnext_bottleneck": (ResNet, (Bottleneck, (1, 1, 1, 1)), {"num_classes": 10, "groups": 2, "width_per_group": 4}),
     "wide_resnet": (WideResNet, (10, 1), {}),
     "resnext_cifar": (ResNeXtCifar, (11, 2, 4), {}),
+    "preact_cifar": (CifarPreActResNet, ("bottleneck", 20), {}),
+    "preact_basic": (PreActResNet, ("basic", (1, 1, 1, 1)), {"num_classes": 10}),
 }
 
 
@@ -106,7 +109,7 @@ def test_drop_path_zero_adds_no_module_and_keeps_the_state_dict_keys(family: str
 
 @pytest.mark.parametrize("rate", [1.0, -0.1, 1.5])
 def test_a_rate_outside_zero_to_one_is_refused_in_one_line(rate: float) -> None:
-    for name in ("resnet20", "resnet18", "wrn_16_8", "resnext29_8x64d"):
+    for name in ("resnet20", "resnet18", "wrn_16_8", "resnext29_8x64d", "preact_resnet164"):
         with pytest.raises(ValueError, match=rf"^drop_path must be in \[0, 1\), got {rate}$"):
             build_on_meta(name, drop_path=rate)
 
