@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,9 @@ GOOD = 1e-7
 # A numeric derivative of fewer than RESOLVED steps of float64's resolution of f (a signal that has vanished in a
 # deep network at its initialisation) has too few digits to be judged
 RESOLVED = 1e3
+# ... and is measured again with a step STEP_GROWTH times larger, up to STEPS steps in all
+STEP_GROWTH = 100.0
+STEPS = 3
 
 
 def relative_error(analytic: float, numeric: float) -> float:
@@ -67,6 +70,7 @@ class GradientRow:
     numeric: float
     kink: bool  # every perturbation tried crossed a kink: the numeric derivative cannot be trusted
     resolution: float = 0.0  # the smallest change of f float64 resolves, divided by 2h
+    step: float = 1e-6  # the h of the finite difference
 
     @property
     def too_small(self) -> bool:
@@ -174,11 +178,18 @@ def _direction(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def check_gradients(
-    model: nn.Module, inputs: torch.Tensor, *, eps: float = 1e-6, seed: int = 0, tries: int = 3
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    eps: float = 1e-6,
+    seed: int = 0,
+    tries: int = 3,
+    names: Collection[str] | None = None,
 ) -> list[GradientRow]:
     """One ``GradientRow`` per parameter tensor of ``model`` that requires a gradient, then one for ``inputs``
     (floating-point inputs only), in float64 with the model in eval mode (dropout and other stochastic layers
-    off). ``eps`` is the step h; a tensor whose step crosses a kink is tried along up to ``tries`` directions."""
+    off). ``eps`` is the step h; a tensor whose step crosses a kink is tried along up to ``tries`` directions.
+    ``names`` keeps the rows of those tensors only (parameter names, ``"input"``): two forward passes each."""
     model = model.to(torch.float64).eval()
     inputs = inputs.to(torch.float64) if inputs.is_floating_point() else inputs
     generator = torch.Generator().manual_seed(seed)
@@ -192,17 +203,23 @@ def check_gradients(
     def objective() -> torch.Tensor:
         return (model(inputs) * projection).sum()
 
+    if names is not None:
+        tensors = [(name, t) for name, t in tensors if name in names]
     gradients = torch.autograd.grad(objective(), [t for _, t in tensors], allow_unused=True)
     rows = []
     for (name, tensor), gradient in zip(tensors, gradients, strict=True):
         grad = torch.zeros_like(tensor) if gradient is None else gradient
-        for _ in range(tries):
-            direction = _direction(tensor, generator)
-            numeric, kink, resolution = _numeric_derivative(objective, tensor, direction, eps)
-            if not kink:
+        for step in (eps * STEP_GROWTH**k for k in range(STEPS)):
+            for _ in range(tries):
+                direction = _direction(tensor, generator)
+                numeric, kink, resolution = _numeric_derivative(objective, tensor, direction, step)
+                if not kink:
+                    break
+            analytic = float((grad * direction).sum())
+            row = GradientRow(name, tuple(tensor.shape), analytic, numeric, kink, resolution, step)
+            if kink or not row.too_small:
                 break
-        analytic = float((grad * direction).sum())
-        rows.append(GradientRow(name, tuple(tensor.shape), analytic, numeric, kink, resolution))
+        rows.append(row)
     return rows
 
 
@@ -241,12 +258,14 @@ def smallest_input(model: nn.Module, batch: int = 2) -> torch.Tensor:
 def print_table(title: str, rows: Sequence[GradientRow], console: Console) -> None:
     """The rows as a table: name, shape, analytic and numeric derivative, relative error, verdict."""
     table = Table(title=title)
-    for column in ("tensor", "shape", "analytic", "numeric", "relative error", "verdict"):
+    for column in ("tensor", "shape", "h", "analytic", "numeric", "relative error", "verdict"):
         table.add_column(column, justify="left" if column in ("tensor", "verdict") else "right", no_wrap=True)
     for row in rows:
         shape = "x".join(map(str, row.shape))
         error = f"{row.relative_error:.2e}"
-        table.add_row(row.name, shape, f"{row.analytic:+.6e}", f"{row.numeric:+.6e}", error, row.verdict)
+        table.add_row(
+            row.name, shape, f"{row.step:.0e}", f"{row.analytic:+.6e}", f"{row.numeric:+.6e}", error, row.verdict
+        )
     console.print(table)
 
 
@@ -263,24 +282,14 @@ def _worst(rows: Sequence[GradientRow]) -> GradientRow:
     return max(rows, key=lambda row: math.inf if math.isnan(row.relative_error) else row.relative_error)
 
 
-def gradcheck(cfg: DictConfig) -> list[GradientRow]:
-    """The job of ``scripts/gradcheck.py``: the check of ``cfg.model`` on the smallest batch it takes, printed as a
-    table; ``UserError`` naming the worst tensor when a gradient is wrong."""
-    if cfg.eps <= 0 or cfg.batch_size < 1:
-        raise UserError(
-            f"eps must be positive and batch_size at least 1, got eps={cfg.eps}, batch_size={cfg.batch_size}"
-        )
-    model = instantiate(_model_node(cfg), "model")
-    inputs = smallest_input(model, cfg.batch_size)
-    rows = check_gradients(model, inputs, eps=cfg.eps, seed=cfg.seed)
-    console = Console(soft_wrap=True)
-    console.width = max(console.width, 132)  # the names whole, in a pipe too
-    size = "x".join(map(str, inputs.shape))
-    print_table(f"gradient check of {cfg.model.get('name', type(model).__name__)} on a {size} input", rows, console)
+def report(title: str, rows: Sequence[GradientRow], console: Console) -> None:
+    """Print the rows' table, a warning for each tensor whose every step crossed a kink, and the worst relative
+    error; ``UserError`` naming the worst tensor when a gradient is wrong."""
+    print_table(title, rows, console)
     for row in rows:
         if row.kink:
             print(
-                f"warning: {row.name}: every step of h={cfg.eps:g} crossed a kink (ReLU or max pooling); its finite "
+                f"warning: {row.name}: every step of h={row.step:g} crossed a kink (ReLU or max pooling); its finite "
                 "difference cannot be trusted, and it is not judged",
                 file=sys.stderr,
             )
@@ -291,4 +300,28 @@ def gradcheck(cfg: DictConfig) -> list[GradientRow]:
             f"(analytic {worst.analytic:.6e}, numeric {worst.numeric:.6e})"
         )
     console.print(f"worst relative error: {worst.relative_error:.2e} ({worst.name}, {worst.verdict})")
+
+
+def _check_settings(cfg: DictConfig) -> None:
+    """``UserError`` for a step that is not a positive finite number, or a batch size or seed that is no count."""
+    eps = cfg.eps
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < math.inf:
+        raise UserError(f"eps: expected a positive number (the step h, e.g. 1e-6), got {eps!r}")
+    for key, least in (("batch_size", 1), ("seed", 0)):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UserError(f"{key}: expected an integer of at least {least}, got {value!r}")
+
+
+def gradcheck(cfg: DictConfig) -> list[GradientRow]:
+    """The job of ``scripts/gradcheck.py``: the check of ``cfg.model`` on a batch of the smallest images it takes,
+    reported as a table (``report``)."""
+    _check_settings(cfg)
+    model = instantiate(_model_node(cfg), "model")
+    inputs = smallest_input(model, cfg.batch_size)
+    rows = check_gradients(model, inputs, eps=cfg.eps, seed=cfg.seed)
+    console = Console(soft_wrap=True)
+    console.width = max(console.width, 132)  # the names whole, in a pipe too
+    size = "x".join(map(str, inputs.shape))
+    report(f"gradient check of {cfg.model.get('name', type(model).__name__)} on a {size} input", rows, console)
     return rows
