@@ -112,12 +112,13 @@ def test_the_kink_of_relu_and_of_max_pooling_is_detected_and_warned(capsys: pyte
 def test_winners_are_recorded_for_functional_and_module_calls() -> None:
     x = torch.tensor([[-1.0, 2.0, 7.0]])
     with WinnerRecorder() as recorder:
-        torch.relu(x), nn.ReLU6()(x), nn.functional.leaky_relu(x), x.amax(dim=-1)
+        torch.relu(x), nn.ReLU6()(x), nn.functional.leaky_relu(x), x.amax(dim=-1), torch.amax(torch.stack([-x, x]))
     assert [w.tolist() for w in recorder.winners] == [
         [[[False, True, True]]],  # the input above ReLU's kink at 0
         [[[False, True, True]], [[True, True, False]]],  # above ReLU6's kink at 0, below its kink at 6
         [[[False, True, True]]],
         [2],  # the index of the maximum
+        5,  # of the maximum of every element
     ]
 
 
@@ -134,6 +135,9 @@ def test_the_notes_thresholds(analytic: float, numeric: float, verdict: str) -> 
 def test_a_derivative_below_float64s_resolution_is_not_judged() -> None:
     row = GradientRow("t", (1,), analytic=1e-13, numeric=-1e-13, kink=False, resolution=1e-12)
     assert row.relative_error == 2.0 and row.verdict == "too small" and not row.wrong
+    wrong = GradientRow("w", (1,), analytic=1.0, numeric=1.5, kink=False, resolution=1e-12)
+    with pytest.raises(UserError, match=r"^the gradient of w is wrong: relative error 3\.33e-01"):
+        report("rows", [row, wrong], Console(file=None, quiet=True))
 
 
 def test_the_script_prints_the_table(

@@ -119,11 +119,12 @@ def _pool_indices(pool: Callable[..., Any], position: int) -> Callable[..., torc
     return winners
 
 
-def _argmax(x: torch.Tensor, dim: int | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+def _argmax(x: torch.Tensor, dim: int | Sequence[int] = (), *args: Any, **kwargs: Any) -> torch.Tensor:
+    """Where ``torch.amax`` over ``dim`` (every dimension when empty) finds each maximum."""
     dim = kwargs.get("dim", dim)
-    if dim is None or isinstance(dim, Sequence):  # the maximum of the whole tensor, or of several dimensions
-        return x.flatten().argmax() if dim is None or len(dim) != 1 else x.argmax(dim[0])
-    return x.argmax(dim)
+    dims = [d % x.dim() for d in ([dim] if isinstance(dim, int) else dim or range(x.dim()))]
+    kept = [d for d in range(x.dim()) if d not in dims]
+    return x.permute(*kept, *dims).flatten(len(kept)).argmax(-1)
 
 
 _AT_ZERO = _elementwise(0.0, None)
@@ -189,7 +190,8 @@ def check_gradients(
     """One ``GradientRow`` per parameter tensor of ``model`` that requires a gradient, then one for ``inputs``
     (floating-point inputs only), in float64 with the model in eval mode (dropout and other stochastic layers
     off). ``eps`` is the step h; a tensor whose step crosses a kink is tried along up to ``tries`` directions.
-    ``names`` keeps the rows of those tensors only (parameter names, ``"input"``): two forward passes each."""
+    ``names`` keeps the rows of those tensors only (parameter names, ``"input"``): two forward passes each.
+    ``model`` is converted to float64 in place."""
     model = model.to(torch.float64).eval()
     inputs = inputs.to(torch.float64) if inputs.is_floating_point() else inputs
     generator = torch.Generator().manual_seed(seed)
@@ -293,7 +295,7 @@ def report(title: str, rows: Sequence[GradientRow], console: Console) -> None:
                 "difference cannot be trusted, and it is not judged",
                 file=sys.stderr,
             )
-    worst = _worst([row for row in rows if not row.kink] or rows)
+    worst = _worst([row for row in rows if not row.kink and not row.too_small] or rows)
     if worst.wrong:
         raise UserError(
             f"the gradient of {worst.name} is wrong: relative error {worst.relative_error:.2e} > {WRONG:g} "
