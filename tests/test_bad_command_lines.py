@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 from conftest import CONFIG_DIR, ROOT, compose_config
 from training.cli import run
 from training.export import export
+from training.gradcheck import gradcheck
 from training.inference import predict
 from training.tasks import evaluate, train
 
@@ -45,6 +46,7 @@ SCRIPTS: dict[str, tuple[Callable[[DictConfig], Any], str]] = {
     "eval.py": (evaluate, "eval"),
     "predict.py": (predict, "predict"),
     "export.py": (export, "export"),
+    "gradcheck.py": (gradcheck, "gradcheck"),
 }
 FAST = ["trainer.accelerator=cpu", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
 QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2", "test=false"]
@@ -312,7 +314,8 @@ def related(first: str, second: str) -> bool:
 
 def assert_refused(script: str, args: list[str], root: Path) -> None:
     with one_example(root) as (cwd, run_dir):
-        fixed = [] if script == "export.py" else [f"hydra.run.dir={run_dir}", f"paths.log_dir={cwd.parent / 'logs'}"]
+        writes_no_run = script in ("export.py", "gradcheck.py")
+        fixed = [] if writes_no_run else [f"hydra.run.dir={run_dir}", f"paths.log_dir={cwd.parent / 'logs'}"]
         if any(arg.startswith(("hydra.run.dir=", "paths.log_dir=")) for arg in args):
             fixed = []  # the line's own directory is the bad input
         # the harness's speed-ups, but not those of a key that the line sets (a user would not set both)
@@ -396,6 +399,31 @@ def checkpoint_script_test(script: str, examples: int) -> Callable[..., None]:
 test_eval_refuses_a_bad_command_line_in_one_line = checkpoint_script_test("eval.py", 30)
 test_predict_refuses_a_bad_command_line_in_one_line = checkpoint_script_test("predict.py", 55)
 test_export_refuses_a_bad_command_line_in_one_line = checkpoint_script_test("export.py", 55)
+
+
+def gradcheck_lines() -> st.SearchStrategy[list[str]]:
+    """Bad command lines of the gradient check: its groups (the model and the switches that write into it), its
+    nodes' keys, the model's settings, and its own settings out of range."""
+    cfg = composed("gradcheck")
+    table = {
+        "eps": ["0", "-1e-6", "inf", "nan", "qx", "[1e-6]"],
+        "batch_size": ["0", "-1", "2.5", "qx"],
+        "seed": ["-1", "qx"],
+        "data.num_classes": ["0", "-1", "qx"],
+        "data.in_channels": ["0", "qx"],
+    }
+    return st.one_of(
+        unknown_option(["model", "init", "activation", "norm"]),
+        unknown_key(node_settings(cfg)),
+        wrong_type(typed_leaves(cfg)),
+        out_of_range(table),
+    )
+
+
+@settings(COMMON, max_examples=12)
+@given(data=st.data())
+def test_gradcheck_refuses_a_bad_command_line_in_one_line(files: dict[str, Path], data: st.DataObject) -> None:
+    assert_refused("gradcheck.py", data.draw(gradcheck_lines()), files["root"])
 
 
 # --- the bugs that the property found, and the warnings, one regular test each ----------------------------------

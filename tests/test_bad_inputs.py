@@ -34,6 +34,7 @@ from test_imagefolder import SIZE, VAL, write_tree
 from training.cli import CLAIM, run
 from training.config import UserError
 from training.export import export
+from training.gradcheck import gradcheck
 from training.inference import predict
 from training.tasks import evaluate, train
 
@@ -586,7 +587,7 @@ def run_script_in_process(
     """``scripts/<script> args`` through the scripts' own entry point: the exit status and what went to stderr."""
     scripts = {
         "train.py": (train, "train"), "eval.py": (evaluate, "eval"), "predict.py": (predict, "predict"),
-        "export.py": (export, "export"),
+        "export.py": (export, "export"), "gradcheck.py": (gradcheck, "gradcheck"),
     }  # fmt: skip
     task, config_name = scripts[script]
     monkeypatch.setattr(sys, "argv", [f"scripts/{script}", *args])
