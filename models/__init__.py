@@ -22,6 +22,7 @@ from models import (
     squeezenet,
     vgg,
     wide_resnet,
+    xception,
     zfnet,
 )
 from models._activations import ACTIVATIONS, ChannelMaxout, Maxout, ScaledTanh, make_activation
@@ -83,5 +84,6 @@ __all__ = [
     "squeezenet",
     "vgg",
     "wide_resnet",
+    "xception",
     "zfnet",
 ]
