@@ -155,6 +155,17 @@ LAYER_SIZES = [
     ("googlenet table 1", "avgpool", (1024, 1, 1)),
     ("googlenet table 1", "aux1.pool", (512, 4, 4)),
     ("googlenet table 1", "aux2.pool", (528, 4, 4)),
+    # Xception, Figure 5 at 299x299 (models/xception.py's table: the first two convs unpadded, the pools padded)
+    ("xception figure 5", "entry_flow.conv1", (32, 149, 149)),
+    ("xception figure 5", "entry_flow.conv2", (64, 147, 147)),
+    ("xception figure 5", "entry_flow.block1", (128, 74, 74)),
+    ("xception figure 5", "entry_flow.block2", (256, 37, 37)),
+    ("xception figure 5", "entry_flow.block3", (728, 19, 19)),
+    ("xception figure 5", "middle_flow", (728, 19, 19)),
+    ("xception figure 5", "exit_flow.block", (1024, 10, 10)),
+    ("xception figure 5", "exit_flow.conv3", (1536, 10, 10)),
+    ("xception figure 5", "exit_flow.conv4", (2048, 10, 10)),
+    ("xception figure 5", "avgpool", (2048, 1, 1)),
 ]
 
 # The models of those figures: (figure, name, options, input (channels, size), classes); built on the meta device
@@ -189,6 +200,7 @@ MODELS = [
     ("nin section 4.1", "nin_cifar10", {}, (3, 32), 10),
     ("googlenet table 1", "googlenet", {}, (3, 224), 1000),
     ("googlenet table 1", "googlenet_tv", {}, (3, 224), 1000),
+    ("xception figure 5", "xception", {}, (3, 299), 1000),
 ]
 
 

@@ -23,6 +23,7 @@ ISSUE_NAMES = {
     "wrn_28_10", "wrn_16_8", "wrn_40_4",
     "nin_cifar10",
     "resnext29_8x64d", "resnext29_16x64d",
+    "xception",
 }  # fmt: skip
 CONFIGURED = sorted(
     path.stem for path in (CONFIG_DIR / "model").glob("*.yaml") if "models.create_model" in path.read_text()
