@@ -26,8 +26,8 @@ first two convolutions unpadded, the rest padded):
 A SepConv from c to c' channels has 9c + cc' weights (no bias: a batch norm follows), a batch norm 2 per channel.
 Total: 22,855,952 parameters, Table 3's figure. "The Xception architecture has 36 convolutional layers ... structured
 into 14 modules, all of which have linear residual connections around them, except for the first and last modules"
-(Section 3): conv1 and conv2, 12 blocks of 2 or 3 separable convolutions (34 in all), conv3 and conv4. Fig. 5's
-"optional fully-connected layer(s)" were used on JFT only (Section 4.5); the ImageNet network has none.
+(Section 3): conv1 and conv2, 12 blocks of 2 or 3 separable convolutions (32 in all), and the separable conv3 and
+conv4. Fig. 5's "optional fully-connected layer(s)" were tried on JFT only (Table 2); the ImageNet network has none.
 
 The max pools of the blocks are 3x3 with stride 2 and padding 1, as in timm's ``legacy_xception``, whose state dicts
 load into this network (``Xception.convert_timm_state_dict``) and give the same outputs. Global average pooling

@@ -114,18 +114,22 @@ def test_timms_state_dict_renamed_key_by_key(timm_xception: nn.Module) -> None:
     assert model.fc.out_features == 10
 
 
+def children(module: nn.Module) -> list[str]:
+    return [name for name, _ in module.named_children()]
+
+
 def test_blocks_follow_figure_5() -> None:
     model = build_on_meta("xception")
     blocks = [*(getattr(model.entry_flow, f"block{i}") for i in (1, 2, 3)), *model.middle_flow, model.exit_flow.block]
     assert len(model.middle_flow) == 8  # "repeated 8 times"
     assert [type(m) for m in blocks] == [XceptionBlock] * 12
-    # 36 convolutional layers: conv1, conv2, the blocks' 34 SepConvs, conv3, conv4 (Section 3), shortcuts apart
+    # 36 convolutional layers: conv1, conv2, the blocks' 32 SepConvs and the SepConvs conv3, conv4 (Section 3)
     separables = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
-    assert 2 + len(separables) == 36
+    assert 2 + len(separables) == 2 + 32 + 2 == 36  # the 1x1 shortcuts apart
     assert all(m.groups == m.in_channels == m.out_channels and m.kernel_size == (3, 3) for m in separables)
-    assert list(blocks[0].branch._modules) == ["sep1", "bn1", "act2", "sep2", "bn2", "pool"]  # after conv2's ReLU
-    assert list(blocks[1].branch._modules) == ["act1", "sep1", "bn1", "act2", "sep2", "bn2", "pool"]
-    assert list(blocks[3].branch._modules) == ["act1", "sep1", "bn1", "act2", "sep2", "bn2", "act3", "sep3", "bn3"]
+    assert children(blocks[0].branch) == ["sep1", "bn1", "act2", "sep2", "bn2", "pool"]  # after conv2's ReLU
+    assert children(blocks[1].branch) == ["act1", "sep1", "bn1", "act2", "sep2", "bn2", "pool"]
+    assert children(blocks[3].branch) == ["act1", "sep1", "bn1", "act2", "sep2", "bn2", "act3", "sep3", "bn3"]
     assert not blocks[1].branch.act1.inplace and blocks[1].branch.act2.inplace  # the shortcut reads the input
     for block, (c_in, c_out) in zip(
         [*blocks[:3], blocks[-1]], [(64, 128), (128, 256), (256, 728), (728, 1024)], strict=True
