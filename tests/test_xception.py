@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+import timm  # the dev extra's: the reference implementation
 import torch
 from torch import nn
 
@@ -13,8 +14,6 @@ from conftest import assert_same_outputs, build_on_meta, check_model_config, cou
 from models import create_model, get_model_builder, load_pretrained
 from models.summary import summarize
 from models.xception import Xception, XceptionBlock
-
-timm = pytest.importorskip("timm")  # the dev extra's: the reference implementation
 
 
 def separable(c_in: int, c_out: int) -> int:
