@@ -26,6 +26,7 @@ from models import (
     squeezenet,
     vgg,
     wide_resnet,
+    xception,
     zfnet,
 )
 from models._activations import ACTIVATIONS, ChannelMaxout, Maxout, ScaledTanh, make_activation
@@ -94,5 +95,6 @@ __all__ = [
     "squeezenet",
     "vgg",
     "wide_resnet",
+    "xception",
     "zfnet",
 ]

@@ -1,12 +1,12 @@
-"""Loading pretrained weights into the zoo's modules: ours, or torchvision's.
+"""Loading pretrained weights into the zoo's modules: ours, torchvision's, or timm's.
 
 ``load_pretrained(model, source, name)`` takes a state dict, a file of one, or ``"torchvision"`` for
 torchvision's default ImageNet weights. A file is told apart by its content, not its suffix: a state dict saved
 with ``torch.save`` or safetensors. Training checkpoints are the training code's to read
 (``training.checkpoint_io.read_net_weights``); this package takes the state dicts it returns. A family whose
 parameter names differ from torchvision's implements ``convert_torchvision_state_dict(state_dict) -> state_dict``
-on its model class, renaming keys explicitly; the others load as they are. Nothing is loaded unless every key and
-shape fits.
+on its model class, renaming keys explicitly (``convert_timm_state_dict`` for timm's weights of a network that
+torchvision has not got); the others load as they are. Nothing is loaded unless every key and shape fits.
 
 Files are read with ``torch.load(weights_only=True)`` or safetensors: tensors and plain data, never code.
 """
@@ -42,6 +42,9 @@ TORCHVISION_NAMES = {
     "squeezenet1_0": "squeezenet1_0",
     "squeezenet1_1": "squeezenet1_1",
 }
+# the methods by which a family renames another library's state dict into its own names: torchvision's, and timm's
+# for the networks timm has but torchvision not (Xception)
+CONVERTERS = ("convert_torchvision_state_dict", "convert_timm_state_dict")
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip archive
 PICKLE_PROTO = b"\x80"  # the first byte of a pickle of protocol 2 or later (torch.save's legacy format)
 GLOBAL_OPCODES = ("GLOBAL", "STACK_GLOBAL", "INST")  # a pickle that names a Python object to import
@@ -256,17 +259,22 @@ def torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
 
 
 def _in_our_names(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state_dict`` as it is, or renamed from torchvision's names where that fits ``model`` better."""
+    """``state_dict`` as it is, or renamed from another library's names (``CONVERTERS``) where that fits ``model``
+    better."""
     keys = set(model.state_dict())
-    convert = getattr(model, "convert_torchvision_state_dict", None)
-    if set(state_dict) == keys or convert is None:
-        return state_dict
-    converted = convert(state_dict)
 
     def fit(candidate: dict[str, torch.Tensor]) -> tuple[int, int]:  # more keys of the model, then fewer others
         return len(keys & set(candidate)), -len(set(candidate) - keys)
 
-    return converted if fit(converted) > fit(state_dict) else state_dict
+    best = state_dict
+    for converter in CONVERTERS:
+        convert = getattr(model, converter, None)
+        if set(best) == keys or convert is None:
+            continue
+        converted = convert(state_dict)
+        if fit(converted) > fit(best):
+            best = converted
+    return best
 
 
 def _classifier_keys(model: ClassifierNet, state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], int | None]:

@@ -189,6 +189,17 @@ LAYER_SIZES = [
     ("inception_v3 table 1", "Mixed_7a", (1280, 8, 8)),
     ("inception_v3 table 1", "Mixed_7c", (2048, 8, 8)),
     ("inception_v3 table 1", "avgpool", (2048, 1, 1)),
+    # Xception, Figure 5 at 299x299 (models/xception.py's table: the first two convs unpadded, the pools padded)
+    ("xception figure 5", "entry_flow.conv1", (32, 149, 149)),
+    ("xception figure 5", "entry_flow.conv2", (64, 147, 147)),
+    ("xception figure 5", "entry_flow.block1", (128, 74, 74)),
+    ("xception figure 5", "entry_flow.block2", (256, 37, 37)),
+    ("xception figure 5", "entry_flow.block3", (728, 19, 19)),
+    ("xception figure 5", "middle_flow", (728, 19, 19)),
+    ("xception figure 5", "exit_flow.block", (1024, 10, 10)),
+    ("xception figure 5", "exit_flow.conv3", (1536, 10, 10)),
+    ("xception figure 5", "exit_flow.conv4", (2048, 10, 10)),
+    ("xception figure 5", "avgpool", (2048, 1, 1)),
 ]
 
 # The models of those figures: (figure, name, options, input (channels, size), classes); built on the meta device
@@ -231,6 +242,7 @@ MODELS = [
     ("googlenet table 1", "googlenet_tv", {}, (3, 224), 1000),
     # without its aux head: batch norm in training takes no batch of one 1x1 map (the head's 5x5 conv output)
     ("inception_v3 table 1", "inception_v3", {"aux_logits": False}, (3, 299), 1000),
+    ("xception figure 5", "xception", {}, (3, 299), 1000),
 ]
 
 

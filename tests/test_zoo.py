@@ -27,6 +27,7 @@ ISSUE_NAMES = {
     "preact_resnet164", "preact_resnet1001", "preact_resnet110",
     "preact_resnet18", "preact_resnet34", "preact_resnet50", "preact_resnet101", "preact_resnet152", "preact_resnet200",
     "inception_v3",
+    "xception",
 }  # fmt: skip
 CONFIGURED = sorted(
     path.stem for path in (CONFIG_DIR / "model").glob("*.yaml") if "models.create_model" in path.read_text()
