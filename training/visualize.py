@@ -198,7 +198,7 @@ def occlusion(inspection: Inspection) -> Panels:
         fall = Occlusion(activation).attribute(images, **settings)
     return {
         "P(class), occluded": probability[:, None, None] - drop[:, 0],
-        f"{name} unit activation, occluded": totals.gather(1, units[:, None])[:, :, None] - fall[:, 0],
+        f"{name}'s top unit,\noccluded": totals.gather(1, units[:, None])[:, :, None] - fall[:, 0],
     }
 
 
@@ -428,9 +428,9 @@ def _check_method(method: object) -> str:
     raise UserError(f"unknown method {method!r}; {hint}accepted: {', '.join(METHODS)}")
 
 
-def _inputs(cfg: DictConfig, model: LoadedModel, method: str) -> tuple[Tensor, Tensor | None]:
-    """The network inputs and their true classes: the images of ``inputs`` (no classes), or the test split's."""
-    count = _positive(cfg, "count") or DATA_SET_METHODS.get(method, DEFAULT_IMAGES)
+def _inputs(cfg: DictConfig, model: LoadedModel, count: int) -> tuple[Tensor, Tensor | None]:
+    """The first ``count`` network inputs and their true classes: the images of ``inputs`` (no classes), or the
+    test split's."""
     if cfg.get("inputs") is None:
         return split_images(model, count)
     names = cfg.inputs if isinstance(cfg.inputs, str) else [str(name) for name in cfg.inputs]
@@ -457,6 +457,7 @@ def visualize(cfg: DictConfig) -> Path:
     unit = cfg.get("unit")
     if unit is not None and (not isinstance(unit, int) or isinstance(unit, bool) or unit < 0):
         raise UserError(f"unit: expected a channel index (0, 1, ...) or null, got {unit!r}")
+    count = _positive(cfg, "count") or DATA_SET_METHODS.get(method, DEFAULT_IMAGES)
     settings = {key: _positive(cfg, key) for key in ("window", "stride")}
     settings |= {key: _positive(cfg, key, none_ok=False) for key in ("steps", "units", "k")}
     ckpt_path = Path(str(cfg.ckpt_path))
@@ -467,7 +468,7 @@ def visualize(cfg: DictConfig) -> Path:
     layer = None if cfg.get("layer") is None else str(cfg.layer)
     if layer is not None:
         layer_by_name(net, layer)  # refused before any image is read
-    images, labels = _inputs(cfg, model, method)
+    images, labels = _inputs(cfg, model, count)
     images = images.to(model.device)
     labels = None if labels is None else labels.to(model.device)
     with torch.no_grad():
