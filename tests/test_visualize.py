@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_monitoring import read_events
 from test_predict import checkpoint, digit_files  # noqa: F401 (module fixtures: LeNet-5 trained on the digits)
 from torch import nn
 
@@ -153,6 +154,8 @@ def test_the_script_writes_a_new_png_and_a_new_tensorboard_event_file(checkpoint
     assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     after = {path: path.stat().st_mtime_ns for path in logs.iterdir()}
     assert {path: after[path] for path in before} == before and len(after) == len(before) + 2
+    tags = [tag for path in set(after) - set(before) for tag in read_events(str(path)).Tags()["images"]]
+    assert sorted(tags) == [f"visualize/{first.stem}", f"visualize/{second.stem}"]
 
 
 def test_the_script_maps_image_files_into_out(checkpoint: Path, digit_files: list[Path], tmp_path: Path) -> None:  # noqa: F811
