@@ -40,6 +40,7 @@ from training.export import export
 from training.gradcheck import gradcheck
 from training.inference import predict
 from training.tasks import evaluate, train
+from training.visualize import visualize
 
 SCRIPTS: dict[str, tuple[Callable[[DictConfig], Any], str]] = {
     "train.py": (train, "train"),
@@ -47,6 +48,7 @@ SCRIPTS: dict[str, tuple[Callable[[DictConfig], Any], str]] = {
     "predict.py": (predict, "predict"),
     "export.py": (export, "export"),
     "gradcheck.py": (gradcheck, "gradcheck"),
+    "visualize.py": (visualize, "visualize"),
 }
 FAST = ["trainer.accelerator=cpu", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
 QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2", "test=false"]
@@ -250,6 +252,8 @@ def bad_paths(script: str, files: dict[str, Path]) -> st.SearchStrategy[list[str
     if script == "predict.py":
         lines += [[f"ckpt_path={files['checkpoint']}", f"inputs={path}"] for path in (missing, folder)]
         lines += [[f"ckpt_path={path}", f"inputs={files['image']}"] for path in (missing, folder, text)]
+    if script == "visualize.py":
+        lines += [[f"inputs={path}"] for path in (missing, folder)] + [[f"out={text}"], [f"out={text}/pictures"]]
     if script == "export.py":
         lines += [
             [f"ckpt_path={files['checkpoint']}", "format=onnx", f"out={path}/model.onnx"] for path in (missing, text)
@@ -363,12 +367,26 @@ def checkpoint_lines(script: str, files: dict[str, Path]) -> st.SearchStrategy[l
         "eval.py": [f"ckpt_path={files['checkpoint']}"],
         "predict.py": [f"ckpt_path={files['checkpoint']}", f"inputs={files['image']}"],
         "export.py": [f"ckpt_path={files['checkpoint']}", "format=state_dict", f"out={files['root']}/exports/net.pt"],
+        "visualize.py": [f"ckpt_path={files['checkpoint']}", "method=saliency", "count=2"],
     }[script]
-    required = {"eval.py": ["ckpt_path"], "predict.py": ["ckpt_path", "inputs"], "export.py": ["ckpt_path", "format"]}
+    required = {
+        "eval.py": ["ckpt_path"],
+        "predict.py": ["ckpt_path", "inputs"],
+        "export.py": ["ckpt_path", "format"],
+        "visualize.py": ["ckpt_path", "method"],
+    }
     table = {
         "eval.py": {"+data.batch_size": ["0", "-1"], "+data.num_workers": ["-1", "qx"]},
         "predict.py": {"top_k": ["0", "-1", "qx", "2.5"], "batch_size": ["0", "qx", "[1]"], "device": ["qx", "cuda:x"]},
         "export.py": {"format": ["onnxx", "pickle", "1", "[onnx]"], "overwrite": ["qx", "2", "[true]"]},
+        "visualize.py": {
+            "method": ["salency", "1", "[saliency]"],
+            "count": ["0", "-1", "qx"],
+            "target": ["qx", "1"],
+            "layer": ["qx", "features.c9"],
+            "unit": ["-1", "qx"],
+            "steps": ["0", "2.5"],
+        },
     }[script]
     cfg = composed(script.removesuffix(".py"))
 
@@ -394,11 +412,12 @@ def checkpoint_script_test(script: str, examples: int) -> Callable[..., None]:
     return test
 
 
-# 60 + 30 + 55 + 55 = 200 command lines; a training line costs about twice an export's (Hydra composes the larger
-# config four times), an evaluation's a little more than a prediction's
+# 60 + 30 + 55 + 55 + 30 = 230 command lines; a training line costs about twice an export's (Hydra composes the
+# larger config four times), an evaluation's a little more than a prediction's
 test_eval_refuses_a_bad_command_line_in_one_line = checkpoint_script_test("eval.py", 30)
 test_predict_refuses_a_bad_command_line_in_one_line = checkpoint_script_test("predict.py", 55)
 test_export_refuses_a_bad_command_line_in_one_line = checkpoint_script_test("export.py", 55)
+test_visualize_refuses_a_bad_command_line_in_one_line = checkpoint_script_test("visualize.py", 30)
 
 
 def gradcheck_lines() -> st.SearchStrategy[list[str]]:

@@ -49,7 +49,7 @@ from training.cli import check_overrides
 
 PAGES = [
     ROOT / "README.md",
-    *(ROOT / "docs" / f"{name}.md" for name in ("checkpoints", "debugging", "monitoring", "training")),
+    *(ROOT / "docs" / f"{name}.md" for name in ("checkpoints", "debugging", "monitoring", "training", "visualize")),
 ]
 LIMITS = [
     "+trainer.limit_train_batches=2",
@@ -58,7 +58,9 @@ LIMITS = [
     "trainer.max_epochs=1",
 ]
 NOT_RUN = ("python3 -m venv", ". .venv/bin/activate", "pip ", "pytest")
-HYDRA_SCRIPTS = {"train.py": "train", "eval.py": "eval", "predict.py": "predict", "export.py": "export"}
+HYDRA_SCRIPTS = {
+    "train.py": "train", "eval.py": "eval", "predict.py": "predict", "export.py": "export", "visualize.py": "visualize",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
