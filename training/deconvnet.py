@@ -170,8 +170,11 @@ def _record(model: nn.Module, images: Tensor, layer: str, switches: bool = True)
         name = names[module]
         if not _same_data(last[0], inputs[0]):  # a branch: it was combined in the block holding both layers
             combined(_block(steps[-1].name if steps else "", name))
-        if not _invertible(module) or len(inputs) != 1 or not isinstance(output, Tensor):
+        tensors = len(inputs) == 1 and isinstance(inputs[0], Tensor) and isinstance(output, Tensor)
+        if not (_invertible(module) and tensors):
             foreign.append(f"{name} ({type(module).__name__})")
+            if not tensors:  # several inputs or outputs (a join of columns, a hidden state): no step to invert
+                return
         recorded = _switches(module, inputs[0]) if switches else None
         steps.append(_Step(name, module, inputs[0].shape, output.shape, recorded))
         last[0] = output
