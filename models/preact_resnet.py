@@ -147,6 +147,29 @@ class PreActNet(ClassifierNet):
     min_input_size = 1  # every conv and the max pool is padded; a stride-2 1x1 projection rounds up as they do
     norms = ResNet.norms
 
+    def build_stages(
+        self,
+        block: str,
+        channels: int,
+        widths: tuple[int, ...],
+        strides: tuple[int, ...],
+        depths: tuple[int, ...],
+        stride_on_1x1: bool,
+        drop_path: float,
+    ) -> None:
+        """After the stem of ``channels`` outputs: stage i of ``depths[i]`` ``block`` units of bottleneck width
+        ``widths[i]`` (the first with ``strides[i]``), the head, stochastic depth and the initialisation."""
+        for i, (width, stride, depth) in enumerate(zip(widths, strides, depths, strict=True)):
+            out_channels = width * EXPANSION[block]
+            stage = make_preact_stage(
+                block, channels, out_channels, depth, stride, self.activation, self.norm, stride_on_1x1
+            )
+            self.add_module(f"layer{i + 1}", stage)
+            channels = out_channels
+        self.build_head(channels)
+        add_stochastic_depth(self, drop_path)  # Huang et al. 2016: block l of L dropped with l / L * drop_path
+        self.init_weights(self.init, self.init_std)
+
     def build_head(self, channels: int) -> None:
         """BN-ReLU on the last unit's sum, global average pool, fc to the classes."""
         self.bn = make_norm(self.norm, channels)
@@ -180,22 +203,12 @@ class PreActResNet(PreActNet):
         super().__init__(norm=norm, **kwargs)
         check_block(block, stride_on_1x1)
         self.block = block
-        expansion = EXPANSION[block]
         # Table 1, conv1: 7x7, 64, stride 2 -> 112x112; 3x3 max pool, stride 2 -> 56x56. No BN-ReLU here: the first
         # unit's shared one is "the first activation right after conv1 and before splitting into two paths"
         self.conv1 = nn.Conv2d(self.in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         # Table 1, conv2_x to conv5_x: 56x56, 28x28, 14x14, 7x7
-        channels = 64
-        for i, (width, stride) in enumerate(zip((64, 128, 256, 512), (1, 2, 2, 2), strict=True)):
-            stage = make_preact_stage(
-                block, channels, width * expansion, layers[i], stride, self.activation, norm, stride_on_1x1
-            )
-            self.add_module(f"layer{i + 1}", stage)
-            channels = width * expansion
-        self.build_head(channels)
-        add_stochastic_depth(self, drop_path)  # Huang et al. 2016: block l of L dropped with l / L * drop_path
-        self.init_weights(self.init, self.init_std)
+        self.build_stages(block, 64, (64, 128, 256, 512), (1, 2, 2, 2), layers, stride_on_1x1, drop_path)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to layer4 and the final BN-ReLU: the 7x7 map of 512 (basic) or 2048 (bottleneck) channels for a
@@ -235,20 +248,10 @@ class CifarPreActResNet(PreActNet):
         check_block(block, stride_on_1x1)
         num_blocks = units_per_stage(block, depth)
         self.block, self.depth = block, depth
-        expansion = EXPANSION[block]
         # conv1: 3x3, 16 at 32x32 (its BN-ReLU is the first unit's shared one)
         self.conv1 = nn.Conv2d(self.in_channels, 16, kernel_size=3, padding=1, bias=False)
         # three stages at 32x32, 16x16, 8x8: units of outputs 64, 128, 256 (bottleneck) or 16, 32, 64 (basic)
-        channels = 16
-        for i, (width, stride) in enumerate(zip((16, 32, 64), (1, 2, 2), strict=True)):
-            stage = make_preact_stage(
-                block, channels, width * expansion, num_blocks, stride, self.activation, norm, stride_on_1x1
-            )
-            self.add_module(f"layer{i + 1}", stage)
-            channels = width * expansion
-        self.build_head(channels)
-        add_stochastic_depth(self, drop_path)  # Huang et al. 2016: block l of L dropped with l / L * drop_path
-        self.init_weights(self.init, self.init_std)
+        self.build_stages(block, 16, (16, 32, 64), (1, 2, 2), (num_blocks,) * 3, stride_on_1x1, drop_path)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 to layer3 and the final BN-ReLU: the 8x8 map of 256 (bottleneck) or 64 (basic) channels for a 32x32
