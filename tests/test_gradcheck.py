@@ -35,12 +35,18 @@ def heavy(name: str) -> bool:
         return sum(p.numel() for p in models.create_model(name).parameters()) > 20_000_000
 
 
+# Inception-v3 at its paper initialisation (truncated normal, std 0.1) in eval mode, whose batch norms still hold
+# unit statistics, grows its activations to about 1e10 by the classifier: a difference of two forward passes keeps
+# too few digits there. Checked without the auxiliary head (75x75 inputs, not 299x299) at torch's initialisation.
+OPTIONS = {"inception_v3": {"aux_logits": False, "init": "torch"}}
+
+
 @pytest.mark.parametrize(
     "name", [pytest.param(name, marks=pytest.mark.slow) if heavy(name) else name for name in models.list_models()]
 )
 def test_every_registered_model_passes_in_float64(name: str) -> None:
     torch.manual_seed(0)
-    model = models.create_model(name)
+    model = models.create_model(name, **OPTIONS.get(name, {}))
     inputs = smallest_input(model)
     parameters = [parameter for parameter, _ in model.named_parameters()]
     # the input's derivative goes back through every layer; the first and last parameters check the two ends
