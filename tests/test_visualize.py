@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 from test_monitoring import read_events
 from test_predict import checkpoint, digit_files  # noqa: F401 (module fixtures: LeNet-5 trained on the digits)
 from torch import nn
@@ -181,6 +182,20 @@ def test_the_script_maps_image_files_into_out(checkpoint: Path, digit_files: lis
     assert result.returncode == 0, result.stderr
     assert (out / f"{checkpoint.stem}_gradcam.png").is_file()
     assert f"gradcam: 2 images, written to {out / checkpoint.stem}_gradcam.png" in result.stdout
+
+
+def test_target_true_explains_the_test_splits_classes(
+    checkpoint: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``target=true`` on the command line is read by Hydra as the boolean true: it still means the true classes."""
+    seen: list[Inspection] = []
+    monkeypatch.setitem(METHODS, "saliency", lambda inspection: seen.append(inspection) or Figure())
+    overrides = [f"ckpt_path={checkpoint}", "method=saliency", "count=3", "target=true", f"out={tmp_path}"]
+    visualize(compose_config("visualize", tmp_path, overrides))
+    (inspection,) = seen
+    assert inspection.labels is not None and torch.equal(inspection.targets, inspection.labels)
 
 
 @pytest.mark.parametrize(

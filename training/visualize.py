@@ -450,9 +450,10 @@ def visualize(cfg: DictConfig) -> Path:
     TensorBoard logs, print where, and return the PNG's path."""
     require(cfg, "ckpt_path", "method")
     method = _check_method(cfg.method)
-    if cfg.get("target") not in ("predicted", "true"):
-        raise UserError(f"target: expected predicted or true, got {cfg.get('target')!r}")
-    if cfg.target == "true" and cfg.get("inputs") is not None:
+    target = "true" if cfg.get("target") is True else cfg.get("target")  # Hydra reads target=true as a boolean
+    if target not in ("predicted", "true"):
+        raise UserError(f"target: expected predicted or true, got {target!r}")
+    if target == "true" and cfg.get("inputs") is not None:
         raise UserError("target=true needs the test split's classes: leave inputs out, or explain target=predicted")
     unit = cfg.get("unit")
     if unit is not None and (not isinstance(unit, int) or isinstance(unit, bool) or unit < 0):
@@ -476,7 +477,7 @@ def visualize(cfg: DictConfig) -> Path:
     inspection = Inspection(
         net=net,
         images=images,
-        targets=labels if cfg.target == "true" else predicted,
+        targets=labels if target == "true" else predicted,
         normalizer=model.normalizer,
         labels=labels,
         class_names=model.class_names,
