@@ -198,7 +198,7 @@ def occlusion(inspection: Inspection) -> Panels:
         fall = Occlusion(activation).attribute(images, **settings)
     return {
         "P(class), occluded": probability[:, None, None] - drop[:, 0],
-        f"{name}'s top unit,\noccluded": totals.gather(1, units[:, None])[:, :, None] - fall[:, 0],
+        f"top unit of {name},\noccluded": totals.gather(1, units[:, None])[:, :, None] - fall[:, 0],
     }
 
 
@@ -492,7 +492,7 @@ def visualize(cfg: DictConfig) -> Path:
     figure.savefig(buffer, format="png", dpi=100)
     folder = Path(str(cfg.out)) if cfg.get("out") is not None else ckpt_path.parent
     path = write_new(folder, f"{ckpt_path.stem}_{method}" + (f"_{layer}" if layer else ""), buffer.getvalue())
-    console.print(f"{method}: {len(images)} images, written to {path}")
+    console.print(f"{method}: {len(images)} image{'s' if len(images) != 1 else ''}, written to {path}")
     logs = tensorboard_dir(ckpt_path)
     if logs is None:
         console.print(f"tensorboard: {ckpt_path}'s run kept no TensorBoard logs (no <run>/tensorboard folder)")
