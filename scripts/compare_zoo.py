@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from training.cli import run_plain
+from training.cli import parse_key_values, run_plain
 from training.config import UserError
 from training.zoo_comparison import compare_zoo, select_models
 
@@ -33,12 +33,7 @@ def _positive(key: str, text: str) -> int:
 
 def parse_options(args: list[str]) -> dict[str, Any]:
     """``key=value`` arguments over ``DEFAULTS``, each checked."""
-    raw = dict(DEFAULTS)
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise UserError(f"unknown argument {arg!r}; accepted: {', '.join(f'{k}=' for k in DEFAULTS)}")
-        raw[key] = value
+    raw = parse_key_values(args, DEFAULTS)
     options: dict[str, Any] = {"models": select_models(raw["models"]), "repeats": _positive("repeats", raw["repeats"])}
     options["batch_sizes"] = [_positive("batch_sizes", part) for part in raw["batch_sizes"].split(",")]
     if raw["device"] not in ("cpu", "cuda"):
