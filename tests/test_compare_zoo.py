@@ -1,5 +1,6 @@
-"""scripts/compare_zoo.py on three small ImageNet networks with one timed pass: the table's rows against
-``summarize`` and torchvision's metadata, the picture, the memory count, and the refusals in one line."""
+"""scripts/compare_zoo.py on three small ImageNet networks with one timed pass, through its entry point in this process
+(README.md's command runs it as a user would): the table's rows against ``summarize`` and torchvision's metadata,
+the picture, the memory count, and the refusals in one line."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 import models
-from conftest import ROOT, run_script
+from conftest import ROOT
 from models.summary import summarize
 from training import zoo_comparison
 from training.cli import run_plain
@@ -42,11 +43,8 @@ def table_rows(text: str) -> dict[str, dict[str, str]]:
 def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory where the script compared ``NAMES`` at batch 1 and 2 into picture.png and table.md."""
     directory = tmp_path_factory.mktemp("compare_zoo")
-    result = run_script(
-        "compare_zoo.py", f"models={','.join(NAMES)}", "batch_sizes=1,2", "repeats=1", "out=picture.png",
-        "table=table.md", cwd=directory,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    args = (f"models={','.join(NAMES)}", "batch_sizes=1,2", "repeats=1", "out=picture.png", "table=table.md")
+    assert run_in_process(*args, cwd=directory) == (0, "")
     return directory
 
 
