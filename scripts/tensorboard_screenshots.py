@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-from training.cli import run_plain
+from training.cli import parse_key_values, run_plain
 
 DEFAULTS = {"logdir": "", "out": "docs/images", "chromium": "/usr/bin/chromium"}
 # (file name, dashboard and tag filter): TensorBoard's own URL fragments
@@ -36,12 +36,7 @@ WIDTH, HEIGHT = 1400, 900
 
 
 def parse_args(args: list[str]) -> dict[str, str]:
-    options = dict(DEFAULTS)
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ValueError(f"expected key=value with key in {', '.join(DEFAULTS)}, got {arg!r}")
-        options[key] = value
+    options = parse_key_values(args, DEFAULTS)
     if not options["logdir"] or not Path(options["logdir"]).is_dir():
         raise ValueError(f"logdir must be a run's TensorBoard directory, got {options['logdir']!r}")
     if shutil.which(options["chromium"]) is None:

@@ -276,6 +276,17 @@ def parse_int_options(args: list[str], defaults: dict[str, int]) -> dict[str, in
     return options
 
 
+def parse_key_values(args: Sequence[str], defaults: dict[str, str]) -> dict[str, str]:
+    """``key=value`` arguments of a plain script over ``defaults``; an unknown key raises ``UserError`` naming them."""
+    options = dict(defaults)
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in defaults:
+            raise UserError(f"unknown argument {arg!r}; accepted: {', '.join(f'{name}=' for name in defaults)}")
+        options[key] = value
+    return options
+
+
 def run_plain(main: Callable[[list[str]], None], *user_errors: type[Exception]) -> None:
     """Run a script that takes ``key=value`` arguments (not a Hydra app): ``UserError`` and ``user_errors``
     raised by ``main`` end in one ``error:`` line and exit 2."""
