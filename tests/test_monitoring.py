@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -167,7 +168,7 @@ def validated(
     matrix, misclassified = ConfusionMatrix(), MisclassifiedImages(max_images=5)
     trainer = pl.Trainer(
         accelerator="cpu",
-        logger=TensorBoardLogger(tmp_path, name="tb"),
+        logger=LightningTensorBoardLogger(tmp_path, name="tb"),  # Lightning's own logger works as well as ours
         callbacks=[matrix, misclassified],
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -86,7 +86,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
 def logs_to_tensorboard(trainer: pl.Trainer) -> bool:
     """Whether the run has a TensorBoard logger (in every process of a distributed run)."""
-    return any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)
+    return any(isinstance(lg, LightningTensorBoardLogger) for lg in trainer.loggers)
 
 
 def tensorboard(trainer: pl.Trainer) -> SummaryWriter | None:
@@ -94,7 +94,7 @@ def tensorboard(trainer: pl.Trainer) -> SummaryWriter | None:
     distributed run other than the first, which write no events."""
     if not trainer.is_global_zero:
         return None
-    return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    return next((lg.experiment for lg in trainer.loggers if isinstance(lg, LightningTensorBoardLogger)), None)
 
 
 def _net(pl_module: pl.LightningModule) -> nn.Module:
