@@ -20,6 +20,7 @@ from models.nin import NiN
 from models.resnet import BasicBlock, CifarResNet, ResNet
 from models.resnext import ResNeXtCifar
 from models.wide_resnet import WideResNet
+from training import deconvnet as zeiler_fergus
 from training import load_model
 from training.config import UserError
 from training.tasks import train
@@ -38,9 +39,9 @@ from training.visualize import (
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:captum.*")  # its notes on requires_grad and ReLU hooks
 
 
-# The families the deconvnet inverts: one chain of convolutions, pools, activations and linear layers (Zeiler & Fergus's
-# networks and their like); the others add or concatenate branches (or pool with trainable subsampling, LeNet-5's
-# paper form) and are refused in one line
+# The families the deconvnet inverts as Zeiler & Fergus do: one chain of convolutions, pools, activations and linear
+# layers; the others (branches that add or concatenate, LeNet-5's trainable subsampling) are projected through their
+# branches by Captum's NeuronDeconvolution, and their top_patches are refused in one line (no single receptive field)
 ONE_CHAIN = {"lenet5", "alexnet", "alexnet_tv", "zfnet", "vgg11", "nin_cifar10"}
 
 # Families whose widths and depths are arguments, built small; the others as their first registered builder
@@ -90,12 +91,6 @@ def test_every_method_maps_every_family_at_the_input_size(name: str, family: typ
     images = torch.randn(1, net.in_channels, side, side, generator=torch.Generator().manual_seed(0))
     inspection = inspection_of(net, images, window=side // 2, stride=side // 2, steps=2, units=2, k=2)
     for method, maps in MAPS.items():
-        if method == "deconvnet" and name not in ONE_CHAIN:
-            with pytest.raises(
-                UserError, match=r"^deconvnet: the deconvnet cannot invert .*(add or concatenate|of a kind)"
-            ):
-                maps(inspection)
-            continue
         for title, panel in maps(inspection).items():
             assert panel.shape[0] == 1 and panel.shape[-2:] == (side, side), (method, title, panel.shape)
             assert panel.dim() in (3, 4) and torch.isfinite(panel).all(), (method, title)
@@ -232,3 +227,21 @@ def test_a_sequence_model_checkpoint_is_refused_in_one_line(tmp_path: Path) -> N
     cfg = compose_config("visualize", tmp_path, [f"ckpt_path={trained['best_checkpoint']}", "method=saliency"])
     with pytest.raises(UserError, match=r"whose inputs \(.*\) are not images; load_model, predict and export take"):
         visualize(cfg)
+
+
+def test_the_deconvnet_through_branches_is_zeiler_and_fergus_rule_on_a_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Captum's NeuronDeconvolution, used below layers that are not one chain, gives on a chain what
+    training.deconvnet gives: the same projection of the same strongest activation."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3), nn.ReLU())
+    images = torch.randn(3, 1, 12, 12)
+    inspection = inspection_of(net, images, layer="4", unit=2)
+    [direct] = MAPS["deconvnet"](inspection).values()
+
+    def not_a_chain(*args: object) -> None:
+        raise zeiler_fergus.NotAChain("as if it had branches")
+
+    monkeypatch.setattr(zeiler_fergus, "deconvnet", not_a_chain)
+    [(title, through_branches)] = MAPS["deconvnet"](inspection).items()
+    assert title == "deconvnet of 4 (through its branches)"
+    torch.testing.assert_close(through_branches, direct, rtol=1e-5, atol=1e-6)

@@ -58,6 +58,11 @@ INVERTED = (*RECTIFIED, *PASSED, *WINDOWED, *ADAPTIVE, nn.Linear)
 INVERTED_KINDS = "conv, linear, max and average pooling, activations, normalisation, dropout and reshapes"
 
 
+class NotAChain(ValueError):
+    """The network below the layer is not one chain of layers the deconvnet inverts (a residual addition, a
+    concatenation, a layer of another kind): named in one line."""
+
+
 def find_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` in ``model.named_modules()`` (``"features.3"``); a ``ValueError`` in one line
     naming the close matches and the accepted names otherwise."""
@@ -211,7 +216,7 @@ def _record(model: nn.Module, images: Tensor, layer: str, switches: bool = True)
     if combining or foreign:
         listed = [f"blocks that add or concatenate tensors: {', '.join(dict.fromkeys(combining))}"] if combining else []
         listed += [f"layers of other kinds: {', '.join(foreign)}"] if foreign else []
-        raise ValueError(
+        raise NotAChain(
             f"the deconvnet cannot invert {type(model).__name__} below {layer!r}, which has {'; '.join(listed)} "
             f"(it inverts {INVERTED_KINDS} in one chain)"
         )

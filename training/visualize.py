@@ -27,6 +27,7 @@ from captum.attr import (
     LayerActivation,
     LayerAttribution,
     LayerGradCam,
+    NeuronDeconvolution,
     Occlusion,
     Saliency,
 )
@@ -215,13 +216,27 @@ def _units(inspection: Inspection, totals: Tensor) -> Tensor:
 
 def deconvnet(inspection: Inspection) -> Panels:
     """Zeiler & Fergus 2014, Sec. 2.1: the strongest activation of the layer (of channel ``unit``) projected back to
-    pixel space (``training.deconvnet.deconvnet``)."""
-    name, _ = _layer(inspection)
+    pixel space (``training.deconvnet.deconvnet``). Below a layer that is not one chain (residual additions,
+    concatenations), the same rule through every branch: Captum's ``NeuronDeconvolution``, the backward pass with
+    each ReLU's gradient rectified instead of masked (Springenberg et al. 2015 show it equals the deconvnet on a
+    chain), from the same activation; the panel's title says which."""
+    name, layer = _layer(inspection)
     try:
         projection = zeiler_fergus.deconvnet(inspection.net, inspection.images, name, inspection.unit)
+        return {f"deconvnet of {name}": projection.detach()}
+    except zeiler_fergus.NotAChain:
+        pass
     except ValueError as err:
         raise UserError(f"deconvnet: {err}") from err
-    return {f"deconvnet of {name}": projection.detach()}
+    maps = _feature_maps(inspection, layer, name)
+    units = _units(inspection, maps.flatten(2).amax(dim=2))
+
+    def strongest(maps: Tensor) -> Tensor:  # per image, the strongest activation of its unit
+        return maps[torch.arange(len(maps), device=maps.device), units].flatten(1).amax(dim=1)
+
+    # the backward pass starts from 1, the deconvnet from the activation itself
+    projection = NeuronDeconvolution(inspection.net, layer).attribute(inspection.images, neuron_selector=strongest)
+    return {f"deconvnet of {name} (through its branches)": projection.detach() * strongest(maps)[:, None, None, None]}
 
 
 def penultimate_features(net: nn.Module, images: Tensor, chunk: int = 256) -> Tensor:
