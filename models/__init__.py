@@ -45,7 +45,14 @@ from models._pretrained import (
     load_weights_file,
     read_state_dict,
 )
-from models._registry import close_matches, create_model, get_model_builder, list_models, register_model
+from models._registry import (
+    close_matches,
+    create_model,
+    did_you_mean,
+    get_model_builder,
+    list_models,
+    register_model,
+)
 from models._stochastic_depth import ResidualBlock, add_stochastic_depth, drop_path_rates
 from models.lenet import LeNet5
 
@@ -70,6 +77,7 @@ __all__ = [
     "close_matches",
     "create_model",
     "densenet",
+    "did_you_mean",
     "drop_path_rates",
     "fractalnet",
     "get_model_builder",

@@ -114,13 +114,19 @@ def close_matches(word: str, options: list[str]) -> list[str]:
     return [option for score, option in scored[:3] if score >= max(0.6, scored[0][0] - 0.1)]
 
 
+def did_you_mean(word: str, options: list[str]) -> str:
+    """``"did you mean a, b? "`` naming ``close_matches(word, options)``, or ``""`` when none is close: the hint an
+    error puts before its list of accepted names."""
+    close = close_matches(word, options)
+    return f"did you mean {', '.join(close)}? " if close else ""
+
+
 def get_model_builder(name: str) -> Callable[..., nn.Module]:
     """The builder registered as ``name``; an unknown name raises a ``ValueError`` naming the close matches."""
     try:
         return _MODEL_BUILDERS[name]
     except KeyError:
-        close = close_matches(name, list(_MODEL_BUILDERS))
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = did_you_mean(name, list(_MODEL_BUILDERS))
         raise ValueError(f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}") from None
 
 

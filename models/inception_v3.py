@@ -52,6 +52,7 @@ layer norm in its place, or none (the convs then with a bias).
 
 from __future__ import annotations
 
+import abc
 from functools import partial
 from typing import Any
 
@@ -63,11 +64,12 @@ from models._registry import register_model
 from models.googlenet import ConvBlock, basic_conv, input_transform
 
 
-class Mixed(nn.Module):
+class Mixed(nn.Module, abc.ABC):
     """A module whose branches' outputs are concatenated ("Filter Concat"); subclasses give the branches."""
 
+    @abc.abstractmethod
     def branches(self, x: torch.Tensor) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """The outputs of the module's branches, in the order they are concatenated."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat(self.branches(x), dim=1)

@@ -153,13 +153,15 @@ def atomic_link(source: str | Path, path: str | Path) -> bool:
     return True
 
 
-def write_record(path: str | Path, text: str, kept: str) -> Path:
-    """Write a record of a run (``metrics.json``, ``config.yaml``, ``predictions.json``, a report) as crash-safely
-    as a checkpoint: ``path`` is either the old file or the complete new one. Raises ``RecordWriteError`` naming
-    the file, the reason and ``kept``, what the run keeps (the earlier records are never touched)."""
+def write_record(path: str | Path, text: str | bytes, kept: str) -> Path:
+    """Write a record of a run (``metrics.json``, ``config.yaml``, ``predictions.json``, a report, a picture's
+    bytes) as crash-safely as a checkpoint: ``path`` is either the old file or the complete new one. Raises
+    ``RecordWriteError`` naming the file, the reason and ``kept``, what the run keeps (the earlier records are never
+    touched)."""
     path = Path(path)
+    data = text.encode() if isinstance(text, str) else text
     try:
-        _atomic_write(path, lambda file: file.write(text.encode()))
+        _atomic_write(path, lambda file: file.write(data))
     except OSError as error:
         raise RecordWriteError(f"could not write {path}: {_reason(error)}; {kept}") from error
     return path

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from data.imagefolder import UnreadableImageError
-from models import close_matches
+from models import did_you_mean
 from training.config import CONFIG_DIR, UserError, check_settings, require_extra
 from training.console import quiet_lightning_log
 from training.guards import TrainingDiverged
@@ -46,8 +46,7 @@ def _override_values(override: Override) -> list[str]:
 
 
 def _unknown(what: str, value: str, accepted: Sequence[str]) -> UserError:
-    close = close_matches(value, list(accepted))
-    hint = f"did you mean {', '.join(close)}? " if close else ""
+    hint = did_you_mean(value, list(accepted))
     return UserError(f"unknown {what} {value!r}; {hint}accepted: {', '.join(accepted)}")
 
 

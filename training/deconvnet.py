@@ -34,6 +34,7 @@ change a tensor in place without a module are not seen.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from models import ChannelMaxout, ScaledTanh, close_matches
+from models import ChannelMaxout, ScaledTanh, did_you_mean
 
 RECTIFIED = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
@@ -69,8 +70,7 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
     layers = {path: module for path, module in model.named_modules() if path}
     if name in layers:
         return layers[name]
-    close = close_matches(name, list(layers))
-    hint = f"did you mean {', '.join(close)}? " if close else ""
+    hint = did_you_mean(name, list(layers))
     raise ValueError(f"{type(model).__name__} has no layer {name!r}; {hint}accepted: {', '.join(layers)}")
 
 
@@ -202,10 +202,8 @@ def _record(model: nn.Module, images: Tensor, layer: str, switches: bool = True)
     modes = {module: module.training for module in model.modules()}
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.suppress(_Reached):
             model(images)
-    except _Reached:
-        pass
     finally:
         for handle in handles:
             handle.remove()

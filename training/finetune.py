@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from models import ClassifierNet, close_matches
+from models import ClassifierNet, did_you_mean
 
 FREEZE_CHOICES = ("none", "all_but_classifier")
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # kept in eval mode when frozen
@@ -49,8 +49,7 @@ class FineTuning:
             last = net.get_submodule(self.freeze)
         except AttributeError:
             layers = [name for name, _ in net.named_children()]
-            close = close_matches(self.freeze, [name for name, _ in net.named_modules() if name])
-            hint = f"did you mean {', '.join(close)}? " if close else ""
+            hint = did_you_mean(self.freeze, [name for name, _ in net.named_modules() if name])
             raise ValueError(
                 f"freeze={self.freeze!r}: {type(net).__name__} has no layer of that name; {hint}accepted: "
                 f"{', '.join(FREEZE_CHOICES)}, or a layer: {', '.join(layers)} (a dotted name reaches inside one)"

@@ -22,7 +22,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from data.base import ClassificationDataModule
-from models import ClassCountMismatch, check_finite, close_matches, load_file, load_pretrained
+from models import ClassCountMismatch, check_finite, did_you_mean, load_file, load_pretrained
 from training.base import SchedulerFactory, TrainingModule
 from training.checkpoint_io import read_net_weights, write_record
 from training.classifier import Classifier
@@ -127,8 +127,7 @@ def check_monitor(
     ``also``), with the close matches."""
     accepted = [*module.monitorable_metrics(), *also]
     if monitor not in accepted:
-        close = close_matches(monitor, accepted)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = did_you_mean(monitor, accepted)
         raise UserError(
             f"{key}: {type(module).__name__} does not log {monitor!r}; {hint}accepted: {', '.join(accepted)}"
         )

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
 from data.normalize import Normalizer
-from models import close_matches
+from models import did_you_mean
 from training import deconvnet as zeiler_fergus
 from training.classifier import Classifier
 from training.config import UserError, instantiate
@@ -223,11 +223,15 @@ def deconvnet(inspection: Inspection) -> Panels:
     name, layer = _layer(inspection)
     try:
         projection = zeiler_fergus.deconvnet(inspection.net, inspection.images, name, inspection.unit)
-        return {f"deconvnet of {name}": projection.detach()}
     except zeiler_fergus.NotAChain:
-        pass
+        return _deconvnet_through_branches(inspection, name, layer)
     except ValueError as err:
         raise UserError(f"deconvnet: {err}") from err
+    return {f"deconvnet of {name}": projection.detach()}
+
+
+def _deconvnet_through_branches(inspection: Inspection, name: str, layer: nn.Module) -> Panels:
+    """Captum's ``NeuronDeconvolution`` from the strongest activation of the unit, scaled by that activation."""
     maps = _feature_maps(inspection, layer, name)
     units = _units(inspection, maps.flatten(2).amax(dim=2))
 
@@ -438,8 +442,7 @@ def _positive(cfg: DictConfig, key: str, none_ok: bool = True) -> int | None:
 def _check_method(method: object) -> str:
     if method in METHODS:
         return str(method)
-    close = close_matches(str(method), list(METHODS))
-    hint = f"did you mean {', '.join(close)}? " if close else ""
+    hint = did_you_mean(str(method), list(METHODS))
     raise UserError(f"unknown method {method!r}; {hint}accepted: {', '.join(METHODS)}")
 
 

@@ -73,8 +73,7 @@ def select_models(spec: str) -> list[str]:
     for item in (part.strip() for part in spec.split(",")):
         matched = fnmatch.filter(available, item)
         if not matched:
-            close = models.close_matches(item, available)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
+            hint = models.did_you_mean(item, available)
             raise UserError(
                 f"models: {item!r} names no ImageNet network of the zoo; {hint}accepted: {', '.join(available)}"
             )
@@ -311,18 +310,6 @@ def figure(rows: Sequence[Measured], batch_sizes: Sequence[int], device: torch.d
     return buffer.getvalue()
 
 
-def write_png(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file renamed over it: the old picture or the whole new one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise UserError(f"could not write {path}: {error.strerror or error}; nothing else was changed") from error
-
-
 def compare_zoo(
     names: Sequence[str],
     batch_sizes: Sequence[int],
@@ -343,7 +330,7 @@ def compare_zoo(
         rows.append(measure(name, batch_sizes, repeats, device))
         cells = ", ".join(f"batch {b}: {rows[-1].milliseconds[b]:.1f} ms/image" for b in batch_sizes)
         progress(f"{name}: {cells}")
-    write_png(png, figure(rows, batch_sizes, device))
+    write_record(png, figure(rows, batch_sizes, device), kept="nothing else was changed")
     write_record(table, markdown(rows, batch_sizes, repeats, device), kept="the picture is written")
     progress(f"wrote {png} and {table}")
     return rows
