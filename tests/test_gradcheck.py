@@ -14,7 +14,7 @@ from test_bad_inputs import run_script_in_process
 from torch import nn
 
 import models
-from conftest import ROOT
+from conftest import ROOT, build_on_meta, count_parameters
 from training.cli import run
 from training.config import UserError
 from training.gradcheck import (
@@ -31,8 +31,7 @@ from training.gradcheck import (
 
 def heavy(name: str) -> bool:
     """Tens of millions of float64 parameters: seconds to build and to run forward on a CPU."""
-    with torch.device("meta"):
-        return sum(p.numel() for p in models.create_model(name).parameters()) > 20_000_000
+    return count_parameters(build_on_meta(name)) > 20_000_000
 
 
 # Inception-v3 at its paper initialisation (truncated normal, std 0.1) in eval mode, whose batch norms still hold

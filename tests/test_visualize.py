@@ -13,7 +13,7 @@ from test_predict import checkpoint, digit_files  # noqa: F401 (module fixtures:
 from torch import nn
 
 import models
-from conftest import compose_config, run_script
+from conftest import build_on_meta, compose_config, count_parameters, run_script
 from data.normalize import Normalizer
 from models.densenet import DenseNet, DenseNetCifar
 from models.nin import NiN
@@ -61,9 +61,8 @@ def families() -> list:
     tens of millions of weights (AlexNet, ZFNet, VGG: seconds to initialise and copy on a CPU)."""
     found: dict[type, tuple[str, int]] = {}
     for name in models.list_models():
-        with torch.device("meta"):
-            model = models.create_model(name)
-        found.setdefault(type(model), (name, sum(p.numel() for p in model.parameters())))
+        model = build_on_meta(name)
+        found.setdefault(type(model), (name, count_parameters(model)))
     return [
         pytest.param(name, family, id=name, marks=[pytest.mark.slow] if family not in SMALL and size > 50e6 else [])
         for family, (name, size) in found.items()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import models
-from conftest import CONFIG_DIR, ROOT, run_script
+from conftest import CONFIG_DIR, ROOT, build_on_meta, count_parameters, run_script
 from models.summary import summarize
 from training.tasks import train
 
@@ -35,16 +35,14 @@ CONFIGURED = sorted(
 
 
 def native_input_size(name: str) -> tuple[int, int, int]:
-    with torch.device("meta"):
-        return models.create_model(name).native_input_size
+    return build_on_meta(name).native_input_size
 
 
 def slow_to_train(name: str) -> bool:
     """A step takes seconds on a CPU: an ImageNet-sized input, tens of millions of parameters (ResNeXt-29), or
     thousands of layers (pre-activation ResNet-1001)."""
-    with torch.device("meta"):
-        model = models.create_model(name)
-    too_big = sum(p.numel() for p in model.parameters()) > 20_000_000 or len(list(model.modules())) > 2000
+    model = build_on_meta(name)
+    too_big = count_parameters(model) > 20_000_000 or len(list(model.modules())) > 2000
     return model.native_input_size[1] > 64 or too_big
 
 
