@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -20,10 +21,12 @@ from training.monitoring import (
     ConfusionMatrix,
     MisclassifiedImages,
     TensorBoardLogger,
+    confusion_matrix_image,
     dead_fraction,
     display_images,
     filter_grid,
     histogram,
+    misclassified_image,
 )
 from training.tasks import build, train
 
@@ -219,6 +222,57 @@ def test_display_images_scale_each_input_and_show_sequences_and_crops() -> None:
     assert display_images(torch.randn(2, 28, 14)).shape == (2, 1, 28, 14)  # a sequence of 28 steps
     crops = torch.randn(2, 10, 3, 8, 8)
     assert torch.equal(display_images(crops), display_images(crops[:, 0]))
+
+
+def test_confusion_matrix_image_colours_each_cell_by_its_share_of_the_row() -> None:
+    matrix = torch.tensor([[3, 1, 0], [0, 0, 0], [0, 2, 2]])
+    image = confusion_matrix_image(matrix, ["cat", "dog", "a very long class name" * 5])
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    blue, white = np.array([8, 48, 107]), np.array([247, 251, 255])
+    top = image.shape[0] - 4 - 3 * 28  # three rows of 28-pixel cells, 4 pixels above the bottom edge
+    first = np.abs(image[top + 1].astype(int) - (white + 0.75 * (blue - white))).max(axis=1) <= 1
+    corner = (top, int(first.argmax()) - 1)  # the first cell's left edge
+    for (row, column), share in {(0, 0): 0.75, (0, 1): 0.25, (0, 2): 0.0, (1, 1): 0.0, (2, 1): 0.5}.items():
+        edge = image[corner[0] + row * 28 + 1, corner[1] + column * 28 + 1]  # a cell's corner: no digit there
+        assert np.abs(edge - (white + share * (blue - white))).max() <= 1, (row, column)
+
+    # a count is drawn in each non-empty cell (white on the dark one, dark on the light ones), none in empty ones
+    def ink(row: int, column: int) -> np.ndarray:
+        top, left = corner[0] + row * 28, corner[1] + column * 28
+        return image[top + 4 : top + 24, left + 4 : left + 24].reshape(-1, 3)
+
+    assert (ink(0, 0).min(axis=1) > 200).any() and (ink(0, 1).max(axis=1) < 120).any()
+    assert len(np.unique(ink(0, 2), axis=0)) == 1 and len(np.unique(ink(1, 0), axis=0)) == 1
+    # the class names and the title take the margins: ink left of and above the matrix
+    assert (image[corner[0] :, : corner[1] - 2] < 128).any() and (image[: corner[0] - 2, corner[1] :] < 128).any()
+    assert image.shape[1] < 3 * 28 + 200  # a long name is cut
+
+
+def test_confusion_matrix_image_of_many_classes_has_no_counts_or_names() -> None:
+    matrix = torch.eye(50, dtype=torch.long) * 7
+    image = confusion_matrix_image(matrix, [str(index) for index in range(50)])
+    side = 800 // 50  # pixels a cell
+    assert image.shape[1] == 50 * side + 8  # no names at the left
+    cells = image[-4 - 50 * side : -4, 4 : 4 + 50 * side]
+    assert np.array_equal(cells[::side, ::side].reshape(-1, 3)[0], [8, 48, 107])  # the diagonal, full blue
+    assert len(np.unique(cells[:side, :side].reshape(-1, 3), axis=0)) == 1  # no count drawn in it
+
+
+def test_misclassified_image_shows_each_input_enlarged_under_its_labels() -> None:
+    images = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    image = misclassified_image(images, [1, 2, 0], [0, 0, 1], ["zero", "one", "two"], columns=2)
+    scale, label = 6, 30  # 16 pixels enlarged 6 times to 96; two lines of labels above each
+    assert image.shape == (2 * (96 + label + 8) + 8, 2 * (96 + 8) + 8, 3)
+    for index in range(3):
+        row, column = divmod(index, 2)
+        top, left = 8 + row * (96 + label + 8), 8 + column * (96 + 8)
+        shown = image[top + label : top + label + 96, left : left + 96, 0]
+        expected = (images[index, 0] * 255).round().to(torch.uint8).repeat_interleave(scale, 0)
+        assert np.array_equal(shown, expected.repeat_interleave(scale, 1).numpy())
+        assert (image[top : top + label, left : left + 96] < 128).any()  # its labels
+    assert (image[8 + 96 + label + 8 :, 8 + 96 + 8 :] == 255).all()  # the fourth place stays white
+    wide = misclassified_image(torch.rand(1, 3, 200, 120), [0], [0], ["a name far too long to fit " * 9])
+    assert wide.shape == (200 + label + 16, 120 + 16, 3)  # wide enough already: not enlarged, the labels cut
 
 
 def test_histogram_of_finite_values() -> None:

@@ -9,7 +9,7 @@ Each is its own key in ``configs/callbacks/default.yaml`` (``callbacks.<key>=nul
   histograms ``weights/<param>``, ``gradients/<param>`` and the scalar ``update_ratio/<param>``;
 * ``filters`` (``FilterImages``): ``filters/<layer>``, the first conv layer's filters as an image grid;
 * ``confusion_matrix`` (``ConfusionMatrix``) and ``misclassified`` (``MisclassifiedImages``): classifiers only,
-  ``val/confusion_matrix`` and ``val/misclassified`` figures after the validations of every ``every_n_epochs``-th
+  ``val/confusion_matrix`` and ``val/misclassified`` images after the validations of every ``every_n_epochs``-th
   epoch and the last.
 
 The scalars of ``speed`` and ``grad_norm`` go to every logger (CSV too); the rest is written to the TensorBoard
@@ -19,17 +19,16 @@ computed on the steps and epochs that log nothing.
 
 from __future__ import annotations
 
-import gc
 import math
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
+from abc import ABC, abstractmethod
+from functools import cache
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import grad_norm, rank_zero_only
@@ -57,8 +56,8 @@ ACTIVATIONS = (*RECTIFIERS, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, 
 # writer checksums the records in pure Python): 30 bins keep a histogram near 500 bytes.
 HISTOGRAM_BINS = 30
 ANNOTATED_CLASSES = 20  # confusion matrices up to this many classes show their counts and class names
-# the one thread that draws the figures (a matplotlib figure belongs to the thread that makes it)
-FIGURES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
+# the ends of the confusion matrix's colour scale (matplotlib's "Blues"): a row's share 0 and 1
+WHITE, BLUE = torch.tensor([247.0, 251.0, 255.0]), torch.tensor([8.0, 48.0, 107.0])
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
@@ -334,7 +333,7 @@ class FilterImages(pl.Callback):
             writer.add_image(f"filters/{first[0]}", filter_grid(first[1].weight), trainer.global_step)
 
 
-class _ValidationPredictions(pl.Callback):
+class _ValidationPredictions(pl.Callback, ABC):
     """Reads the scores a ``Classifier``'s ``validation_step`` returns (not in the sanity check), and passes each
     batch's inputs, labels and predicted classes to ``_update``; ``_write`` logs when the validation ends. Other
     modules (regression, language models, multi-label) and runs without TensorBoard are skipped. In a distributed
@@ -350,7 +349,6 @@ class _ValidationPredictions(pl.Callback):
     def __init__(self, every_n_epochs: int = 1) -> None:
         _positive_int("every_n_epochs", every_n_epochs)
         self.every_n_epochs = every_n_epochs
-        self._drawing: list[Future] = []  # the figures handed to the background thread, perhaps not yet written
 
     def _due(self, trainer: pl.Trainer) -> bool:
         if trainer.sanity_checking:
@@ -386,82 +384,72 @@ class _ValidationPredictions(pl.Callback):
         if self._active:
             self._write(self._writer, trainer.global_step)
 
-    def _add_figure(self, writer: SummaryWriter, tag: str, draw: Callable[[], Figure], step: int) -> None:
-        """Draw the figure and write it (``add_figure``) in the background thread that draws every figure, while
-        training goes on: matplotlib takes about 0.1 s a figure, half a LeNet-5 epoch on the digits. The figures
-        are written before the run's TensorBoard writer closes (``teardown``, ``on_exception``)."""
-        self._drawing = [future for future in self._drawing if not future.done()]
-        self._drawing.append(FIGURES.submit(add_figure, writer, tag, draw, step))
-
-    def _wait(self) -> None:
-        """Wait until the figures handed to the background thread are written; raise what drawing one raised."""
-        drawing, self._drawing = self._drawing, []
-        for future in drawing:
-            future.result()
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._wait()
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._wait()
-
+    @abstractmethod
     def _reset(self, pl_module: pl.LightningModule) -> None:
-        raise NotImplementedError
+        """Start reading a validation."""
 
+    @abstractmethod
     def _update(self, inputs: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor) -> None:
-        raise NotImplementedError
+        """Read one batch."""
 
+    @abstractmethod
     def _write(self, writer: SummaryWriter | None, step: int) -> None:
-        raise NotImplementedError
+        """Log what the validation showed."""
 
 
-def add_figure(writer: SummaryWriter, tag: str, draw: Callable[[], Figure], step: int) -> None:
-    """``writer.add_figure(tag, draw(), step)`` with Python's cyclic garbage collector paused (in ``FIGURES``'s
-    thread, one figure at a time).
-
-    A matplotlib figure is tens of thousands of objects in reference cycles. Drawn while the collector runs, they
-    live through its young collections into the oldest generation, and their garbage is only found by a full
-    collection of every object of the process (a third of a second in a training run, every few figures); drawn
-    with it paused, they are still the youngest when the figure is dropped, and the next young collection frees them.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        writer.add_figure(tag, draw(), step)
-    finally:
-        if enabled:
-            gc.enable()
+@cache
+def font(size: int = 11) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's own font in ``size`` pixels (its fixed bitmap font where Pillow was built without FreeType)."""
+    return ImageFont.load_default(size=size)
 
 
-def confusion_matrix_figure(matrix: torch.Tensor, class_names: list[str]) -> Figure:
-    """The counts of a confusion matrix (rows: true class, columns: predicted), each cell coloured by its share of
-    the row, so that classes of any size compare. Past ``ANNOTATED_CLASSES`` classes the counts and the class names
-    are left out, which would not be readable.
+def _fit(text: str, width: float, face: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> str:
+    """``text`` cut at the end until it is at most ``width`` pixels wide."""
+    while text and face.getlength(text) > width:
+        text = text[:-1]
+    return text
 
-    Drawn here rather than with ``MulticlassConfusionMatrix.plot``, whose layout takes twice as long.
-    """
+
+def confusion_matrix_image(matrix: torch.Tensor, class_names: list[str]) -> np.ndarray:
+    """The counts of a confusion matrix (rows: true class, columns: predicted) as an RGB image (H, W, 3) of bytes,
+    each cell coloured by its share of the row, so that classes of any size compare. Past ``ANNOTATED_CLASSES``
+    classes the counts and the class names are left out, which would not be readable.
+
+    Drawn straight into pixels with Pillow: a matplotlib figure of it took 50 ms of CPU, which on a small machine
+    slowed the training it was drawn beside by several per cent."""
     classes = len(class_names)
     annotated = classes <= ANNOTATED_CLASSES
-    side = min(1 + 0.4 * classes, 10)  # inches of the matrix itself
-    margin = 0.8 + (0.07 * max(map(len, class_names)) if annotated else 0)  # room for the axis and class names
-    figure = Figure(figsize=(side + margin, side + margin), dpi=80)
-    figure.subplots_adjust(left=margin / (side + margin), bottom=margin / (side + margin), right=0.98, top=0.92)
-    axes = figure.add_subplot()
-    shares = matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1)
-    axes.imshow(shares.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    right = int(matrix.trace())
-    axes.set_title(f"{right} of {int(matrix.sum())} validation examples right", fontsize=10)
+    cell = min(28, max(1, 800 // classes))  # pixels a side
+    shares = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp_min(1)
+    colours = (WHITE + shares[..., None] * (BLUE - WHITE)).round().to(torch.uint8)
+    cells = colours.repeat_interleave(cell, dim=0).repeat_interleave(cell, dim=1)
+    face = font()
+    names = [_fit(name, 120, face) for name in class_names] if annotated else []
+    name_width = math.ceil(max(map(face.getlength, names))) + 6 if annotated else 0
+    right = f"{int(matrix.trace())} of {int(matrix.sum())} validation examples right"
+    lines = [right, "rows: true class,", "columns: predicted class"]
+    header = 4 + 14 * len(lines)
+    width = max(name_width + classes * cell, math.ceil(max(map(face.getlength, lines)))) + 8
+    image = Image.new("RGB", (width, header + name_width + classes * cell + 4), "white")
+    left, top = name_width + 4, header + name_width
+    image.paste(Image.fromarray(cells.numpy()), (left, top))
+    draw = ImageDraw.Draw(image)
+    for line, text in enumerate(lines):
+        draw.text((4, 4 + 14 * line), text, fill="black", font=face)
     if annotated:
-        axes.set_xticks(range(classes), class_names, rotation=90, fontsize=8)
-        axes.set_yticks(range(classes), class_names, fontsize=8)
-        for row, (counts, row_shares) in enumerate(zip(matrix.tolist(), shares.tolist(), strict=True)):
-            for column, (count, share) in enumerate(zip(counts, row_shares, strict=True)):
-                if count:  # empty cells stay blank: easier to read, and quicker to draw
-                    color = "white" if share > 0.5 else "black"
-                    axes.text(column, row, str(count), ha="center", va="center", fontsize=8, color=color)
-    return figure
+        columns = Image.new("L", (name_width, classes * cell), 0)  # the column names, drawn across and turned up
+        written = ImageDraw.Draw(columns)
+        for index, name in enumerate(names):
+            middle = index * cell + cell / 2
+            draw.text((left - 3, top + middle), name, fill="black", font=face, anchor="rm")
+            written.text((3, middle), name, fill=255, font=face, anchor="lm")
+        image.paste("black", (left, header), columns.rotate(90, expand=True))
+        for (row, column), count in np.ndenumerate(matrix.numpy()):
+            if count:  # empty cells stay blank: easier to read
+                colour = "white" if shares[row, column] > 0.5 else "black"
+                centre = (left + column * cell + cell / 2, top + row * cell + cell / 2)
+                draw.text(centre, str(count), fill=colour, font=font(9), anchor="mm")
+    return np.asarray(image)
 
 
 class ConfusionMatrix(_ValidationPredictions):
@@ -477,8 +465,8 @@ class ConfusionMatrix(_ValidationPredictions):
     def _write(self, writer: SummaryWriter | None, step: int) -> None:
         matrix = self.matrix.compute().cpu()  # summed over the processes of a distributed run, in each of them
         if writer is not None:
-            draw = partial(confusion_matrix_figure, matrix, self._class_names)
-            self._add_figure(writer, "val/confusion_matrix", draw, step)
+            image = confusion_matrix_image(matrix, self._class_names)
+            writer.add_image("val/confusion_matrix", image, step, dataformats="HWC")
 
 
 def display_images(inputs: torch.Tensor) -> torch.Tensor:
@@ -497,28 +485,26 @@ def display_images(inputs: torch.Tensor) -> torch.Tensor:
     return (images - low) / (high - low).clamp_min(torch.finfo(images.dtype).tiny)
 
 
-def misclassified_figure(
+def misclassified_image(
     images: torch.Tensor, predicted: list[int], true: list[int], class_names: list[str], columns: int = 8
-) -> Figure:
-    """A grid of images (N, 1 or 3, H, W) in [0, 1], each under its predicted class and its true one.
-
-    One axes holds the whole grid (``make_grid``) and the labels go in the padding above each image: many small
-    axes would take several times as long to draw.
-    """
+) -> np.ndarray:
+    """A grid of images (N, 1 or 3, H, W) in [0, 1], each under its predicted class and its true one, as an RGB
+    image (H, W, 3) of bytes; images under 96 pixels wide are enlarged a whole number of times to at least that."""
     columns = min(columns, len(images))
-    height, width = images.shape[-2:]
-    padding = max(2, math.ceil(0.4 * width))  # room for two lines of labels above each image
-    grid = make_grid(images, nrow=columns, padding=padding, pad_value=1.0)
-    inches_per_pixel = 1.2 / width  # each image 1.2 inches wide
-    figure = Figure(figsize=(grid.shape[2] * inches_per_pixel, grid.shape[1] * inches_per_pixel), dpi=80)
-    axes = figure.add_axes((0, 0, 1, 1))
-    axes.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    axes.set_axis_off()
-    for index, (guess, label) in enumerate(zip(predicted, true, strict=True)):
+    scale = math.ceil(96 / images.shape[-1])
+    pixels = (images.expand(-1, 3, -1, -1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    pixels = pixels.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).numpy()
+    height, width, label = pixels.shape[1], pixels.shape[2], 30  # two lines of labels above each image
+    rows = math.ceil(len(images) / columns)
+    image = Image.new("RGB", (columns * (width + 8) + 8, rows * (height + label + 8) + 8), "white")
+    draw, face = ImageDraw.Draw(image), font()
+    for index, (picture, guess, answer) in enumerate(zip(pixels, predicted, true, strict=True)):
         row, column = divmod(index, columns)
-        x, y = column * (width + padding) + padding, row * (height + padding) + padding
-        axes.text(x, y - 1, f"{class_names[guess]}\ntrue: {class_names[label]}", fontsize=8, va="bottom")
-    return figure
+        x, y = 8 + column * (width + 8), 8 + row * (height + label + 8)
+        draw.text((x, y), _fit(class_names[guess], width, face), fill="black", font=face)
+        draw.text((x, y + 14), _fit(f"true: {class_names[answer]}", width, face), fill="dimgray", font=face)
+        image.paste(Image.fromarray(picture), (x, y + label))
+    return np.asarray(image)
 
 
 class MisclassifiedImages(_ValidationPredictions):
@@ -547,5 +533,5 @@ class MisclassifiedImages(_ValidationPredictions):
 
     def _write(self, writer: SummaryWriter | None, step: int) -> None:
         if writer is not None and self.true:
-            draw = partial(misclassified_figure, torch.stack(self.images), self.predicted, self.true, self._class_names)
-            self._add_figure(writer, "val/misclassified", draw, step)
+            image = misclassified_image(torch.stack(self.images), self.predicted, self.true, self._class_names)
+            writer.add_image("val/misclassified", image, step, dataformats="HWC")
