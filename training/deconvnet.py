@@ -28,8 +28,16 @@ So it works for ZFNet, AlexNet (both forms), VGG (with or without batch norm), L
 activations and pools) and Network in Network, and any network built in one chain of such layers. A network that
 combines tensors outside its layers (ResNet's and ResNeXt's residual additions, DenseNet's, GoogLeNet's and
 SqueezeNet's concatenations) or has a layer of another kind below ``layer`` (``lenet5_paper``'s trainable
-subsampling) is refused with a ``ValueError`` naming those blocks and layers. Operations in a ``forward`` that
-change a tensor in place without a module are not seen.
+subsampling) is refused by ``deconvnet`` with ``NotAChain`` naming those blocks and layers. Operations in a
+``forward`` that change a tensor in place without a module are not seen.
+
+``top_patches`` works for every network. On a chain, the receptive field is the layer-by-layer arithmetic of kernels,
+strides and paddings and the projection ``deconvnet``'s. Below branches, the field is ``surrogate_receptive_field``'s:
+the support of the gradient of one unit in a *structural surrogate* of the network (positive averaging weights, no
+biases, max pools as average pools, activations as the identity, float64, a constant image), where no path can
+cancel, so the pixels it reaches are exactly those the layers connect to the unit (the longer path of a residual
+sum, the union of a concatenation's branches); and the projection is ``project_through_branches``': Captum's
+``NeuronDeconvolution`` (the deconvnet's rule as a backward pass, which follows every branch) from the same unit.
 """
 
 from __future__ import annotations
