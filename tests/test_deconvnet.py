@@ -1,12 +1,25 @@
 """training/deconvnet.py: Zeiler & Fergus's tools."""
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from models import create_model
-from training.deconvnet import ReceptiveField, deconvnet, find_layer, receptive_field, top_patches
+from training.deconvnet import (
+    ReceptiveField,
+    TopPatches,
+    deconvnet,
+    find_layer,
+    project_through_branches,
+    receptive_field,
+    surrogate_receptive_field,
+    top_patches,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:captum.*")  # its notes on requires_grad and ReLU hooks
 
 
 def test_find_layer_by_dotted_name_and_refuses_others_listing_them() -> None:
@@ -113,6 +126,9 @@ def test_zfnet_receptive_fields_of_layers_1_to_3() -> None:
     # conv3 3x3 stride 1 pad 1:  size 43 + 2*16 = 75, jump 16,         start -1 - 1*16 = -17; so is its ReLU's
     assert field["conv3"] == field["act3"] == ReceptiveField((75, 75), (16, 16), (-17, -17))
     assert field["conv3"].corner(2, 5) == (-17 + 2 * 16, -17 + 5 * 16)
+    # the structural surrogate's gradients find the same fields without the arithmetic
+    for name, expected in field.items():
+        assert surrogate_receptive_field(zfnet, f"features.{name}", (207, 207)) == expected, name
 
 
 def test_receptive_field_of_a_dilated_padded_toy() -> None:
@@ -129,9 +145,114 @@ def test_receptive_field_of_a_dilated_padded_toy() -> None:
     #          pool:                    size 1 + 2*1 = 3,        jump 2,  start -1
     #          conv 3 dilation 3 s 1:   size 3 + 3*2*2 = 15,     jump 2,  start -1
     assert receptive_field(toy, "3", (40, 40)) == ReceptiveField((19, 15), (4, 2), (-3, -1))
+    assert surrogate_receptive_field(toy, "3", (40, 40)) == ReceptiveField((19, 15), (4, 2), (-3, -1))
     # after a flatten and a linear layer every unit sees the whole image
     vector = nn.Sequential(*toy, nn.Flatten(), nn.Linear(4 * 2 * 4, 5))  # 20x20 -> 20x20 -> 10x10 -> 2x4
     assert receptive_field(vector, "5", (20, 20)) == ReceptiveField((20, 20), (0, 0), (0, 0))
+    assert surrogate_receptive_field(vector, "5", (20, 20)) == ReceptiveField((20, 20), (0, 0), (0, 0))
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "layers"),
+    [
+        ("alexnet", 227, ("features.pool2", "features.conv5")),
+        pytest.param("vgg11", 32, ("features.stage2", "features.stage4"), marks=pytest.mark.slow),  # 133M weights
+        ("lenet5", 32, ("features.s2", "features.s4")),
+        ("nin_cifar10", 32, ("features.pool1", "features.mlpconv3")),
+    ],
+)
+def test_the_surrogate_field_is_the_chain_arithmetic_on_chains(name: str, size: int, layers: tuple[str, str]) -> None:
+    model = create_model(name, num_classes=10)
+    for layer in layers:
+        assert surrogate_receptive_field(model, layer, (size, size)) == receptive_field(model, layer, (size, size))
+
+
+class Residual(nn.Module):
+    """x + conv3x3(ReLU(conv3x3(x))), both convs padded by 1."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.path = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.path(x)
+
+
+class InceptionLike(nn.Module):
+    """The concatenation of a 1x1 conv, a 5x5 conv (padded by 2) and a 3x3 max pool (stride 1, padded) then 1x1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.one = nn.Conv2d(2, 2, 1)
+        self.five = nn.Conv2d(2, 2, 5, padding=2)
+        self.pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(2, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.one(x), self.five(x), self.pool(x)], dim=1)
+
+
+def test_surrogate_fields_of_branching_nets_by_hand() -> None:
+    residual = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU(), Residual(2))
+    # conv 3 stride 2 pad 1: size 3, jump 2, start -1; the longer path of the sum, two 3x3 convs padded by 1 at
+    # jump 2: size 3 + 2*2 + 2*2 = 11, start -1 - 1*2 - 1*2 = -5 (the shortcut alone would leave 3 and -1)
+    assert receptive_field(residual, "2", (24, 24)) == ReceptiveField((11, 11), (2, 2), (-5, -5))
+    assert receptive_field(residual, "0", (24, 24)) == ReceptiveField((3, 3), (2, 2), (-1, -1))
+    # the union of the branches: 1x1 (1, start 0), 5x5 pad 2 (5, start -2), 3x3 pool pad 1 then 1x1 (3, start -1)
+    concatenation = nn.Sequential(InceptionLike(), nn.ReLU())
+    assert receptive_field(concatenation, "1", (12, 12)) == ReceptiveField((5, 5), (1, 1), (-2, -2))
+
+
+def resnet18_fields_by_hand() -> dict[str, ReceptiveField]:
+    """torchvision's ResNet-18 along its main path, per axis: size' = size + (kernel - 1) * jump, start' = start -
+    padding * jump, jump' = jump * stride."""
+    # conv1 7x7 stride 2 pad 3:   size 1 + 6*1 = 7,       jump 2,  start -3
+    # maxpool 3x3 stride 2 pad 1: size 7 + 2*2 = 11,      jump 4,  start -3 - 1*2 = -5
+    # layer1, 4 convs 3x3 pad 1:  size 11 + 4*(2*4) = 43, jump 4,  start -5 - 4*4 = -21
+    # layer2, a 3x3 stride 2:     size 43 + 2*4 = 51,     jump 8,  start -21 - 4 = -25
+    #         and 3 more:         size 51 + 3*(2*8) = 99,          start -25 - 3*8 = -49
+    # layer3, stride 2 then 3:    size 99 + 2*8 + 3*(2*16) = 211,  jump 16, start -49 - 8 - 3*16 = -105
+    # layer4, stride 2 then 3:    size 211 + 2*16 + 3*(2*32) = 435, jump 32, start -105 - 16 - 3*32 = -217
+    sizes = {"layer1": (43, 4, -21), "layer2": (99, 8, -49), "layer3": (211, 16, -105), "layer4": (435, 32, -217)}
+    return {layer: ReceptiveField((s, s), (j, j), (b, b)) for layer, (s, j, b) in sizes.items()}
+
+
+def test_resnet18_fields_are_those_of_its_main_path() -> None:
+    fields = resnet18_fields_by_hand()
+    resnet = create_model("resnet18", num_classes=10)
+    for layer in ("layer1", "layer2", "layer3"):
+        assert receptive_field(resnet, layer, (32, 32)) == fields[layer], layer
+    # a zero-initialised residual gamma does not cut the path through its block
+    zero_gamma = create_model("resnet18", num_classes=10, zero_init_residual=True)
+    assert receptive_field(zero_gamma, "layer2", (32, 32)) == fields["layer2"]
+    # a field larger than the image: 435 pixels from -217 for a 64-pixel image, as the arithmetic gives it
+    large = receptive_field(resnet, "layer4", (64, 64))
+    assert large == fields["layer4"] and large.size[0] > 64 and large.start[0] < 0
+
+
+def check_top_patches(
+    top: TopPatches, images: torch.Tensor, maps: torch.Tensor, project: Callable[[int, int, int], torch.Tensor]
+) -> None:
+    """``top`` (units=2, k=5 of 12 images) against brute force, for a layer of 4x4 maps (``maps``: images x
+    channels x positions) whose units see 6x6 pixels from -1, every 2: the 5 strongest images per channel, the
+    image's window of each one's field, and ``project(image, unit, position)``'s projection cropped alike."""
+    strongest, order = maps.amax(dim=2)[:, :2].T.sort(dim=1, descending=True)
+    torch.testing.assert_close(top.activations, strongest[:, :5])
+    assert top.patches.shape == top.projections.shape == (2, 5, 1, 6, 6)
+    for unit in range(2):
+        for rank in range(5):
+            index = int(order[unit, rank])
+            position = int(maps[index, unit].argmax())
+            top_row, left = -1 + 2 * (position // 4), -1 + 2 * (position % 4)
+            padded = F.pad(images[index], (1, 1, 1, 1))  # pixel (r, c) of the image is (r + 1, c + 1) here
+            window = padded[:, top_row + 1 : top_row + 7, left + 1 : left + 7]
+            assert window.shape == (1, 6, 6)
+            torch.testing.assert_close(top.patches[unit, rank], window)
+            projected = F.pad(project(index, unit, position), (1, 1, 1, 1))
+            torch.testing.assert_close(
+                top.projections[unit, rank], projected[:, top_row + 1 : top_row + 7, left + 1 : left + 7]
+            )
 
 
 def test_top_patches_are_the_strongest_over_the_data_set() -> None:
@@ -139,27 +260,32 @@ def test_top_patches_are_the_strongest_over_the_data_set() -> None:
     generator = torch.Generator().manual_seed(2)
     data = [torch.randn(4, 1, 10, 10, generator=generator) for _ in range(3)]
     top = top_patches(net, data, "4", units=2, k=5)
+    assert not top.through_branches
     images = torch.cat(data)
     with torch.no_grad():
         maps = net(images).flatten(2)  # 12 images x 3 channels x (4x4 positions)
-    # brute force: each image's strongest position, the 5 strongest images per channel
-    strongest, order = maps.amax(dim=2)[:, :2].T.sort(dim=1, descending=True)
-    torch.testing.assert_close(top.activations, strongest[:, :5])
     # the field of layer 4: conv 3 pad 1 (3, jump 1, start -1), pool 2 (4, jump 2, -1), conv 2 (4 + 1*2 = 6, jump 2)
-    assert top.patches.shape == top.projections.shape == (2, 5, 1, 6, 6)
-    for unit in range(2):
-        for rank in range(5):
-            index = int(order[unit, rank])
-            row, col = divmod(int(maps[index, unit].argmax()), 4)
-            top_row, left = -1 + 2 * row, -1 + 2 * col
-            padded = F.pad(images[index], (1, 1, 1, 1))  # pixel (r, c) of the image is (r + 1, c + 1) here
-            window = padded[:, top_row + 1 : top_row + 7, left + 1 : left + 7]
-            assert window.shape == (1, 6, 6)
-            torch.testing.assert_close(top.patches[unit, rank], window)
-            projected = F.pad(deconvnet(net, images[index : index + 1], "4", unit=unit)[0], (1, 1, 1, 1))
-            torch.testing.assert_close(
-                top.projections[unit, rank], projected[:, top_row + 1 : top_row + 7, left + 1 : left + 7]
-            )
+    check_top_patches(top, images, maps, lambda index, unit, _: deconvnet(net, images[index : index + 1], "4", unit)[0])
+
+
+def test_top_patches_through_branches() -> None:
+    net = residual_net()
+    generator = torch.Generator().manual_seed(2)
+    data = [torch.randn(4, 1, 10, 10, generator=generator) for _ in range(3)]
+    top = top_patches(net, data, "4", units=2, k=5)
+    assert top.through_branches
+    images = torch.cat(data)
+    with torch.no_grad():
+        maps = net(images).flatten(2)  # 12 images x 2 channels x (4x4 positions)
+
+    def project(index: int, unit: int, position: int) -> torch.Tensor:
+        chosen = torch.tensor([unit]), torch.tensor([position])
+        return project_through_branches(net, images[index : index + 1], "4", *chosen)[0]
+
+    # the field of layer 4: conv 3 (size 3, start 0), the residual's longer path, a 3x3 conv padded by 1 (5, start
+    # -1), pool 2 (5 + 1*1 = 6, jump 2, start -1)
+    check_top_patches(top, images, maps, project)
+    assert top.projections.isfinite().all() and (top.projections.flatten(1) != 0).any(dim=1).all()
 
 
 def test_top_patches_by_hand_at_the_image_corner() -> None:
@@ -182,6 +308,9 @@ def test_top_patches_by_hand_at_the_image_corner() -> None:
 
 
 def residual_net() -> nn.Module:
+    """conv 3x3, ReLU, x + conv3x3(x) (padded by 1), ReLU, 2x2 max pool: 1x10x10 -> 2x8x8 -> 2x4x4."""
+    torch.manual_seed(0)
+
     class Residual(nn.Module):
         def __init__(self) -> None:
             super().__init__()

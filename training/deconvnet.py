@@ -28,18 +28,28 @@ So it works for ZFNet, AlexNet (both forms), VGG (with or without batch norm), L
 activations and pools) and Network in Network, and any network built in one chain of such layers. A network that
 combines tensors outside its layers (ResNet's and ResNeXt's residual additions, DenseNet's, GoogLeNet's and
 SqueezeNet's concatenations) or has a layer of another kind below ``layer`` (``lenet5_paper``'s trainable
-subsampling) is refused with a ``ValueError`` naming those blocks and layers. Operations in a ``forward`` that
-change a tensor in place without a module are not seen.
+subsampling) is refused by ``deconvnet`` with ``NotAChain`` naming those blocks and layers. Operations in a
+``forward`` that change a tensor in place without a module are not seen.
+
+``top_patches`` works for every network. On a chain, the receptive field is the layer-by-layer arithmetic of kernels,
+strides and paddings and the projection ``deconvnet``'s. Below branches, the field is ``surrogate_receptive_field``'s:
+the support of the gradient of one unit in a *structural surrogate* of the network (positive averaging weights, no
+biases, max pools as average pools, activations as the identity, float64, a constant image), where no path can
+cancel, so the pixels it reaches are exactly those the layers connect to the unit (the longer path of a residual
+sum, the union of a concatenation's branches); and the projection is ``project_through_branches``': Captum's
+``NeuronDeconvolution`` (the deconvnet's rule as a backward pass, which follows every branch) from the same unit.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
+from captum.attr import NeuronDeconvolution
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 from models import ChannelMaxout, ScaledTanh, did_you_mean
@@ -57,6 +67,11 @@ WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 ADAPTIVE = (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
 INVERTED = (*RECTIFIED, *PASSED, *WINDOWED, *ADAPTIVE, nn.Linear)
 INVERTED_KINDS = "conv, linear, max and average pooling, activations, normalisation, dropout and reshapes"
+# the layers the structural surrogate sees through as the identity: elementwise activations (the identity on its
+# positive signals: ReLU's derivative there, without tanh's saturation or ReLU6's cap), and normalisations by an
+# example's own statistics (which would make each unit depend on every pixel, where the chain arithmetic passes them)
+SEEN_THROUGH = (*RECTIFIED, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+ENLARGEMENTS = (1, 2, 4, 8, 16, 32, 64)  # the surrogate's input along one axis, in multiples of the given size
 
 
 class NotAChain(ValueError):
@@ -96,6 +111,9 @@ class TopPatches:
     activations: Tensor  # (units, k) the k strongest activations of each of the first `units` channels
     patches: Tensor  # (units, k, C, h, w) the input patches of their receptive fields (clipped, zero-padded)
     projections: Tensor  # (units, k, C, h, w) the deconvnet projections cropped to the same patches
+    # False: one chain (the layer-by-layer field and projection); True: a network with branches (the structural
+    # surrogate's field, Captum's projection through every branch)
+    through_branches: bool = False
 
 
 @dataclass
@@ -156,17 +174,60 @@ def _switches(module: nn.Module, x: Tensor) -> Tensor | None:
     return None
 
 
+@contextlib.contextmanager
+def _inspecting(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode with its activations out of place (Captum's backward hooks and the surrogate's
+    replaced outputs need them so), both restored afterwards."""
+    modes = {module: module.training for module in model.modules()}
+    in_place = [module for module in model.modules() if getattr(module, "inplace", False)]
+    try:
+        model.eval()
+        for module in in_place:
+            module.inplace = False
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+        for module in in_place:
+            module.inplace = True
+
+
+def _run_to(model: nn.Module, images: Tensor, layer: str, tensors: dict[str, Tensor] | None = None) -> Tensor:
+    """The output of ``layer`` when ``model`` (with ``tensors`` in place of its own parameters and buffers, where
+    given) runs on ``images``; the rest of the forward pass is not run."""
+    reached: list[Tensor] = []
+
+    def on_target(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        reached.append(output)
+        raise _Reached
+
+    handle = find_layer(model, layer).register_forward_hook(on_target)
+    try:
+        with contextlib.suppress(_Reached):
+            functional_call(model, tensors, (images,)) if tensors is not None else model(images)
+    finally:
+        handle.remove()
+    if not reached:
+        raise ValueError(f"layer {layer!r} is not used in {type(model).__name__}'s forward pass")
+    return reached[0]
+
+
+def _layer_output(model: nn.Module, images: Tensor, layer: str) -> Tensor:
+    """The output of ``layer`` on ``images`` in eval mode, without gradients."""
+    with _inspecting(model), torch.no_grad():
+        return _run_to(model, images, layer)
+
+
 def _record(model: nn.Module, images: Tensor, layer: str, switches: bool = True) -> tuple[list[_Step], Tensor]:
     """Run ``model`` on ``images`` (no gradients, eval mode, restored after) up to the output of ``layer``: the
-    leaf modules below it in the order they ran, and that output. ``ValueError`` in one line where they do not
+    leaf modules below it in the order they ran, and that output. ``NotAChain`` in one line where they do not
     form one chain of layers the deconvnet inverts."""
-    target = find_layer(model, layer)
+    find_layer(model, layer)
     names = {module: name for name, module in model.named_modules()}
     steps: list[_Step] = []
     combining: list[str] = []  # blocks that combine tensors outside their layers
     foreign: list[str] = []  # layers of a kind it does not invert
     last: list[Tensor] = [images]  # the output of the last step, which the next one must take
-    reached: list[Tensor] = []
 
     def combined(block: str) -> None:
         combining.append(f"{block} ({type(model.get_submodule(block)).__name__})" if block else type(model).__name__)
@@ -189,28 +250,16 @@ def _record(model: nn.Module, images: Tensor, layer: str, switches: bool = True)
             combined(names[module])
             last[0] = output
 
-    def on_target(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        reached.append(output)
-        raise _Reached
-
     handles = [
         module.register_forward_hook(on_block if list(module.children()) else on_leaf)
         for module in model.modules()
         if module is not model
     ]
-    handles.append(target.register_forward_hook(on_target))
-    modes = {module: module.training for module in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad(), contextlib.suppress(_Reached):
-            model(images)
+        output = _layer_output(model, images, layer)
     finally:
         for handle in handles:
             handle.remove()
-        for module, mode in modes.items():
-            module.training = mode
-    if not reached:
-        raise ValueError(f"layer {layer!r} is not used in {type(model).__name__}'s forward pass")
     if combining or foreign:
         listed = [f"blocks that add or concatenate tensors: {', '.join(dict.fromkeys(combining))}"] if combining else []
         listed += [f"layers of other kinds: {', '.join(foreign)}"] if foreign else []
@@ -218,7 +267,15 @@ def _record(model: nn.Module, images: Tensor, layer: str, switches: bool = True)
             f"the deconvnet cannot invert {type(model).__name__} below {layer!r}, which has {'; '.join(listed)} "
             f"(it inverts {INVERTED_KINDS} in one chain)"
         )
-    return steps, reached[0]
+    return steps, output
+
+
+def _chain(model: nn.Module, images: Tensor, layer: str) -> list[_Step] | None:
+    """``_record``'s steps below ``layer`` (without switches), or None where they are not one chain."""
+    try:
+        return _record(model, images, layer, switches=False)[0]
+    except NotAChain:
+        return None
 
 
 def _transpose(step: _Step, signal: Tensor) -> Tensor:
@@ -326,11 +383,145 @@ def _field(steps: list[_Step], input_size: tuple[int, int]) -> ReceptiveField:
 
 
 def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int]) -> ReceptiveField:
-    """size, stride (jump) and start offset per axis of one unit of ``layer``, from the kernels, strides, paddings
-    and dilations of the layers below (computed, not guessed)."""
+    """size, stride (jump) and start offset per axis of one unit of ``layer`` for images of ``input_size``: from the
+    kernels, strides, paddings and dilations of the layers below where they form one chain (``_field``), from the
+    structural surrogate's gradients where they add or concatenate tensors (``surrogate_receptive_field``)."""
     parameter = next(model.parameters())
     x = torch.zeros(1, _input_channels(model), *input_size, dtype=parameter.dtype, device=parameter.device)
-    return _field(_record(model, x, layer, switches=False)[0], input_size)
+    steps = _chain(model, x, layer)
+    return _field(steps, input_size) if steps is not None else surrogate_receptive_field(model, layer, input_size)
+
+
+def _surrogate_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """The structural surrogate's parameters and buffers (float64, by name): every weight of 2+ dims 1 / fan-in (a
+    weighted average), every bias 0 and other 1-D parameters 1 (batch norm's and residual scales: none can cancel a
+    path), batch norm's running mean 0 and variance 1. The weights of linear layers (the largest) are expanded
+    views of one number: no memory."""
+    tensors = {}
+    for name, parameter in model.named_parameters():
+        bias = parameter.dim() == 1 and name.rpartition(".")[2] == "bias"
+        value = 1.0 / parameter[0].numel() if parameter.dim() > 1 else float(not bias)
+        constant = torch.tensor(value, dtype=torch.float64, device=parameter.device).expand(parameter.shape)
+        tensors[name] = constant.contiguous() if parameter.dim() > 2 else constant  # convolutions are slow on views
+    for name, buffer in model.named_buffers():
+        kind = name.rpartition(".")[2]
+        if kind in ("running_mean", "running_var"):
+            tensors[name] = torch.full_like(buffer, float(kind == "running_var"), dtype=torch.float64)
+        elif buffer.is_floating_point():
+            tensors[name] = buffer.double()
+    return tensors
+
+
+def _surrogate_output(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+    """The forward hook that makes ``module`` the surrogate's: a max pool the average pool of the same windows (its
+    gradient reaches every pixel of the window, not only the maximum's); the layers of ``SEEN_THROUGH`` the
+    identity."""
+    if isinstance(module, nn.MaxPool2d):
+        if _pair(module.dilation) != (1, 1):
+            raise ValueError(f"the receptive field of a dilated max pool ({module}) is not computed")
+        return F.avg_pool2d(inputs[0], module.kernel_size, module.stride, module.padding, module.ceil_mode)
+    if isinstance(module, nn.AdaptiveMaxPool2d):
+        return F.adaptive_avg_pool2d(inputs[0], module.output_size)
+    return inputs[0]
+
+
+def surrogate_receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int]) -> ReceptiveField:
+    """The receptive field of one unit of ``layer`` for any network (branches that add or concatenate included),
+    from the support of the gradient of its *structural surrogate*: ``model`` with the weights of
+    ``_surrogate_tensors`` (positive averages, no biases), max pools made average pools, activations and
+    per-example normalisations made the identity, in float64 on a constant positive image. Every signal is then
+    positive and every derivative >= 0, so no path cancels: the pixels with a non-zero gradient of a unit (summed
+    over the layer's channels: a concatenation's field is the union of its branches') are exactly those a path of
+    layers connects to it. Per axis, the first and last such pixel of a unit near the map's centre give ``size``,
+    the shift to its neighbour's gives ``stride``, and ``start`` follows; where the field reaches the image's border
+    the image is enlarged along that axis (2x, 4x, ... 64x) until it does not, so a field larger than the image
+    comes out as the chain arithmetic gives it (larger than the image, a negative start). A unit of a vector, or of
+    a map pooled to one position whatever the image's size, sees the whole image (stride 0)."""
+    channels = _input_channels(model)
+    tensors = _surrogate_tensors(model)
+    device = next(iter(tensors.values())).device
+    cache: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+    handles = [
+        module.register_forward_hook(_surrogate_output)
+        for module in model.modules()
+        if isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d, *SEEN_THROUGH))
+    ]
+
+    def run(shape: tuple[int, int]) -> tuple[Tensor, Tensor]:  # the constant image of that shape and the layer's output
+        if shape not in cache:
+            image = torch.full((1, channels, *shape), 0.5, dtype=torch.float64, device=device, requires_grad=True)
+            cache[shape] = image, _run_to(model, image, layer, tensors)
+        return cache[shape]
+
+    try:
+        with _inspecting(model), torch.enable_grad():
+            per_axis = [_axis_field(run, input_size, axis, layer) for axis in (0, 1)]
+    finally:
+        for handle in handles:
+            handle.remove()
+    if None in per_axis:
+        return ReceptiveField(input_size, (0, 0), (0, 0))
+    (size, stride, start) = zip(*per_axis, strict=True)
+    return ReceptiveField(size, stride, start)
+
+
+def _reach(image: Tensor, output: Tensor, unit: tuple[int, int], axis: int) -> tuple[int, int]:
+    """The first and last pixel along ``axis`` (0 rows, 1 columns) with a non-zero gradient of the layer's unit at
+    ``unit`` (row, column), summed over its channels."""
+    (gradient,) = torch.autograd.grad(output[0, :, unit[0], unit[1]].sum(), image, retain_graph=True)
+    reached = gradient[0].ne(0).any(dim=0).any(dim=1 - axis).nonzero()[:, 0]
+    return int(reached[0]), int(reached[-1])
+
+
+def _axis_field(
+    run: Callable[[tuple[int, int]], tuple[Tensor, Tensor]], input_size: tuple[int, int], axis: int, layer: str
+) -> tuple[int, int, int] | None:
+    """``surrogate_receptive_field`` along one axis: (size, stride, start), or None for a unit that sees the
+    whole image (a vector, or a map pooled to one position)."""
+    lengths: list[int] = []
+    for factor in ENLARGEMENTS:
+        shape = (input_size[0] * factor, input_size[1]) if axis == 0 else (input_size[0], input_size[1] * factor)
+        image, output = run(shape)
+        if output.dim() != 4:
+            return None
+        length = output.shape[2 + axis]
+        if lengths and length == lengths[-1]:  # the map keeps its size whatever the image's: pooled adaptively
+            if length == 1:
+                return None
+            raise ValueError(
+                f"the maps of {layer!r} keep {length} positions whatever the image's size (an adaptive pool): "
+                "its units have no single receptive field"
+            )
+        lengths.append(length)
+        centre = ((output.shape[2] - 1) // 2, (output.shape[3] - 1) // 2)
+        first, last = _reach(image, output, centre, axis)
+        if length > 1 and first > 0 and last < shape[axis] - 1:
+            neighbour = (centre[0] + 1, centre[1]) if axis == 0 else (centre[0], centre[1] + 1)
+            stride = _reach(image, output, neighbour, axis)[0] - first
+            return last - first + 1, stride, first - centre[axis] * stride
+    raise ValueError(
+        f"the receptive field of {layer!r} reaches beyond {ENLARGEMENTS[-1]} times the image's "
+        f"{'rows' if axis == 0 else 'columns'} ({input_size[axis]}): give larger images"
+    )
+
+
+def project_through_branches(
+    model: nn.Module, images: Tensor, layer: str, channels: Tensor, positions: Tensor
+) -> Tensor:
+    """For each image ``n`` (N, C, H, W), the activation of channel ``channels[n]`` at flat position
+    ``positions[n]`` of ``layer``, projected back to pixel space through every branch below it: Captum's
+    ``NeuronDeconvolution`` (the backward pass with each ReLU's gradient rectified instead of masked; Springenberg
+    et al. 2015 show it is the deconvnet on a chain) from that unit, scaled by its activation (the backward pass
+    starts from 1, the deconvnet from the activation itself). Returns (N, C, H, W)."""
+    rows = torch.arange(len(images), device=images.device)
+
+    def chosen(output: Tensor) -> Tensor:
+        return _channel_maps(output)[rows, channels, positions]
+
+    activations = chosen(_layer_output(model, images, layer))
+    with _inspecting(model):
+        projection = NeuronDeconvolution(model, find_layer(model, layer)).attribute(images, neuron_selector=chosen)
+    return projection.detach() * activations.reshape(-1, *(1,) * (images.dim() - 1))
 
 
 def _crop(image: Tensor, corner: tuple[int, int], size: tuple[int, int]) -> Tensor:
@@ -349,7 +540,8 @@ def top_patches(model: nn.Module, batches: Iterable[Tensor], layer: str, units: 
     for each of the first ``units`` channels of ``layer`` (all of them where it has fewer), the ``k`` strongest
     activations over the data set, at most one per image (its strongest position: the figure's 9 patches come from
     9 images), the input patches of their receptive fields and their deconvnet projections cropped alike.
-    ``k`` is the number of images where the data set has fewer."""
+    ``k`` is the number of images where the data set has fewer. Below a layer that is not one chain, the field is
+    ``surrogate_receptive_field``'s and the projection ``project_through_branches``'s (``through_branches``)."""
     if isinstance(units, bool) or not isinstance(units, int) or units < 1:
         raise ValueError(f"units must be a positive number of channels, got {units!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -360,7 +552,7 @@ def top_patches(model: nn.Module, batches: Iterable[Tensor], layer: str, units: 
         batch = batch[0] if isinstance(batch, tuple | list) else batch
         _check_images(batch)
         batch = batch.to(device)
-        steps, output = _record(model, batch, layer, switches=False)
+        output = _layer_output(model, batch, layer)
         maps = _channel_maps(output)[:, :units]  # (N, units, positions)
         strongest, where = maps.amax(dim=2).T, maps.argmax(dim=2).T  # (units, N): one per image
         kept = 0 if values is None else values.shape[1]
@@ -376,12 +568,18 @@ def top_patches(model: nn.Module, batches: Iterable[Tensor], layer: str, units: 
         )
     if values is None:
         raise ValueError("top_patches needs at least one batch of images")
-    field = _field(steps, (images.shape[-2], images.shape[-1]))
+    size = (images.shape[-2], images.shape[-1])
+    steps = _chain(model, images[0, :1], layer)
+    field = _field(steps, size) if steps is not None else surrogate_receptive_field(model, layer, size)
     width = output.shape[-1] if output.dim() == 4 else 1
     patches, projections = [], []
     for unit, (chosen, where) in enumerate(zip(images, positions, strict=True)):
-        projected = _project(*_record(model, chosen, layer), torch.full_like(where, unit), where)
+        channels = torch.full_like(where, unit)
+        if steps is not None:
+            projected = _project(*_record(model, chosen, layer), channels, where)
+        else:
+            projected = project_through_branches(model, chosen, layer, channels, where)
         corners = [field.corner(*divmod(int(position), width)) for position in where]
         patches.append(torch.stack([_crop(x, c, field.size) for x, c in zip(chosen, corners, strict=True)]))
         projections.append(torch.stack([_crop(x, c, field.size) for x, c in zip(projected, corners, strict=True)]))
-    return TopPatches(values, torch.stack(patches), torch.stack(projections))
+    return TopPatches(values, torch.stack(patches), torch.stack(projections), through_branches=steps is None)

@@ -27,7 +27,6 @@ from captum.attr import (
     LayerActivation,
     LayerAttribution,
     LayerGradCam,
-    NeuronDeconvolution,
     Occlusion,
     Saliency,
 )
@@ -217,30 +216,20 @@ def _units(inspection: Inspection, totals: Tensor) -> Tensor:
 def deconvnet(inspection: Inspection) -> Panels:
     """Zeiler & Fergus 2014, Sec. 2.1: the strongest activation of the layer (of channel ``unit``) projected back to
     pixel space (``training.deconvnet.deconvnet``). Below a layer that is not one chain (residual additions,
-    concatenations), the same rule through every branch: Captum's ``NeuronDeconvolution``, the backward pass with
-    each ReLU's gradient rectified instead of masked (Springenberg et al. 2015 show it equals the deconvnet on a
-    chain), from the same activation; the panel's title says which."""
+    concatenations), the same rule through every branch (``training.deconvnet.project_through_branches``: Captum's
+    ``NeuronDeconvolution``) from the same activation; the panel's title says which."""
     name, layer = _layer(inspection)
     try:
         projection = zeiler_fergus.deconvnet(inspection.net, inspection.images, name, inspection.unit)
     except zeiler_fergus.NotAChain:
-        return _deconvnet_through_branches(inspection, name, layer)
+        maps = _feature_maps(inspection, layer, name)
+        units = _units(inspection, maps.flatten(2).amax(dim=2))
+        positions = maps[torch.arange(len(maps), device=maps.device), units].flatten(1).argmax(dim=1)
+        projection = zeiler_fergus.project_through_branches(inspection.net, inspection.images, name, units, positions)
+        return {f"deconvnet of {name} (through its branches)": projection}
     except ValueError as err:
         raise UserError(f"deconvnet: {err}") from err
     return {f"deconvnet of {name}": projection.detach()}
-
-
-def _deconvnet_through_branches(inspection: Inspection, name: str, layer: nn.Module) -> Panels:
-    """Captum's ``NeuronDeconvolution`` from the strongest activation of the unit, scaled by that activation."""
-    maps = _feature_maps(inspection, layer, name)
-    units = _units(inspection, maps.flatten(2).amax(dim=2))
-
-    def strongest(maps: Tensor) -> Tensor:  # per image, the strongest activation of its unit
-        return maps[torch.arange(len(maps), device=maps.device), units].flatten(1).amax(dim=1)
-
-    # the backward pass starts from 1, the deconvnet from the activation itself
-    projection = NeuronDeconvolution(inspection.net, layer).attribute(inspection.images, neuron_selector=strongest)
-    return {f"deconvnet of {name} (through its branches)": projection.detach() * strongest(maps)[:, None, None, None]}
 
 
 def penultimate_features(net: nn.Module, images: Tensor, chunk: int = 256) -> Tensor:
@@ -291,7 +280,7 @@ def tsne(inspection: Inspection) -> Figure:
 def top_patches(inspection: Inspection) -> Figure:
     """Zeiler & Fergus 2014, Figure 2: for each of the first ``units`` channels of the layer, the input patches of
     its ``k`` strongest activations over the images beside their deconvnet projections
-    (``training.deconvnet.top_patches``)."""
+    (``training.deconvnet.top_patches``; for a network with branches, through them: the title says so)."""
     name, _ = _layer(inspection)
     batches = inspection.images.split(64)
     try:
@@ -306,7 +295,8 @@ def top_patches(inspection: Inspection) -> Figure:
         _show_image(axes[unit, column], source[unit, column % k])
         if column == 0:
             axes[unit, column].set_ylabel(str(unit), fontsize=6)
-    figure.suptitle(f"{name}: the top {k} patches of each unit, then their deconvnet projections", fontsize=8)
+    branches = " (through its branches)" if found.through_branches else ""
+    figure.suptitle(f"{name}: the top {k} patches of each unit, then their deconvnet projections{branches}", fontsize=8)
     return figure
 
 
