@@ -441,6 +441,8 @@ def surrogate_receptive_field(model: nn.Module, layer: str, input_size: tuple[in
     tensors = _surrogate_tensors(model)
     device = next(iter(tensors.values())).device
     cache: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+    # the other axis as narrow as the network takes (a zoo model's min_input_size): the cost is the image's area
+    across = tuple(min(length, getattr(model, "min_input_size", length)) for length in input_size)
     handles = [
         module.register_forward_hook(_surrogate_output)
         for module in model.modules()
@@ -455,7 +457,7 @@ def surrogate_receptive_field(model: nn.Module, layer: str, input_size: tuple[in
 
     try:
         with _inspecting(model), torch.enable_grad():
-            per_axis = [_axis_field(run, input_size, axis, layer) for axis in (0, 1)]
+            per_axis = [_axis_field(run, input_size, across, axis, layer) for axis in (0, 1)]
     finally:
         for handle in handles:
             handle.remove()
@@ -474,13 +476,18 @@ def _reach(image: Tensor, output: Tensor, unit: tuple[int, int], axis: int) -> t
 
 
 def _axis_field(
-    run: Callable[[tuple[int, int]], tuple[Tensor, Tensor]], input_size: tuple[int, int], axis: int, layer: str
+    run: Callable[[tuple[int, int]], tuple[Tensor, Tensor]],
+    input_size: tuple[int, int],
+    across: tuple[int, int],
+    axis: int,
+    layer: str,
 ) -> tuple[int, int, int] | None:
     """``surrogate_receptive_field`` along one axis: (size, stride, start), or None for a unit that sees the
-    whole image (a vector, or a map pooled to one position)."""
+    whole image (a vector, or a map pooled to one position). The other axis is ``across`` long: a field's extent
+    along one axis does not depend on the image's along the other, where every path still reaches the unit."""
     lengths: list[int] = []
     for factor in ENLARGEMENTS:
-        shape = (input_size[0] * factor, input_size[1]) if axis == 0 else (input_size[0], input_size[1] * factor)
+        shape = (input_size[0] * factor, across[1]) if axis == 0 else (across[0], input_size[1] * factor)
         image, output = run(shape)
         if output.dim() != 4:
             return None
