@@ -168,13 +168,11 @@ def test_the_surrogate_field_is_the_chain_arithmetic_on_chains(name: str, size: 
 
 
 class Residual(nn.Module):
-    """x + conv3x3(ReLU(conv3x3(x))), both convs padded by 1."""
+    """x + path(x), the path the layers given."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, *path: nn.Module) -> None:
         super().__init__()
-        self.path = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)
-        )
+        self.path = nn.Sequential(*path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.path(x)
@@ -194,7 +192,8 @@ class InceptionLike(nn.Module):
 
 
 def test_surrogate_fields_of_branching_nets_by_hand() -> None:
-    residual = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU(), Residual(2))
+    convs = [nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1)]
+    residual = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU(), Residual(*convs))
     # conv 3 stride 2 pad 1: size 3, jump 2, start -1; the longer path of the sum, two 3x3 convs padded by 1 at
     # jump 2: size 3 + 2*2 + 2*2 = 11, start -1 - 1*2 - 1*2 = -5 (the shortcut alone would leave 3 and -1)
     assert receptive_field(residual, "2", (24, 24)) == ReceptiveField((11, 11), (2, 2), (-5, -5))
@@ -310,16 +309,8 @@ def test_top_patches_by_hand_at_the_image_corner() -> None:
 def residual_net() -> nn.Module:
     """conv 3x3, ReLU, x + conv3x3(x) (padded by 1), ReLU, 2x2 max pool: 1x10x10 -> 2x8x8 -> 2x4x4."""
     torch.manual_seed(0)
-
-    class Residual(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(2, 2, 3, padding=1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x + self.conv(x)
-
-    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), Residual(), nn.ReLU(), nn.MaxPool2d(2))
+    residual = Residual(nn.Conv2d(2, 2, 3, padding=1))
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), residual, nn.ReLU(), nn.MaxPool2d(2))
 
 
 def test_networks_it_cannot_invert_are_refused_by_name() -> None:
