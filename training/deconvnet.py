@@ -336,13 +336,29 @@ def deconvnet(model: nn.Module, images: Tensor, layer: str, unit: int | None = N
     Returns (N, C, H, W). ValueError (one line) for a network with layers it cannot invert, naming them."""
     _check_images(images)
     steps, output = _record(model, images, layer)
+    return _project(steps, output, *_strongest(output, layer, unit))
+
+
+def deconvnet_anywhere(model: nn.Module, images: Tensor, layer: str, unit: int | None = None) -> tuple[Tensor, bool]:
+    """``deconvnet``'s projection where the layers below ``layer`` form one chain; otherwise the same strongest
+    activation projected through every branch (``project_through_branches``). Returns the projection (N, C, H, W)
+    and whether it went through branches."""
+    try:
+        return deconvnet(model, images, layer, unit), False
+    except NotAChain:
+        output = _layer_output(model, images, layer)
+        return project_through_branches(model, images, layer, *_strongest(output, layer, unit)), True
+
+
+def _strongest(output: Tensor, layer: str, unit: int | None) -> tuple[Tensor, Tensor]:
+    """Per image of ``layer``'s ``output``, the channel ``unit`` (the strongest channel if None) and the flat
+    position of its strongest activation."""
     maps = _channel_maps(output)
     if unit is not None and (isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < maps.shape[1]):
         raise ValueError(f"unit must be a channel of {layer!r}, 0 to {maps.shape[1] - 1}, got {unit!r}")
     strongest = maps.amax(dim=2).argmax(dim=1)  # the strongest channel of each image
     channels = strongest if unit is None else torch.full_like(strongest, unit)
-    positions = maps[torch.arange(len(images), device=maps.device), channels].argmax(dim=1)
-    return _project(steps, output, channels, positions)
+    return channels, maps[torch.arange(len(maps), device=maps.device), channels].argmax(dim=1)
 
 
 def _input_channels(model: nn.Module) -> int:
@@ -388,8 +404,14 @@ def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int]) -
     structural surrogate's gradients where they add or concatenate tensors (``surrogate_receptive_field``)."""
     parameter = next(model.parameters())
     x = torch.zeros(1, _input_channels(model), *input_size, dtype=parameter.dtype, device=parameter.device)
-    steps = _chain(model, x, layer)
-    return _field(steps, input_size) if steps is not None else surrogate_receptive_field(model, layer, input_size)
+    return _field_and_steps(model, x, layer)[0]
+
+
+def _field_and_steps(model: nn.Module, image: Tensor, layer: str) -> tuple[ReceptiveField, list[_Step] | None]:
+    """The receptive field of ``layer``'s units for images of ``image``'s size, and the chain of steps below it
+    (None where the layers below are not one chain)."""
+    steps, size = _chain(model, image, layer), (image.shape[-2], image.shape[-1])
+    return (_field(steps, size) if steps is not None else surrogate_receptive_field(model, layer, size)), steps
 
 
 def _surrogate_tensors(model: nn.Module) -> dict[str, Tensor]:
@@ -575,9 +597,7 @@ def top_patches(model: nn.Module, batches: Iterable[Tensor], layer: str, units: 
         )
     if values is None:
         raise ValueError("top_patches needs at least one batch of images")
-    size = (images.shape[-2], images.shape[-1])
-    steps = _chain(model, images[0, :1], layer)
-    field = _field(steps, size) if steps is not None else surrogate_receptive_field(model, layer, size)
+    field, steps = _field_and_steps(model, images[0, :1], layer)
     width = output.shape[-1] if output.dim() == 4 else 1
     patches, projections = [], []
     for unit, (chosen, where) in enumerate(zip(images, positions, strict=True)):

@@ -297,6 +297,11 @@ class LayerStatistics(pl.Callback):
         self._writer, self._handles, self._values, self._before = None, [], {}, {}
 
 
+def enlarged(images: torch.Tensor, scale: int) -> torch.Tensor:
+    """``images`` (..., H, W) enlarged ``scale`` times by nearest neighbour: each pixel a block of scale x scale."""
+    return images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+
+
 def filter_grid(weight: torch.Tensor, tile: int = 32) -> torch.Tensor:
     """A conv layer's filters (out, in, kh, kw) as a (3, H, W) image grid, each filter scaled to [0, 1] on its own
     and enlarged (nearest neighbour) to about ``tile`` pixels a side.
@@ -308,8 +313,7 @@ def filter_grid(weight: torch.Tensor, tile: int = 32) -> torch.Tensor:
     low = filters.amin(dim=(1, 2, 3), keepdim=True)
     high = filters.amax(dim=(1, 2, 3), keepdim=True)
     filters = (filters - low) / (high - low).clamp_min(torch.finfo(filters.dtype).tiny)
-    scale = max(1, math.ceil(tile / max(filters.shape[-2:])))
-    filters = filters.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    filters = enlarged(filters, max(1, math.ceil(tile / max(filters.shape[-2:]))))
     channels = filters.shape[1]
     if channels == 3:
         return make_grid(filters, nrow=8, padding=1, pad_value=1.0)
@@ -398,7 +402,7 @@ class _ValidationPredictions(pl.Callback, ABC):
 
 
 @cache
-def font(size: int = 11) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def _font(size: int = 11) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """Pillow's own font in ``size`` pixels (its fixed bitmap font where Pillow was built without FreeType)."""
     return ImageFont.load_default(size=size)
 
@@ -421,9 +425,9 @@ def confusion_matrix_image(matrix: torch.Tensor, class_names: list[str]) -> np.n
     annotated = classes <= ANNOTATED_CLASSES
     cell = min(28, max(1, 800 // classes))  # pixels a side
     shares = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp_min(1)
-    colours = (WHITE + shares[..., None] * (BLUE - WHITE)).round().to(torch.uint8)
-    cells = colours.repeat_interleave(cell, dim=0).repeat_interleave(cell, dim=1)
-    face = font()
+    colours = (WHITE + shares[..., None] * (BLUE - WHITE)).round().to(torch.uint8)  # (classes, classes, RGB)
+    cells = enlarged(colours.permute(2, 0, 1), cell).permute(1, 2, 0)
+    face = _font()
     names = [_fit(name, 120, face) for name in class_names] if annotated else []
     name_width = math.ceil(max(map(face.getlength, names))) + 6 if annotated else 0
     right = f"{int(matrix.trace())} of {int(matrix.sum())} validation examples right"
@@ -448,12 +452,12 @@ def confusion_matrix_image(matrix: torch.Tensor, class_names: list[str]) -> np.n
             if count:  # empty cells stay blank: easier to read
                 colour = "white" if shares[row, column] > 0.5 else "black"
                 centre = (left + column * cell + cell / 2, top + row * cell + cell / 2)
-                draw.text(centre, str(count), fill=colour, font=font(9), anchor="mm")
+                draw.text(centre, str(count), fill=colour, font=_font(9), anchor="mm")
     return np.asarray(image)
 
 
 class ConfusionMatrix(_ValidationPredictions):
-    """``val/confusion_matrix``: the validation set's confusion matrix (``MulticlassConfusionMatrix``) as a figure
+    """``val/confusion_matrix``: the validation set's confusion matrix (``MulticlassConfusionMatrix``) as an image
     (``every_n_epochs``: see the base class); ``matrix`` keeps the last counts read."""
 
     def _reset(self, pl_module: pl.LightningModule) -> None:
@@ -491,13 +495,12 @@ def misclassified_image(
     """A grid of images (N, 1 or 3, H, W) in [0, 1], each under its predicted class and its true one, as an RGB
     image (H, W, 3) of bytes; images under 96 pixels wide are enlarged a whole number of times to at least that."""
     columns = min(columns, len(images))
-    scale = math.ceil(96 / images.shape[-1])
-    pixels = (images.expand(-1, 3, -1, -1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-    pixels = pixels.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).numpy()
+    pixels = (images.expand(-1, 3, -1, -1) * 255).round().to(torch.uint8)
+    pixels = enlarged(pixels, math.ceil(96 / images.shape[-1])).permute(0, 2, 3, 1).numpy()
     height, width, label = pixels.shape[1], pixels.shape[2], 30  # two lines of labels above each image
     rows = math.ceil(len(images) / columns)
     image = Image.new("RGB", (columns * (width + 8) + 8, rows * (height + label + 8) + 8), "white")
-    draw, face = ImageDraw.Draw(image), font()
+    draw, face = ImageDraw.Draw(image), _font()
     for index, (picture, guess, answer) in enumerate(zip(pixels, predicted, true, strict=True)):
         row, column = divmod(index, columns)
         x, y = 8 + column * (width + 8), 8 + row * (height + label + 8)

@@ -215,21 +215,15 @@ def _units(inspection: Inspection, totals: Tensor) -> Tensor:
 
 def deconvnet(inspection: Inspection) -> Panels:
     """Zeiler & Fergus 2014, Sec. 2.1: the strongest activation of the layer (of channel ``unit``) projected back to
-    pixel space (``training.deconvnet.deconvnet``). Below a layer that is not one chain (residual additions,
-    concatenations), the same rule through every branch (``training.deconvnet.project_through_branches``: Captum's
-    ``NeuronDeconvolution``) from the same activation; the panel's title says which."""
-    name, layer = _layer(inspection)
+    pixel space; below a layer that is not one chain (residual additions, concatenations), the same rule through
+    every branch (``training.deconvnet.deconvnet_anywhere``); the panel's title says which."""
+    name, _ = _layer(inspection)
     try:
-        projection = zeiler_fergus.deconvnet(inspection.net, inspection.images, name, inspection.unit)
-    except zeiler_fergus.NotAChain:
-        maps = _feature_maps(inspection, layer, name)
-        units = _units(inspection, maps.flatten(2).amax(dim=2))
-        positions = maps[torch.arange(len(maps), device=maps.device), units].flatten(1).argmax(dim=1)
-        projection = zeiler_fergus.project_through_branches(inspection.net, inspection.images, name, units, positions)
-        return {f"deconvnet of {name} (through its branches)": projection}
+        found = zeiler_fergus.deconvnet_anywhere(inspection.net, inspection.images, name, inspection.unit)
     except ValueError as err:
         raise UserError(f"deconvnet: {err}") from err
-    return {f"deconvnet of {name}": projection.detach()}
+    projection, branches = found
+    return {f"deconvnet of {name}{' (through its branches)' if branches else ''}": projection.detach()}
 
 
 def penultimate_features(net: nn.Module, images: Tensor, chunk: int = 256) -> Tensor:
