@@ -8,15 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
+from pytorch_lightning.callbacks import RichProgressBar
 
 import models
 from conftest import ROOT
 from data.text import CharTextDataModule
 from models.char_rnn import CharRNN
-from training.console import ModelSummary
+from training import console
+from training.console import ModelSummary, ProgressBar
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -80,3 +83,33 @@ def test_progress_bars_keep_to_one_line_of_80_columns_in_an_80_column_terminal(t
     frames = [line for line in re.split(r"[\r\n]", ANSI.sub("", output)) if "━" in line]
     assert any(line.startswith("Epoch 1/1") and "loss: " in line and "val_acc: " in line for line in frames)
     assert max(len(line.rstrip()) for line in frames) <= 80
+
+
+def test_the_training_bar_is_redrawn_at_most_every_redraw_seconds_with_the_values_logged_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [0.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: now[0])
+    drawn = []  # each redraw: the batch, and the values shown (Lightning's bar reads them as it redraws)
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_start", lambda *args: None)
+
+    def redraw(self: ProgressBar, trainer: Any, task: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        drawn.append((batch_idx, self.get_metrics(trainer, task)))
+
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", redraw)
+    bar = ProgressBar({"train/loss_step": "loss"}, redraw_seconds=4)
+    logged: dict[str, torch.Tensor] = {}
+    for batch_idx in range(10):  # a batch a second; the task logs at batches 1 and 5
+        logs = batch_idx in (1, 5)
+        trainer = SimpleNamespace(is_last_batch=batch_idx == 9, callback_metrics=logged)
+        task = SimpleNamespace(logs_this_step=lambda logs=logs: logs)
+        bar.on_train_batch_start(trainer, task, None, batch_idx)
+        if logs:
+            logged["train/loss_step"] = torch.tensor(float(batch_idx))
+        bar.on_train_batch_end(trainer, task, None, None, batch_idx)
+        now[0] += 1
+    # the first batch, the first at least 4 s after each redraw, and the epoch's last; the value logged at the
+    # undrawn batch 1 is shown at the next redraw, the one of batch 5 at batch 8
+    assert drawn == [(0, {}), (4, {"loss": 1.0}), (8, {"loss": 5.0}), (9, {"loss": 5.0})]
+    with pytest.raises(ValueError, match="redraw_seconds must be 0 or more"):
+        ProgressBar({}, redraw_seconds=-1)

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import grad_norm
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
@@ -19,6 +20,7 @@ from training.classifier import Classifier
 from training.config import UserError
 from training.monitoring import (
     ConfusionMatrix,
+    GradientNorm,
     MisclassifiedImages,
     TensorBoardLogger,
     confusion_matrix_image,
@@ -90,6 +92,20 @@ def test_speed_and_gradient_norm_scalars(events: EventAccumulator) -> None:
     assert [event.step for event in norms] == [1, 3, 5, 7, 9, 11]  # the steps Lightning logs train/loss_step at
     assert [event.step for event in events.Scalars("train/loss_step")] == [1, 3, 5, 7, 9, 11]
     assert all(0 < event.value < 100 and math.isfinite(event.value) for event in norms)
+
+
+def test_the_gradient_norm_is_lightnings_total_norm_read_once_on_the_logging_steps() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False))
+    net(torch.randn(5, 4)).square().sum().backward()
+    net[0].bias.grad = None  # a parameter without a gradient is left out
+    written = []
+    logger = SimpleNamespace(log_metrics=lambda metrics, step: written.append((step, metrics)))
+    for step in (3, 4):  # logging every 5 steps: step 4 logs
+        trainer = SimpleNamespace(log_every_n_steps=5, global_step=step, loggers=[logger])
+        GradientNorm().on_before_optimizer_step(trainer, net, None)
+    expected = grad_norm(net, norm_type=2)["grad_2.0_norm_total"].item()
+    assert written == [(4, {"train/grad_norm": pytest.approx(expected, rel=1e-6)})]
 
 
 def test_layer_statistics_at_the_first_step_and_every_n_steps_with_the_losses(events: EventAccumulator) -> None:

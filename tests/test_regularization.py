@@ -125,8 +125,10 @@ def test_the_logged_penalty_is_l1_times_the_sum_of_absolute_weights_plus_l2_time
     outputs = []
     module.on_train_batch_end = lambda output, *args: outputs.append(output["loss"].item())
     trainer = fit_one_step(module, (images, labels))
-    assert trainer.callback_metrics["train/reg_loss_step"].item() == pytest.approx(expected, rel=1e-5)
-    assert trainer.callback_metrics["train/loss_step"].item() == pytest.approx(data_loss, rel=1e-5)
+    # the batch's values (logged to the loggers directly) and the epoch's mean over its one batch
+    assert module.batch_values["train/reg_loss_step"].item() == pytest.approx(expected, rel=1e-5)
+    assert module.batch_values["train/loss_step"].item() == pytest.approx(data_loss, rel=1e-5)
+    assert trainer.callback_metrics["train/reg_loss_epoch"].item() == pytest.approx(expected, rel=1e-5)
     assert outputs == [pytest.approx(data_loss + expected, rel=1e-5)]  # what the optimizer minimises
 
 
@@ -134,7 +136,7 @@ def test_the_logged_penalty_is_l1_times_the_sum_of_absolute_weights_plus_l2_time
 def test_the_penalty_pulls_weights_but_not_biases() -> None:
     torch.manual_seed(0)
     net = Small()
-    loss = classifier(net, regularizer=L1(1.0)).regularize(torch.zeros(()))
+    loss = classifier(net, regularizer=L1(1.0)).regularize(torch.zeros(()), 4)
     loss.backward()
     torch.testing.assert_close(net.fc.weight.grad, net.fc.weight.sign())
     assert net.fc.bias.grad is None and net.bn.weight.grad is None
@@ -143,7 +145,8 @@ def test_the_penalty_pulls_weights_but_not_biases() -> None:
 def test_no_penalty_no_reg_loss() -> None:
     module = classifier(Small(), regularizer=MaxNorm(3.0))
     loss = torch.tensor(1.5)
-    assert module.regularize(loss) is loss
+    assert module.regularize(loss, 4) is loss
+    assert not module.train_reg_loss.update_called
 
 
 def unit_norms(weight: torch.Tensor) -> torch.Tensor:

@@ -15,11 +15,13 @@ import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
+from pytorch_lightning.profilers import SimpleProfiler
 
 from conftest import ROOT, compose_config, run_script
 from data import DigitsDataModule
 from test_train import read_events
-from training.speed import SpeedSwitches, channels_last_input
+from training.config import instantiate
+from training.speed import NoProfiler, SpeedSwitches, channels_last_input
 from training.tasks import build, load_checkpoint, train
 
 FAST = [
@@ -233,6 +235,18 @@ def test_the_speed_switches_act_on_the_network(monkeypatch: pytest.MonkeyPatch) 
     for stage in ("fit", "test"):
         SpeedSwitches(compile=True).setup(None, module, stage)
     assert compiled == [net]  # compiled in place, once: the same module, the same state dict keys
+
+
+def test_the_trainer_profiles_nothing_through_one_shared_context_unless_a_profiler_is_chosen(tmp_path: Path) -> None:
+    profilers = {}
+    for name, overrides in {"default": [], "debug": ["debug=profiler"], "simple": ["trainer.profiler=simple"]}.items():
+        cfg = compose_config("train", tmp_path / name, ["trainer.accelerator=cpu", *overrides])
+        profilers[name] = instantiate(cfg.trainer, "trainer").profiler
+    assert isinstance(profilers["default"], NoProfiler)
+    with profilers["default"].profile("[Callback]x.on_train_batch_end") as entered:
+        assert entered is None
+    assert profilers["default"].profile("a") is profilers["default"].profile("b")  # nothing made per hook
+    assert isinstance(profilers["debug"], SimpleProfiler) and isinstance(profilers["simple"], SimpleProfiler)
 
 
 @pytest.mark.slow

@@ -32,6 +32,14 @@ def is_logging_step(trainer: pl.Trainer) -> bool:
     return bool(every) and (trainer.global_step + 1) % every == 0
 
 
+def log_to_loggers(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+    """Write ``metrics`` to every logger at the step under way (``trainer.global_step``), as Lightning's
+    ``LearningRateMonitor`` does: through ``LightningModule.log`` each value would go through the bookkeeping that
+    Lightning does for a logged value (about 0.4 ms a value, docs/benchmarks.md)."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+
+
 def loss_mean() -> MeanMetric:
     """A mean of batch losses over the examples: update it with a batch's loss expanded to one value per example
     (``loss.expand(batch_size)``, a view). A NaN is kept, not dropped: torchmetrics' default NaN strategy reads
@@ -101,6 +109,9 @@ class TrainingModule(pl.LightningModule):
         self.finetune = finetune
         self._restored_best: dict[str, dict[str, torch.Tensor]] | None = None  # from a checkpoint, until training
         self.train_loss = loss_mean()
+        self.train_reg_loss = loss_mean() if regularizer is not None else None
+        # the values of the last training batch that logged them (log_batch_values), by name
+        self.batch_values: dict[str, torch.Tensor] = {}
 
     def train(self, mode: bool = True) -> TrainingModule:
         """Set training (or eval) mode; the batch norms that ``finetune`` froze stay in eval mode."""
@@ -154,19 +165,35 @@ class TrainingModule(pl.LightningModule):
         return ["train/loss", "val/loss"]
 
     def logs_this_step(self) -> bool:
-        """Whether ``training_step`` logs the values of its batch: on the steps the loggers write
-        (``is_logging_step``), an epoch's last batch and under ``fast_dev_run``.
+        """Whether ``training_step`` logs the values of its batch (``log_batch_values``): on the steps the loggers
+        write (``is_logging_step``), an epoch's last batch and under ``fast_dev_run``.
 
-        Each ``self.log`` call costs Lightning's bookkeeping about 0.5 ms, as much as a LeNet-5 training step
-        computes (docs/benchmarks.md), and a value shown on the progress bar is read on the host. So the tasks
-        accumulate their epoch values in torchmetrics objects on every batch (which synchronise across processes
-        when computed), log a batch's values (``train/loss_step``, ...) only on these steps, and the epoch's once.
+        The tasks accumulate their epoch values in torchmetrics objects on every batch (which synchronise across
+        processes when computed) and log them once an epoch; a batch's values (``train/loss_step``, ...) are
+        computed and logged on these steps only, since a value written to a logger or shown on the progress bar is
+        read on the host.
         """
         try:
             trainer = self.trainer
-        except RuntimeError:  # not attached to a Trainer (a loop of one's own): Lightning's self.log logs nothing
+        except RuntimeError:  # not attached to a Trainer (a loop of one's own): nothing is logged
             return False
         return is_logging_step(trainer) or trainer.is_last_batch or bool(trainer.fast_dev_run)
+
+    def log_batch_values(self, values: dict[str, torch.Tensor]) -> None:
+        """Log one training batch's values (``train/loss_step``, ...) on a step that logs (``logs_this_step``): kept
+        in ``batch_values``, which the progress bar shows and the run's summary keeps, and written to the loggers
+        directly (``log_to_loggers``, one host read for all of them) on the steps they write.
+
+        Not through ``self.log``: Lightning's bookkeeping of a logged value costs about 0.4 ms, as much as a LeNet-5
+        training step computes (docs/benchmarks.md). So they are not among ``trainer.callback_metrics``, which
+        callbacks monitor; the epoch's values are.
+        """
+        values = {name: value.detach() for name, value in values.items()}
+        self.batch_values.update(values)
+        trainer = self.trainer
+        if is_logging_step(trainer) and trainer.loggers and trainer.is_global_zero:
+            read = torch.stack([value.float() for value in values.values()]).tolist()
+            log_to_loggers(trainer, dict(zip(values, read, strict=True)))
 
     def log_training_loss(self, loss: torch.Tensor, batch_size: int) -> bool:
         """Add a batch's loss to the epoch's mean; log it as ``train/loss_step`` on the steps that log. Returns
@@ -174,25 +201,31 @@ class TrainingModule(pl.LightningModule):
         self.train_loss.update(loss.detach().expand(batch_size))
         logs = self.logs_this_step()
         if logs:
-            self.log("train/loss_step", loss)
+            self.log_batch_values({"train/loss_step": loss})
         return logs
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch's mean training loss as ``train/loss_epoch`` (and, for a scheduler's ``monitor`` only, as
-        ``train/loss``)."""
+        ``train/loss``), and the regulariser's mean penalty as ``train/reg_loss_epoch``."""
         loss = self.train_loss.compute()
         self.log("train/loss_epoch", loss, prog_bar=True, sync_dist=True)
         self.log("train/loss", loss, logger=False, sync_dist=True)
         self.train_loss.reset()
+        if self.train_reg_loss is not None and self.train_reg_loss.update_called:
+            self.log("train/reg_loss_epoch", self.train_reg_loss.compute(), sync_dist=True)
+            self.train_reg_loss.reset()
 
-    def regularize(self, loss: torch.Tensor) -> torch.Tensor:
-        """``loss`` plus the regulariser's penalty, which is logged as ``train/reg_loss``."""
+    def regularize(self, loss: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """``loss`` plus the regulariser's penalty, which is logged as ``train/reg_loss_step`` on the steps that log
+        and as ``train/reg_loss_epoch``, its mean over the epoch's examples."""
         if self.regularizer is None:
             return loss
         penalty = self.regularizer.penalty(split_weights(self)[0])
         if penalty is None:
             return loss
-        self.log("train/reg_loss", penalty, on_step=True, on_epoch=True)
+        self.train_reg_loss.update(penalty.detach().expand(batch_size))
+        if self.logs_this_step():
+            self.log_batch_values({"train/reg_loss_step": penalty})
         return loss + penalty
 
     def parameter_groups(self) -> list[nn.Parameter] | list[dict[str, Any]]:

@@ -105,8 +105,9 @@ class ScoringModule(TrainingModule):
         self.train_metrics.update(*metric_inputs)
         if self.log_training_loss(loss, len(batch[1])):  # and the batch's own metrics on the same steps
             self.train_batch_metrics.reset()
-            self.log_dict({f"{key}_step": value for key, value in self.train_batch_metrics(*metric_inputs).items()})
-        return self.regularize(loss)
+            values = self.train_batch_metrics(*metric_inputs)
+            self.log_batch_values({f"{key}_step": value for key, value in values.items()})
+        return self.regularize(loss, len(batch[1]))
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

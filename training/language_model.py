@@ -68,7 +68,7 @@ class LanguageModel(TrainingModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, self.train_state = self._step(batch, self.train_state)
         self.log_training_loss(loss, len(batch[1]))
-        return self.regularize(loss)
+        return self.regularize(loss, len(batch[1]))
 
     def on_validation_epoch_start(self) -> None:
         self.eval_state = None

@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import grad_norm, rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.data import extract_batch_size
 from torch import nn
 from torch.optim import Optimizer
@@ -43,7 +43,7 @@ from typing_extensions import override
 
 from models import ChannelMaxout, ScaledTanh
 from models.rnn import RecurrentNet
-from training.base import is_logging_step
+from training.base import is_logging_step, log_to_loggers
 from training.classifier import Classifier
 
 # recurrent layers count with their output sequence of hidden states
@@ -100,13 +100,6 @@ def _net(pl_module: pl.LightningModule) -> nn.Module:
     return pl_module.net if isinstance(getattr(pl_module, "net", None), nn.Module) else pl_module
 
 
-def _log_metrics(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
-    """Write to every logger directly, as Lightning's ``LearningRateMonitor`` does: through ``LightningModule.log``
-    a metric would join the bookkeeping that Lightning goes through on every step."""
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=trainer.global_step)
-
-
 def _clock(pl_module: pl.LightningModule) -> float:
     if pl_module.device.type == "cuda":
         torch.cuda.synchronize(pl_module.device)
@@ -149,12 +142,13 @@ class EpochSpeed(pl.Callback):
         seconds = _clock(pl_module) - self._start
         training_seconds = seconds - self._validation_seconds
         rate = {"time/samples_per_second": self._samples / training_seconds} if training_seconds > 0 else {}
-        _log_metrics(trainer, {"time/epoch_seconds": seconds, **rate})
+        log_to_loggers(trainer, {"time/epoch_seconds": seconds, **rate})
 
 
 class GradientNorm(pl.Callback):
-    """``train/grad_norm``: the 2-norm of all gradients as one vector (Lightning's ``grad_norm``), before
-    ``gradient_clip_val`` clips it, on the steps Lightning logs ``train/loss_step`` at (``is_logging_step``, every
+    """``train/grad_norm``: the 2-norm of all gradients as one vector (the norm of the parameters' gradient norms, as
+    Lightning's ``grad_norm`` computes it, read on the host once instead of once a parameter), before
+    ``gradient_clip_val`` clips it, on the steps the task logs ``train/loss_step`` at (``is_logging_step``, every
     ``trainer.log_every_n_steps``) and computed on those only."""
 
     def on_before_optimizer_step(
@@ -162,9 +156,9 @@ class GradientNorm(pl.Callback):
     ) -> None:
         if not is_logging_step(trainer):
             return
-        norms = grad_norm(pl_module, norm_type=2)
+        norms = [torch.linalg.vector_norm(p.grad.detach()) for p in pl_module.parameters() if p.grad is not None]
         if norms:
-            _log_metrics(trainer, {"train/grad_norm": float(norms["grad_2.0_norm_total"])})
+            log_to_loggers(trainer, {"train/grad_norm": torch.linalg.vector_norm(torch.stack(norms)).item()})
 
 
 def histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ class Regressor(TrainingModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.criterion(*self._predict(batch))
         self.log_training_loss(loss, len(batch[1]))
-        return self.regularize(loss)
+        return self.regularize(loss, len(batch[1]))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.val_mse.update(*self._predict(batch))

@@ -343,7 +343,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise interrupted(trainer, stopper, getattr(stop, "signum", None)) from None
     except torch.OutOfMemoryError as err:
         raise out_of_memory(cfg, trainer) from err
-    fit_metrics = _floats(trainer.callback_metrics)
+    fit_metrics = _floats({**trainer.callback_metrics, **module.batch_values})  # the last batch's values too
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     # read before testing: loading the best checkpoint restores the callback's state as it was then
