@@ -58,7 +58,7 @@ from models import TORCHVISION_NAMES
 from training.cli import CONFIG_DIR, check_option, parse_int_options, run_plain
 from training.config import UserError, instantiate
 from training.speed import SpeedSwitches, compile_arguments
-from training.tasks import build
+from training.tasks import build, run_callbacks
 from training.timing import Clock, alternate, median, median_ratio, synchronize
 
 INTEGERS = {
@@ -294,8 +294,9 @@ class LightningAlone(pl.LightningModule):
 def lightning_epoch(log_dir: Path, options: dict[str, Any], side: str) -> float:
     """Seconds per epoch (training and validation) of a Lightning fit of the default run, after its first epoch.
 
-    ``side``: ``default``, the default run's Trainer with its callbacks, guards, logger and checkpoints (the
-    progress bar drawing into /dev/null, the model summary, printed once before the first epoch, left out);
+    ``side``: ``default``, the default run's Trainer with its callbacks, guards, logger and checkpoints, as
+    ``training.tasks.train`` builds them (``run_callbacks``; the progress bar drawing into /dev/null, the model
+    summary, printed once before the first epoch, left out);
     ``bare``, the default run's module on a Trainer without callbacks, logger or checkpoints; ``alone``,
     ``LightningAlone`` on such a Trainer. Under ``compile`` the network is compiled as ``compile=true`` does.
     """
@@ -305,18 +306,14 @@ def lightning_epoch(log_dir: Path, options: dict[str, Any], side: str) -> float:
     if side == "alone":
         module = LightningAlone(module)
     clock = Clock()
-    speed = [SpeedSwitches(compile=True, compile_mode=cfg.compile_mode)] if cfg.compile else []
     if side != "default":
+        speed = [SpeedSwitches(compile=True, compile_mode=cfg.compile_mode)] if cfg.compile else []
         callbacks, loggers = [*speed, clock], False
         switches = {"enable_checkpointing": False, "enable_progress_bar": False}
     else:
+        cfg.callbacks.model_summary = None
         drawn_nowhere = {"console_kwargs": {"file": open(os.devnull, "w")}}  # noqa: SIM115 (closed with the process)
-        callbacks = [
-            instantiate(node, f"callbacks.{key}", **(drawn_nowhere if key == "progress_bar" else {}))
-            for key, node in cfg.callbacks.items()
-            if node and key != "model_summary"
-        ]
-        callbacks += [*speed, clock]
+        callbacks = [*run_callbacks(cfg, module, progress_bar=drawn_nowhere), clock]
         loggers, switches = [instantiate(node, f"logger.{key}") for key, node in cfg.logger.items() if node], {}
     trainer = instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, enable_model_summary=False, **switches

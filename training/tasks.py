@@ -287,6 +287,29 @@ def out_of_memory(cfg: DictConfig, trainer: pl.Trainer) -> UserError:
     )
 
 
+def run_callbacks(cfg: DictConfig, module: TrainingModule, **arguments: dict[str, Any]) -> list[pl.Callback]:
+    """The callbacks of a training run: those of ``cfg.callbacks`` (``arguments[key]``: extra keyword arguments of
+    one of them), their monitors checked against the module's metrics; the speed switches under ``channels_last``
+    or ``compile``; the handler of SIGTERM and SIGINT (``StopOnSignal``); and the random states, which checkpoints
+    keep."""
+    configured = {
+        key: instantiate(node, f"callbacks.{key}", **arguments.get(key, {}))
+        for key, node in (cfg.get("callbacks") or {}).items()
+        if node
+    }
+    check_callback_monitors(module, configured)
+    callbacks = list(configured.values())
+    try:  # checked whether or not compile=true: a mistake in it is not left to show on a later run
+        speed = SpeedSwitches(bool(cfg.channels_last), bool(cfg.compile), cfg.get("compile_mode", "default"))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if cfg.channels_last or cfg.compile:
+        callbacks.append(speed)
+    # SIGTERM and SIGINT stop at a step boundary, with a checkpoint (docs/reliability.md); a resumed run restores
+    # the random states
+    return [*callbacks, StopOnSignal(), RandomState()]
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, validate, test the best checkpoint; print and return the test metrics and where things are."""
     check_config(cfg, skip={"scheduler": SCHEDULER_SETTINGS})  # every value, before anything is read or built
@@ -310,20 +333,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pl.seed_everything(seed, workers=True, verbose=False)  # the seed is in config.yaml
 
     datamodule, module = build(cfg)
-    configured = {
-        key: instantiate(node, f"callbacks.{key}") for key, node in (cfg.get("callbacks") or {}).items() if node
-    }
-    check_callback_monitors(module, configured)
-    callbacks = list(configured.values())
-    try:  # checked whether or not compile=true: a mistake in it is not left to show on a later run
-        speed = SpeedSwitches(bool(cfg.channels_last), bool(cfg.compile), cfg.get("compile_mode", "default"))
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    if cfg.channels_last or cfg.compile:
-        callbacks.append(speed)
-    stopper = StopOnSignal()  # SIGTERM and SIGINT stop at a step boundary, with a checkpoint (docs/reliability.md)
-    callbacks.append(stopper)
-    callbacks.append(RandomState())  # checkpoints keep the random states, which a resumed run restores
+    callbacks = run_callbacks(cfg, module)
+    stopper = next(callback for callback in callbacks if isinstance(callback, StopOnSignal))
     loggers = [instantiate(node, f"logger.{key}") for key, node in (cfg.get("logger") or {}).items() if node]
     trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     if cfg.get("lr_find"):
