@@ -85,7 +85,7 @@ def test_progress_bars_keep_to_one_line_of_80_columns_in_an_80_column_terminal(t
     assert max(len(line.rstrip()) for line in frames) <= 80
 
 
-def test_the_training_bar_is_redrawn_at_most_every_redraw_seconds_with_the_values_logged_since(
+def test_the_bars_are_redrawn_at_most_every_redraw_seconds_with_the_values_logged_since(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [0.0]
@@ -111,5 +111,11 @@ def test_the_training_bar_is_redrawn_at_most_every_redraw_seconds_with_the_value
     # the first batch, the first at least 4 s after each redraw, and the epoch's last; the value logged at the
     # undrawn batch 1 is shown at the next redraw, the one of batch 5 at batch 8
     assert drawn == [(0, {}), (4, {"loss": 1.0}), (8, {"loss": 5.0}), (9, {"loss": 5.0})]
+    validated = []
+    monkeypatch.setattr(RichProgressBar, "on_validation_batch_end", lambda self, *args: validated.append(args[-2]))
+    for batch_idx in range(4):  # at 10, 11, 12 and 13 s: the last redraw was at 8 s
+        bar.on_validation_batch_end(SimpleNamespace(), SimpleNamespace(), None, None, batch_idx)
+        now[0] += 1
+    assert validated == [2]
     with pytest.raises(ValueError, match="redraw_seconds must be 0 or more"):
         ProgressBar({}, redraw_seconds=-1)
