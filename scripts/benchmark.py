@@ -2,7 +2,8 @@
 
     python scripts/benchmark.py [parts=a,b,c] [models=<names>] [device=cpu] [precision=32|bf16] [channels_last=false]
                                 [control=false] [batch=8] [image_size=64] [steps=30] [network=lenet5] [epochs=4]
-                                [rounds=5] [data_batches=50] [data_batch=128] [workers=<one per CPU core>]
+                                [rounds=5] [sides=default,bare,alone] [variant=<override>;...] [data=digits]
+                                [data_batches=50] [data_batch=128] [workers=<one per CPU core>]
 
 (a) Every model of the zoo that torchvision also has (models=: a comma-separated subset), ours against torchvision's
     with the same weights: a training step (forward, cross-entropy over every output, backward, SGD step) and
@@ -20,9 +21,12 @@
     PyTorch loop over the same tensors with the same network, optimizer, scheduler and whole-batch augmentation
     (training and a validation pass counting correct answers); and the minimal loop's own work as a LightningModule
     on that bare Trainer (``LightningAlone``: what Lightning's loop itself costs). ``epochs`` per fit, the first
-    left out; ``rounds`` rounds of one fit of each side. ``network=<model config>`` runs the same comparison with
-    another network on the digits (``network=resnet20``: an epoch fourteen times LeNet-5's, the same per-step
-    cost of Lightning).
+    left out; ``rounds`` rounds of one fit of each side, every side and the minimal loop once a round, and each
+    side's ratio the median of its rounds' ratios to the minimal loop's. ``network=<model config>`` runs the same
+    comparison with another network on the digits (``network=resnet20``: an epoch fourteen times LeNet-5's, the
+    same per-step cost of Lightning). ``sides=variant variant='<override>;<override>'`` adds the default run with
+    those config overrides, to measure what a part of it costs (``sides=default,variant
+    variant='callbacks.layer_stats=null'``).
 (c) The in-memory fast path against per-image DataLoader loading (scripts/benchmark_data.py's measurement), ``rounds``
     rounds.
 """
@@ -48,6 +52,7 @@ import torch
 import torchvision
 from benchmark_data import compare_paths
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torch.nn import functional as F
@@ -67,7 +72,7 @@ INTEGERS = {
 }  # fmt: skip
 CHOICES = {
     "parts": "a,b,c", "models": ",".join(TORCHVISION_NAMES), "device": "cpu", "precision": "32", "network": "lenet5",
-    "data": "digits", "sides": "default,bare,alone", "compile_mode": "default",
+    "data": "digits", "sides": "default,bare,alone", "compile_mode": "default", "variant": "",
 }  # fmt: skip
 SWITCHES = {"channels_last": "false", "control": "false", "compile": "false"}
 # (b)'s data: the bundled digits, or CIFAR-10's training split in shape (45,000 random 3x32x32 images in memory, on
@@ -83,6 +88,7 @@ SIDES = {
     "default": "the default run (callbacks, guards, TensorBoard, checkpoints)",
     "bare": "bare Trainer (the default run's module: metrics, logging)",
     "alone": "Lightning alone (forward, loss and step in a LightningModule, bare Trainer)",
+    "variant": "the default run with",  # variant's overrides
 }
 NUM_CLASSES = 10
 MIN_SECONDS = 1.0  # each side's timed steps in (a) last at least this long
@@ -130,6 +136,14 @@ def parse_options(args: list[str]) -> dict[str, Any]:
         check_option("model", options["network"])  # network: a model config, as train.py's model=
     except UserError as err:
         raise ValueError(f"network: {err}") from None
+    options["variant"] = [override for override in options["variant"].split(";") if override]
+    if "variant" in options["sides"]:
+        if not options["variant"]:
+            raise ValueError("sides=variant: give its overrides of the default run, e.g. variant='guards=none'")
+        try:
+            compose_default(Path("variant"), options, "variant")
+        except HydraException as err:
+            raise ValueError(f"variant: {' '.join(str(err).split())}") from None
     return options
 
 
@@ -248,9 +262,9 @@ def compare_with_torchvision(options: dict[str, Any]) -> None:
 # (b) the framework's overhead --------------------------------------------------------------------------------------
 
 
-def compose_default(log_dir: Path, options: dict[str, Any]) -> Any:
+def compose_default(log_dir: Path, options: dict[str, Any], side: str = "default") -> Any:
     """The default run's composed config (as scripts/train.py composes it) with ``model=<network>``, ``options``'s data,
-    device and compile switches, writing into ``log_dir``."""
+    device and compile switches, writing into ``log_dir``; for the ``variant`` side with its overrides too."""
     overrides = [
         f"model={options['network']}",
         *DATA[options["data"]],
@@ -259,6 +273,7 @@ def compose_default(log_dir: Path, options: dict[str, Any]) -> Any:
         f"trainer.max_epochs={options['epochs']}",
         f"compile={str(options['compile']).lower()}",
         f"compile_mode={options['compile_mode']}",
+        *(options["variant"] if side == "variant" else []),
     ]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         return compose("train", overrides=overrides)
@@ -300,13 +315,13 @@ def lightning_epoch(log_dir: Path, options: dict[str, Any], side: str) -> float:
     ``bare``, the default run's module on a Trainer without callbacks, logger or checkpoints; ``alone``,
     ``LightningAlone`` on such a Trainer. Under ``compile`` the network is compiled as ``compile=true`` does.
     """
-    cfg = compose_default(log_dir, options)
+    cfg = compose_default(log_dir, options, side)
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
     if side == "alone":
         module = LightningAlone(module)
     clock = Clock()
-    if side != "default":
+    if side not in ("default", "variant"):
         speed = [SpeedSwitches(compile=True, compile_mode=cfg.compile_mode)] if cfg.compile else []
         callbacks, loggers = [*speed, clock], False
         switches = {"enable_checkpointing": False, "enable_progress_bar": False}
@@ -386,19 +401,16 @@ def compare_with_minimal_loop(options: dict[str, Any]) -> None:
         def fresh() -> Path:
             return Path(tmp) / str(next(counter))
 
+        sides = {side: functools.partial(lightning_epoch, side=side) for side in options["sides"]}
+        times = alternate(
+            {name: lambda epoch=epoch: epoch(fresh(), options) for name, epoch in sides.items()}
+            | {"minimal": lambda: minimal_epoch(fresh(), options)},
+            rounds,
+        )
         for side in options["sides"]:
-            times = alternate(
-                {
-                    "lightning": lambda side=side: lightning_epoch(fresh(), options, side),
-                    "minimal": lambda: minimal_epoch(fresh(), options),
-                },
-                rounds,
-            )
-            ratio = median_ratio(times["lightning"], times["minimal"])
-            print(
-                f"| {SIDES[side]} | {median(times['lightning']):.3f} | {median(times['minimal']):.3f} | {ratio:.2f}x |",
-                flush=True,
-            )
+            ratio = median_ratio(times[side], times["minimal"])
+            name = f"{SIDES[side]} {';'.join(options['variant'])}" if side == "variant" else SIDES[side]
+            print(f"| {name} | {median(times[side]):.3f} | {median(times['minimal']):.3f} | {ratio:.2f}x |", flush=True)
 
 
 # (c) data loading --------------------------------------------------------------------------------------------------

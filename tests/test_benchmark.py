@@ -66,6 +66,20 @@ def test_benchmark_compares_another_network_with_the_minimal_loop(tmp_path: Path
     assert len(vs_minimal) == 4
 
 
+def test_benchmark_times_a_variant_of_the_default_run_in_the_same_rounds(tmp_path: Path) -> None:
+    result = run_script(
+        "benchmark.py", "parts=b", "sides=default,variant", "variant=callbacks.layer_stats=null;guards=none",
+        "epochs=2", "rounds=1", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (vs_minimal,) = tables(result.stdout)
+    assert [row[0] for row in vs_minimal[1:]] == [
+        "the default run (callbacks, guards, TensorBoard, checkpoints)",
+        "the default run with callbacks.layer_stats=null;guards=none",
+    ]
+    assert vs_minimal[1][2] == vs_minimal[2][2]  # one minimal loop a round for every side
+
+
 def test_benchmark_rejects_a_network_without_a_model_config(tmp_path: Path) -> None:
     result = run_script("benchmark.py", "parts=b", "network=lenet55", cwd=tmp_path)
     assert result.returncode == 2
@@ -96,10 +110,19 @@ def test_benchmark_times_the_chosen_sides_on_cifar_shaped_data(tmp_path: Path) -
     ("argument", "message"),
     [
         ("data=cifar", "error: data: one of digits, cifar_shaped, got cifar"),
-        ("sides=default,none", "error: sides: a comma-separated subset of default, bare, alone, got default,none"),
+        (
+            "sides=default,none",
+            "error: sides: a comma-separated subset of default, bare, alone, variant, got default,none",
+        ),
+        ("sides=variant", "error: sides=variant: give its overrides of the default run, e.g. variant='guards=none'"),
+        (
+            "sides=variant variant=callbacks.nothing.x=1",
+            "error: variant: Could not override 'callbacks.nothing.x'. To append to your config use "
+            "+callbacks.nothing.x=1",
+        ),
     ],
 )
 def test_benchmark_names_what_its_words_accept(tmp_path: Path, argument: str, message: str) -> None:
-    result = run_script("benchmark.py", "parts=b", argument, cwd=tmp_path)
+    result = run_script("benchmark.py", "parts=b", *argument.split(), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr == message + "\n"
