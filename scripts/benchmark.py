@@ -326,7 +326,8 @@ def lightning_epoch(log_dir: Path, options: dict[str, Any], side: str) -> float:
         callbacks, loggers = [*speed, clock], False
         switches = {"enable_checkpointing": False, "enable_progress_bar": False}
     else:
-        cfg.callbacks.model_summary = None
+        if cfg.callbacks.get("model_summary"):
+            cfg.callbacks.model_summary = None
         drawn_nowhere = {"console_kwargs": {"file": open(os.devnull, "w")}}  # noqa: SIM115 (closed with the process)
         callbacks = [*run_callbacks(cfg, module, progress_bar=drawn_nowhere), clock]
         loggers, switches = [instantiate(node, f"logger.{key}") for key, node in cfg.logger.items() if node], {}
@@ -401,9 +402,8 @@ def compare_with_minimal_loop(options: dict[str, Any]) -> None:
         def fresh() -> Path:
             return Path(tmp) / str(next(counter))
 
-        sides = {side: functools.partial(lightning_epoch, side=side) for side in options["sides"]}
         times = alternate(
-            {name: lambda epoch=epoch: epoch(fresh(), options) for name, epoch in sides.items()}
+            {side: lambda side=side: lightning_epoch(fresh(), options, side) for side in options["sides"]}
             | {"minimal": lambda: minimal_epoch(fresh(), options)},
             rounds,
         )
