@@ -119,3 +119,23 @@ def test_the_bars_are_redrawn_at_most_every_redraw_seconds_with_the_values_logge
     assert validated == [2]
     with pytest.raises(ValueError, match="redraw_seconds must be 0 or more"):
         ProgressBar({}, redraw_seconds=-1)
+
+
+def test_a_disabled_bar_reads_nothing_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_start", lambda *args: None)
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", lambda *args: None)
+    read = []
+
+    class Value:
+        def __float__(self) -> float:  # a read on the host
+            read.append(self)
+            return 1.0
+
+    value = Value()
+    bar = ProgressBar({"train/loss_step": "loss"})
+    bar.disable()  # as Lightning does in the processes of a distributed run but the first
+    trainer = SimpleNamespace(is_last_batch=True, callback_metrics={"train/loss_step": value})
+    task = SimpleNamespace(logs_this_step=lambda: True)
+    bar.on_train_batch_start(trainer, task, None, 0)
+    bar.on_train_batch_end(trainer, task, None, None, 0)
+    assert read == []

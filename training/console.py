@@ -109,7 +109,7 @@ class ProgressBar(RichProgressBar):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._logs:  # read on the step that logged them, drawn or not: no other step reads on the host
+        if self._logs and self.is_enabled:  # read on the step that logged them, drawn or not: no other step reads
             self._read(trainer, pl_module)
         if trainer.is_last_batch or self._due():
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -138,13 +138,19 @@ class InitialLossCheck(pl.Callback):
         console.print(f"[bold yellow]sanity check:[/] {message}")
 
 
+def norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of each of ``tensors`` (at least one), stacked on their device: ``clip_grad_norm_``'s first step,
+    whose own 2-norm is the norm of them all as one vector."""
+    return torch.stack([torch.linalg.vector_norm(tensor.detach()) for tensor in tensors])
+
+
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Whether every element of ``tensors`` (at least one) is finite, as a 0-d bool tensor on their device.
 
-    The 2-norm of each tensor, as ``clip_grad_norm_`` computes: NaN or infinite when an element is, and also when
-    the norm overflows its dtype (elements past about 1e19 in float32), which means divergence as surely.
+    From the 2-norm of each tensor (``norms``): NaN or infinite when an element is, and also when the norm
+    overflows its dtype (elements past about 1e19 in float32), which means divergence as surely.
     """
-    return torch.stack([torch.linalg.vector_norm(tensor.detach()) for tensor in tensors]).isfinite().all()
+    return norms(tensors).isfinite().all()
 
 
 class NanGuard(pl.Callback):

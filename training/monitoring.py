@@ -45,6 +45,7 @@ from models import ChannelMaxout, ScaledTanh
 from models.rnn import RecurrentNet
 from training.base import is_logging_step, log_to_loggers
 from training.classifier import Classifier
+from training.guards import norms
 
 # recurrent layers count with their output sequence of hidden states
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.RNNBase, RecurrentNet)
@@ -156,9 +157,9 @@ class GradientNorm(pl.Callback):
     ) -> None:
         if not is_logging_step(trainer):
             return
-        norms = [torch.linalg.vector_norm(p.grad.detach()) for p in pl_module.parameters() if p.grad is not None]
-        if norms:
-            log_to_loggers(trainer, {"train/grad_norm": torch.linalg.vector_norm(torch.stack(norms)).item()})
+        gradients = [parameter.grad for parameter in pl_module.parameters() if parameter.grad is not None]
+        if gradients:
+            log_to_loggers(trainer, {"train/grad_norm": torch.linalg.vector_norm(norms(gradients)).item()})
 
 
 def histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> dict[str, Any] | None:
