@@ -3,7 +3,7 @@
     python scripts/benchmark.py [parts=a,b,c] [models=<names>] [device=cpu] [precision=32|bf16] [channels_last=false]
                                 [control=false] [batch=8] [image_size=64] [steps=30] [network=lenet5] [epochs=4]
                                 [rounds=5] [sides=default,bare,alone] [variant=<override>;...] [data=digits]
-                                [data_batches=50] [data_batch=128] [workers=<one per CPU core>]
+                                [train_size=45000] [data_batches=50] [data_batch=128] [workers=<one per CPU core>]
 
 (a) Every model of the zoo that torchvision also has (models=: a comma-separated subset), ours against torchvision's
     with the same weights: a training step (forward, cross-entropy over every output, backward, SGD step) and
@@ -26,7 +26,8 @@
     comparison with another network on the digits (``network=resnet20``: an epoch fourteen times LeNet-5's, the
     same per-step cost of Lightning). ``sides=variant variant='<override>;<override>'`` adds the default run with
     those config overrides, to measure what a part of it costs (``sides=default,variant
-    variant='callbacks.layer_stats=null'``).
+    variant='callbacks.layer_stats=null'``). ``data=cifar_shaped`` times the GPU check's setting instead: CIFAR-10's
+    training split in shape, ``train_size`` random 3x32x32 images (and a ninth as many for validation) held in memory.
 (c) The in-memory fast path against per-image DataLoader loading (scripts/benchmark_data.py's measurement), ``rounds``
     rounds.
 """
@@ -67,23 +68,21 @@ from training.tasks import build, run_callbacks
 from training.timing import Clock, alternate, median, median_ratio, synchronize
 
 INTEGERS = {
-    "batch": 8, "image_size": 64, "steps": 30, "epochs": 4, "rounds": 5, "data_batches": 50, "data_batch": 128,
-    "workers": default_num_workers(),
+    "batch": 8, "image_size": 64, "steps": 30, "epochs": 4, "rounds": 5, "train_size": 45000, "data_batches": 50,
+    "data_batch": 128, "workers": default_num_workers(),
 }  # fmt: skip
 CHOICES = {
     "parts": "a,b,c", "models": ",".join(TORCHVISION_NAMES), "device": "cpu", "precision": "32", "network": "lenet5",
     "data": "digits", "sides": "default,bare,alone", "compile_mode": "default", "variant": "",
 }  # fmt: skip
 SWITCHES = {"channels_last": "false", "control": "false", "compile": "false"}
-# (b)'s data: the bundled digits, or CIFAR-10's training split in shape (45,000 random 3x32x32 images in memory, on
-# the GPU when training there; batch 128, the cifar crops and flips on whole batches), as experiment=resnet20_cifar10
+# (b)'s data: the bundled digits, or CIFAR-10's training split in shape (``train_size`` random 3x32x32 images in
+# memory, on the GPU when training there; batch 128, the cifar crops and flips on whole batches), as
+# experiment=resnet20_cifar10
 DATA = {
     "digits": [],
-    "cifar_shaped": [
-        "data=fake", "data.train_size=45000", "data.val_size=5000", "data.test_size=128", "data.batch_size=128",
-        "data.augment=cifar",
-    ],
-}  # fmt: skip
+    "cifar_shaped": ["data=fake", "data.test_size=128", "data.batch_size=128", "data.augment=cifar"],
+}
 SIDES = {
     "default": "the default run (callbacks, guards, TensorBoard, checkpoints)",
     "bare": "bare Trainer (the default run's module: metrics, logging)",
@@ -262,12 +261,23 @@ def compare_with_torchvision(options: dict[str, Any]) -> None:
 # (b) the framework's overhead --------------------------------------------------------------------------------------
 
 
+def cifar_shaped_sizes(options: dict[str, Any]) -> tuple[int, int]:
+    """The training and validation set sizes of ``data=cifar_shaped``: ``train_size`` and a ninth of it, as CIFAR-10's
+    45,000 and 5,000 (configs/data/cifar10.yaml)."""
+    return options["train_size"], math.ceil(options["train_size"] / 9)
+
+
 def compose_default(log_dir: Path, options: dict[str, Any], side: str = "default") -> Any:
     """The default run's composed config (as scripts/train.py composes it) with ``model=<network>``, ``options``'s data,
     device and compile switches, writing into ``log_dir``; for the ``variant`` side with its overrides too."""
     overrides = [
         f"model={options['network']}",
         *DATA[options["data"]],
+        *(
+            f"data.{split}_size={size}"
+            for split, size in zip(("train", "val"), cifar_shaped_sizes(options), strict=True)
+            if options["data"] == "cifar_shaped"
+        ),
         f"paths.output_dir={log_dir}",
         f"trainer.accelerator={'gpu' if options['device'].type == 'cuda' else 'cpu'}",
         f"trainer.max_epochs={options['epochs']}",
@@ -385,9 +395,12 @@ def compare_with_minimal_loop(options: dict[str, Any]) -> None:
     epochs, rounds, network = options["epochs"], options["rounds"], options["network"]
     if epochs < 2:
         raise ValueError("epochs: the first epoch is not timed; give 2 or more")
+    train_batches, val_batches = (math.ceil(size / 128) for size in cifar_shaped_sizes(options))
     data = {
         "digits": "the bundled digits (batch 32, 40 training and 6 validation batches an epoch)",
-        "cifar_shaped": "CIFAR-shaped data (batch 128, 352 training and 40 validation batches an epoch)",
+        "cifar_shaped": (
+            f"CIFAR-shaped data (batch 128, {train_batches} training and {val_batches} validation batches an epoch)"
+        ),
     }
     compiled = f", compiled (mode {options['compile_mode']})" if options["compile"] else ""
     print(

@@ -1,10 +1,11 @@
 """scripts/benchmark.py with tiny settings: the shape of its tables (the timings belong in docs/benchmarks.md)."""
 
+import importlib
 from pathlib import Path
 
 import pytest
 
-from conftest import run_script
+from conftest import ROOT, run_script
 
 
 def tables(output: str) -> list[list[list[str]]]:
@@ -88,22 +89,33 @@ def test_benchmark_rejects_a_network_without_a_model_config(tmp_path: Path) -> N
     )
 
 
-@pytest.mark.slow  # 45,000 images, two epochs of each side: about 30 s
+@pytest.mark.slow  # 4,500 images, two epochs of each side: about 15 s
 def test_benchmark_times_the_chosen_sides_on_cifar_shaped_data(tmp_path: Path) -> None:
-    # the GPU check's setting (device=cuda data=cifar_shaped network=resnet20), here with LeNet-5 on the CPU: 45,000
-    # images of 3x32x32 in memory, two epochs
+    # the GPU check's setting (device=cuda data=cifar_shaped network=resnet20), here with LeNet-5 on the CPU and a
+    # tenth of its 45,000 images of 3x32x32 in memory, two epochs
     result = run_script(
-        "benchmark.py", "parts=b", "data=cifar_shaped", "sides=alone", "epochs=2", "rounds=1", cwd=tmp_path,
-        timeout=600,
+        "benchmark.py", "parts=b", "data=cifar_shaped", "train_size=4500", "sides=alone", "epochs=2", "rounds=1",
+        cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "(b) lenet5 on CIFAR-shaped data (batch 128, 352 training and 40 validation batches an epoch), cpu" in (
+    assert "(b) lenet5 on CIFAR-shaped data (batch 128, 36 training and 4 validation batches an epoch), cpu" in (
         result.stdout
     )
     (vs_minimal,) = tables(result.stdout)
     assert [row[0] for row in vs_minimal[1:]] == [
         "Lightning alone (forward, loss and step in a LightningModule, bare Trainer)"
     ]
+
+
+def test_the_cifar_shaped_data_is_cifar_10s_training_split_in_shape_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # as `python scripts/benchmark.py` finds benchmark_data
+    benchmark = importlib.import_module("benchmark")
+    options = benchmark.parse_options(["data=cifar_shaped"])
+    cfg = benchmark.compose_default(tmp_path, options)
+    assert (cfg.data.train_size, cfg.data.val_size, cfg.data.batch_size) == (45000, 5000, 128)
+    assert (cfg.data.image_size, cfg.data.in_channels) == (32, 3)
 
 
 @pytest.mark.parametrize(
