@@ -20,6 +20,7 @@ from training.classifier import Classifier
 from training.config import UserError
 from training.monitoring import (
     ConfusionMatrix,
+    FilterImages,
     GradientNorm,
     MisclassifiedImages,
     TensorBoardLogger,
@@ -142,7 +143,7 @@ def test_filter_grid_confusion_matrix_and_misclassified_images(events: EventAccu
     images = set(events.Tags()["images"])
     assert images == {"filters/features.c1", "val/confusion_matrix", "val/misclassified"}
     filters = events.Images("filters/features.c1")
-    assert [event.step for event in filters] == [0, 6, 12]  # at the start and after each epoch
+    assert [event.step for event in filters] == [0, 12]  # at the start and after the last epoch (epoch 2 of 2)
     # six 5x5 filters enlarged 7 times to 35x35, in one row with 1-pixel borders
     assert (filters[0].width, filters[0].height) == (6 * 36 + 1, 36 + 1)
     assert filters[0].encoded_image_string != filters[-1].encoded_image_string  # they learnt
@@ -150,6 +151,25 @@ def test_filter_grid_confusion_matrix_and_misclassified_images(events: EventAccu
         # every 5th epoch's and the last one's validation (epoch 2 of 2), not the sanity check
         assert [event.step for event in events.Images(tag)] == [12]
         assert min(events.Images(tag)[0].width, events.Images(tag)[0].height) > 200
+
+
+@pytest.mark.parametrize(("epochs_run", "steps"), [(5, [0, 20, 40, 50]), (3, [0, 20, 30])])
+def test_filters_at_the_start_every_n_epochs_the_last_and_an_early_end(
+    tmp_path: Path, epochs_run: int, steps: list[int]
+) -> None:
+    logger = LightningTensorBoardLogger(tmp_path, name="tb", version="")
+    net = nn.Sequential(nn.Conv2d(1, 2, 3))
+    filters = FilterImages(every_n_epochs=2)
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[logger], global_step=0, current_epoch=0, max_epochs=5)
+    filters.on_train_start(trainer, net)
+    for epoch in range(epochs_run):  # 10 steps an epoch; 3 of 5: stopped early (early stopping)
+        trainer.current_epoch, trainer.global_step = epoch, 10 * (epoch + 1)
+        filters.on_train_epoch_end(trainer, net)
+    filters.on_train_end(trainer, net)
+    logger.experiment.flush()
+    assert [event.step for event in read_events(str(tmp_path / "tb")).Images("filters/0")] == steps
+    with pytest.raises(ValueError, match="every_n_epochs must be a positive integer, got 0"):
+        FilterImages(every_n_epochs=0)
 
 
 @pytest.mark.parametrize("callback", [ConfusionMatrix, MisclassifiedImages])

@@ -7,7 +7,8 @@ Each is its own key in ``configs/callbacks/default.yaml`` (``callbacks.<key>=nul
 * ``layer_stats`` (``LayerStatistics``): every ``every_n_steps`` steps, per layer ``activations/<layer>/{mean,std}``
   and histogram ``activations/<layer>``, ``dead_fraction/<layer>`` after rectifiers, and per parameter tensor
   histograms ``weights/<param>``, ``gradients/<param>`` and the scalar ``update_ratio/<param>``;
-* ``filters`` (``FilterImages``): ``filters/<layer>``, the first conv layer's filters as an image grid;
+* ``filters`` (``FilterImages``): ``filters/<layer>``, the first conv layer's filters as an image grid, at the start
+  and after every ``every_n_epochs``-th epoch and the last;
 * ``confusion_matrix`` (``ConfusionMatrix``) and ``misclassified`` (``MisclassifiedImages``): classifiers only,
   ``val/confusion_matrix`` and ``val/misclassified`` images after the validations of every ``every_n_epochs``-th
   epoch and the last.
@@ -315,21 +316,39 @@ def filter_grid(weight: torch.Tensor, tile: int = 32) -> torch.Tensor:
     return make_grid(filters.flatten(0, 1).unsqueeze(1), nrow=channels if channels > 1 else 8, padding=1, pad_value=1.0)
 
 
+def epoch_is_due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
+    """Whether the epoch under way is an ``every_n_epochs``-th one or the last (``trainer.max_epochs``)."""
+    epoch = trainer.current_epoch + 1
+    return epoch % every_n_epochs == 0 or epoch == trainer.max_epochs
+
+
 class FilterImages(pl.Callback):
-    """``filters/<layer>``: the first 2-d conv layer's filters (``filter_grid``) when training starts and after every
-    epoch. Networks without one (the recurrent models) log nothing."""
+    """``filters/<layer>``: the first 2-d conv layer's filters (``filter_grid``) when training starts, after every
+    ``every_n_epochs``-th epoch and the last (``trainer.max_epochs``), and when training ends sooner (early
+    stopping). Networks without one (the recurrent models) log nothing."""
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        _positive_int("every_n_epochs", every_n_epochs)
+        self.every_n_epochs = every_n_epochs
+        self._logged_step: int | None = None  # the global step the filters were last logged at
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._log(trainer, pl_module)
+        if epoch_is_due(trainer, self.every_n_epochs):
+            self._log(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._logged_step != trainer.global_step:
+            self._log(trainer, pl_module)
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writer = tensorboard(trainer)
         first = next(((n, m) for n, m in _net(pl_module).named_modules() if isinstance(m, nn.Conv2d)), None)
         if writer is not None and first is not None:
             writer.add_image(f"filters/{first[0]}", filter_grid(first[1].weight), trainer.global_step)
+        self._logged_step = trainer.global_step
 
 
 class _ValidationPredictions(pl.Callback, ABC):
@@ -354,8 +373,7 @@ class _ValidationPredictions(pl.Callback, ABC):
             return False
         if trainer.state.fn != TrainerFn.FITTING:  # trainer.validate
             return True
-        epoch = trainer.current_epoch + 1
-        return epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
+        return epoch_is_due(trainer, self.every_n_epochs)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._active = isinstance(pl_module, Classifier) and self._due(trainer) and logs_to_tensorboard(trainer)
