@@ -270,14 +270,12 @@ def cifar_shaped_sizes(options: dict[str, Any]) -> tuple[int, int]:
 def compose_default(log_dir: Path, options: dict[str, Any], side: str = "default") -> Any:
     """The default run's composed config (as scripts/train.py composes it) with ``model=<network>``, ``options``'s data,
     device and compile switches, writing into ``log_dir``; for the ``variant`` side with its overrides too."""
+    train_size, val_size = cifar_shaped_sizes(options)
+    sizes = [f"data.train_size={train_size}", f"data.val_size={val_size}"] if options["data"] == "cifar_shaped" else []
     overrides = [
         f"model={options['network']}",
         *DATA[options["data"]],
-        *(
-            f"data.{split}_size={size}"
-            for split, size in zip(("train", "val"), cifar_shaped_sizes(options), strict=True)
-            if options["data"] == "cifar_shaped"
-        ),
+        *sizes,
         f"paths.output_dir={log_dir}",
         f"trainer.accelerator={'gpu' if options['device'].type == 'cuda' else 'cpu'}",
         f"trainer.max_epochs={options['epochs']}",
